@@ -1,0 +1,30 @@
+"""imgsim: image similarity search shared by the Lambda functions, the CLI and the local stack."""
+
+from .config import Settings
+from .decode import DecodedImage, decode_image
+from .embedder import Embedder
+from .errors import (
+    ChecksumMismatch,
+    CollectionMismatch,
+    ConfigError,
+    CorruptImage,
+    EmptyImage,
+    ImageError,
+    ImageTooLarge,
+    ImgsimError,
+    ModelNotFound,
+    NotAnImage,
+    StoreError,
+    StoreUnavailable,
+    TooManyPixels,
+)
+from .ids import point_id_for_file, point_id_for_object
+from .scoring import percent_from_score, score_from_cosine
+from .store import SearchHit, StoredPoint, VectorStore
+
+__all__ = [
+    "ChecksumMismatch", "CollectionMismatch", "ConfigError", "CorruptImage", "DecodedImage", "EmptyImage",
+    "Embedder", "ImageError", "ImageTooLarge", "ImgsimError", "ModelNotFound", "NotAnImage", "SearchHit",
+    "Settings", "StoreError", "StoreUnavailable", "StoredPoint", "TooManyPixels", "VectorStore",
+    "decode_image", "percent_from_score", "point_id_for_file", "point_id_for_object", "score_from_cosine",
+]

@@ -1,0 +1,69 @@
+"""Settings, read from environment variables once; every default is documented in README.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _str(name: str, default: str | None) -> str | None:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Model
+    model_name: str | None = None  # None: the manifest's default
+    model_dir: str | None = None  # None: search IMGSIM_MODEL_DIR, /opt/model, <repo>/model
+    num_threads: int = 1
+    batch_size: int = 16
+    # Guard rails
+    max_image_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 64_000_000
+    # Qdrant
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
+    qdrant_path: str = "./.data/qdrant"
+    collection: str = "images"
+    qdrant_timeout: float = 5.0
+    qdrant_retries: int = 3
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            model_name=_str("IMGSIM_MODEL", None),
+            model_dir=_str("IMGSIM_MODEL_DIR", None),
+            num_threads=_int("IMGSIM_NUM_THREADS", 1),
+            batch_size=_int("IMGSIM_BATCH_SIZE", 16),
+            max_image_bytes=_int("IMGSIM_MAX_IMAGE_BYTES", 25 * 1024 * 1024),
+            max_pixels=_int("IMGSIM_MAX_PIXELS", 64_000_000),
+            qdrant_url=_str("QDRANT_URL", None),
+            qdrant_api_key=_str("QDRANT_API_KEY", None),
+            qdrant_path=_str("QDRANT_PATH", "./.data/qdrant"),
+            collection=_str("QDRANT_COLLECTION", "images"),
+            qdrant_timeout=_float("QDRANT_TIMEOUT", 5.0),
+            qdrant_retries=_int("QDRANT_RETRIES", 3),
+        )
