@@ -8,7 +8,9 @@ A *model directory* holds ``models.json`` and the model files side by side. It i
 looked up in this order, first hit wins:
 
 1. ``IMGSIM_MODEL_DIR``
-2. ``/opt/model`` (where the Lambda layer puts it)
+2. ``<layer root>/model``: the Lambda layer unpacks to ``/opt`` with this package
+   in ``/opt/python/imgsim``, so this is ``/opt/model`` on Lambda, and the same
+   relative place in a ``sam build`` output run by the local invoke runner
 3. ``<repo>/model`` (a source checkout, after ``make model``)
 """
 
@@ -23,9 +25,11 @@ from pathlib import Path
 from .errors import ChecksumMismatch, ConfigError, ModelNotFound
 
 MANIFEST_NAME = "models.json"
-LAMBDA_MODEL_DIR = Path("/opt/model")
-# layers/shared/imgsim/models.py -> repo root is three levels above the package.
-REPO_MODEL_DIR = Path(__file__).resolve().parents[3] / "model"
+_HERE = Path(__file__).resolve()
+# <layer>/python/imgsim/models.py -> <layer>/model (/opt/model on Lambda).
+LAYER_MODEL_DIR = _HERE.parents[2] / "model"
+# <repo>/layers/shared/imgsim/models.py -> <repo>/model.
+REPO_MODEL_DIR = _HERE.parents[3] / "model"
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def candidate_model_dirs(model_dir: str | None = None) -> list[Path]:
     env_dir = model_dir or os.environ.get("IMGSIM_MODEL_DIR")
     if env_dir:
         return [Path(env_dir)]
-    return [LAMBDA_MODEL_DIR, REPO_MODEL_DIR]
+    return [LAYER_MODEL_DIR, REPO_MODEL_DIR]
 
 
 def load_manifest(path: Path) -> tuple[str, dict[str, ModelSpec]]:

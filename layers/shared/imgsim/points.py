@@ -1,0 +1,47 @@
+"""The payload stored with every point: enough to show and filter results without a second lookup."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .decode import DecodedImage
+from .store import key_dirs
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_payload(
+    *,
+    key: str,
+    image: DecodedImage,
+    size: int,
+    model: str,
+    bucket: str | None = None,
+    etag: str | None = None,
+    sequencer: str | None = None,
+    content_type: str | None = None,
+    source: str = "s3",
+) -> dict[str, Any]:
+    """``key`` is the S3 object key, or a local file's absolute path (``source="file"``)."""
+    payload: dict[str, Any] = {
+        "source": source,
+        "key": key,
+        "dirs": key_dirs(key),
+        "size": size,
+        "content_type": content_type or image.content_type,
+        "format": image.format,
+        "width": image.width,
+        "height": image.height,
+        "model": model,
+        "indexed_at": utc_now_iso(),
+    }
+    if bucket is not None:
+        payload["bucket"] = bucket
+    if etag is not None:
+        payload["etag"] = etag
+    if sequencer is not None:
+        payload["sequencer"] = sequencer
+    return payload

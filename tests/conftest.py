@@ -1,0 +1,50 @@
+"""Shared test setup: safe AWS/powertools environment, real photos, one Embedder per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = (REPO_ROOT.parent / "shared").resolve()
+PHOTOS_DIR = SHARED_DIR / "datasets" / "photos"
+
+# Never talk to real AWS from tests; powertools wants these set.
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_SERVICE_NAME": "imgsim-tests",
+    "POWERTOOLS_METRICS_NAMESPACE": "imgsim",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_DEV": "false",
+}.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("QDRANT_URL", None)
+os.environ.pop("QDRANT_API_KEY", None)
+
+
+def photo_paths() -> list[Path]:
+    paths = sorted(PHOTOS_DIR.glob("*.jpg"))
+    if not paths:
+        # A hard failure, not a skip: the suite needs ../shared (see ../shared/README.md).
+        raise RuntimeError(f"no photos in {PHOTOS_DIR}; the tests need ../shared/datasets/photos")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """All 1,692 real photos, in order (cats, dogs, monkeys, squirrels in blocks)."""
+    return photo_paths()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from imgsim import Embedder
+
+    return Embedder()
