@@ -67,7 +67,11 @@ def get_boto3_client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(service, config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
+    config = Config(retries={"mode": "adaptive", "max_attempts": 5})
+    if service == "s3":
+        # Presigned URLs (search API) must be SigV4: botocore may still presign with the deprecated SigV2.
+        config = config.merge(Config(signature_version="s3v4"))
+    return boto3.client(service, config=config)
 
 
 def reset() -> None:

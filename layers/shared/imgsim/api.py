@@ -1,0 +1,514 @@
+"""The search API's logic, kept out of the Lambda handler so it can be tested and reused.
+
+``functions/search/app.py`` only routes HTTP API events here (powertools
+``APIGatewayHttpResolver``). This module parses request bodies (raw
+``image/*``, multipart form-data, JSON with base64), checks the API key,
+turns store hits into JSON with presigned URLs, and defines the one error type
+(``ApiError``) the handler maps to ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from python_multipart import FormParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
+
+from .decode import FORMAT_CONTENT_TYPES
+from .errors import ConfigError, ImageError, ImageTooLarge, StoreUnavailable
+from .ids import point_id_for_object
+from .scoring import percent_from_score, score_from_cosine
+
+# Lambda accepts at most 6 MiB of invocation payload, and HTTP API delivers binary
+# bodies base64-encoded (4/3 larger), so about 4.7 MB of raw image fits; keep
+# room for headers and the rest of the event.
+DEFAULT_MAX_BODY_BYTES = 4_500_000
+DEFAULT_URL_TTL = 900
+DEFAULT_UPLOAD_PREFIX = "uploads/"
+RETRY_AFTER_SECONDS = 5
+
+# Content types POST /uploads accepts: what the indexer can decode.
+UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values())
+IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The search API's settings (environment variables, defaults in README.md)."""
+
+    images_bucket: str | None = None
+    upload_prefix: str = DEFAULT_UPLOAD_PREFIX
+    url_ttl: int = DEFAULT_URL_TTL
+    cors_origin: str = "*"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    api_key: str | None = field(default=None, repr=False)
+    api_key_param: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "ApiConfig":
+        return cls(
+            images_bucket=os.environ.get("IMAGES_BUCKET") or None,
+            upload_prefix=os.environ.get("IMGSIM_UPLOAD_PREFIX", DEFAULT_UPLOAD_PREFIX),
+            url_ttl=_env_int("IMGSIM_URL_TTL", DEFAULT_URL_TTL),
+            cors_origin=os.environ.get("IMGSIM_CORS_ORIGIN") or "*",
+            max_body_bytes=_env_int("IMGSIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            api_key=os.environ.get("IMGSIM_API_KEY") or None,
+            api_key_param=os.environ.get("IMGSIM_API_KEY_PARAM") or None,
+        )
+
+
+class ApiError(Exception):
+    """A request the API answers with a 4xx/5xx JSON error instead of a result."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def api_error_from(exc: Exception) -> ApiError:
+    """Map imgsim's own exceptions to HTTP errors (the handler catches everything else as 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ImageTooLarge):
+        return ApiError(413, exc.code, str(exc))
+    if isinstance(exc, ImageError):
+        return ApiError(400, exc.code, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return ApiError(
+            503, "store_unavailable", "the vector store is unreachable; try again shortly",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    raise TypeError(f"no HTTP mapping for {type(exc).__name__}")
+
+
+# -- request bodies -------------------------------------------------------------
+
+
+def body_too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413, "body_too_large",
+        f"request body is {size} bytes; the limit is {limit} bytes (API Gateway passes at most 6 MB "
+        "to Lambda and binary bodies arrive base64-encoded, a third larger). For larger images, "
+        "POST /uploads for a presigned upload URL, then search with {\"key\": ...}",
+    )
+
+
+def read_body(body: str | None, is_base64_encoded: bool | None, max_bytes: int) -> bytes:
+    """The request body as bytes, within ``max_bytes`` (413 otherwise)."""
+    raw = body or ""
+    if is_base64_encoded:
+        # Reject on the encoded length first: no point decoding a body we refuse.
+        if len(raw) // 4 * 3 > max_bytes + 2:
+            raise body_too_large(len(raw) // 4 * 3, max_bytes)
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(400, "bad_body", "request body is not valid base64") from exc
+    else:
+        data = raw.encode("utf-8")
+    if len(data) > max_bytes:
+        raise body_too_large(len(data), max_bytes)
+    return data
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """``"Multipart/Form-Data; boundary=x"`` -> ``("multipart/form-data", {"boundary": "x"})``."""
+    mime, params = parse_options_header(content_type or "")
+    return mime.decode("latin-1").lower(), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
+
+
+def form_fields(content_type: str, body: bytes, max_bytes: int) -> dict[str, bytes]:
+    """Every field of a multipart/form-data body, files and plain fields alike, by name.
+
+    python-multipart does the parsing; files stay in memory (the body is
+    already bounded by ``max_bytes``).
+    """
+    _, params = media_type(content_type)
+    boundary = params.get("boundary")
+    if not boundary:
+        raise ApiError(400, "bad_body", "multipart/form-data without a boundary parameter")
+    fields: dict[str, bytes] = {}
+
+    def on_field(f: Any) -> None:
+        if f.field_name is not None:
+            fields.setdefault(f.field_name.decode("utf-8", "replace"), f.value or b"")
+
+    def on_file(f: Any) -> None:
+        if f.field_name is not None:
+            f.file_object.seek(0)
+            fields.setdefault(f.field_name.decode("utf-8", "replace"), f.file_object.read())
+
+    parser = FormParser(
+        "multipart/form-data", on_field, on_file, boundary=boundary.encode("latin-1"),
+        config={"MAX_MEMORY_FILE_SIZE": max_bytes + 1, "MAX_BODY_SIZE": max_bytes + 1},
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError) as exc:
+        raise ApiError(400, "bad_body", f"malformed multipart/form-data body: {exc}") from exc
+    return fields
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_json", "request body must be a JSON object")
+    return value
+
+
+def base64_field(obj: dict[str, Any], name: str) -> bytes:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "bad_parameter", f"{name!r} must be a base64 string")
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]  # a data: URL, as FileReader.readAsDataURL gives
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "bad_parameter", f"{name!r} is not valid base64") from exc
+
+
+def unsupported_media_type(content_type: str | None, accepted: str) -> ApiError:
+    given = content_type or "none"
+    return ApiError(415, "unsupported_media_type", f"Content-Type {given!r} is not accepted here; send {accepted}")
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """What POST /search searches with: new image bytes, or an indexed point by id or key."""
+
+    image: bytes | None = None
+    point_id: str | None = None
+    key: str | None = None
+
+
+SEARCH_BODY_FORMS = "image/* (raw bytes), multipart/form-data (file field 'image') or application/json"
+
+
+def parse_search_body(content_type: str | None, body: bytes, max_bytes: int) -> ImageQuery:
+    mime, _ = media_type(content_type)
+    if not body:
+        raise ApiError(400, "empty_body", f"no query image; send {SEARCH_BODY_FORMS}")
+    if mime.startswith(IMAGE_BODY_TYPES):
+        return ImageQuery(image=body)
+    if mime == "multipart/form-data":
+        fields = form_fields(content_type or "", body, max_bytes)
+        if "image" not in fields:
+            raise ApiError(400, "bad_parameter", "multipart body has no 'image' field")
+        return ImageQuery(image=fields["image"])
+    if mime == "application/json":
+        obj = json_object(body)
+        given = [name for name in ("image", "id", "key") if obj.get(name) is not None]
+        if len(given) != 1:
+            raise ApiError(400, "bad_parameter", "give exactly one of 'image' (base64), 'id' or 'key'")
+        if given[0] == "image":
+            return ImageQuery(image=base64_field(obj, "image"))
+        value = obj[given[0]]
+        if not isinstance(value, str) or not value:
+            raise ApiError(400, "bad_parameter", f"{given[0]!r} must be a non-empty string")
+        if given[0] == "id":
+            return ImageQuery(point_id=parse_point_id(value))
+        return ImageQuery(key=value)
+    raise unsupported_media_type(content_type, SEARCH_BODY_FORMS)
+
+
+COMPARE_BODY_FORMS = "multipart/form-data (fields 'a' and 'b') or application/json {\"a\": base64, \"b\": base64}"
+
+
+def parse_compare_body(content_type: str | None, body: bytes, max_bytes: int) -> tuple[bytes, bytes]:
+    mime, _ = media_type(content_type)
+    if not body:
+        raise ApiError(400, "empty_body", f"no images; send {COMPARE_BODY_FORMS}")
+    if mime == "multipart/form-data":
+        fields = form_fields(content_type or "", body, max_bytes)
+        missing = [name for name in ("a", "b") if name not in fields]
+        if missing:
+            raise ApiError(400, "bad_parameter", f"multipart body lacks field(s) {', '.join(missing)}")
+        return fields["a"], fields["b"]
+    if mime == "application/json":
+        obj = json_object(body)
+        return base64_field(obj, "a"), base64_field(obj, "b")
+    raise unsupported_media_type(content_type, COMPARE_BODY_FORMS)
+
+
+def parse_point_id(value: str) -> str:
+    """Point ids are UUIDs (see ``imgsim.ids``); anything else is a bad parameter, not a 500 from Qdrant."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ApiError(400, "bad_parameter", f"{value!r} is not an image id (a UUID)") from exc
+
+
+# -- API key --------------------------------------------------------------------
+
+
+class ApiKeyCheck:
+    """Checks ``x-api-key`` against IMGSIM_API_KEY or the SSM parameter IMGSIM_API_KEY_PARAM.
+
+    With neither configured, protected routes answer 503 ``not_configured``:
+    the API must never be open by accident, and 401 would wrongly tell the
+    caller their key is the problem.
+    """
+
+    def __init__(self, config: ApiConfig, read_secret: Callable[[str], str] | None = None) -> None:
+        self.config = config
+        self._read_secret = read_secret
+
+    def expected_key(self) -> str:
+        if self.config.api_key:
+            return self.config.api_key
+        if self.config.api_key_param:
+            read = self._read_secret
+            if read is None:
+                from .runtime import read_secret_parameter as read  # powertools parameters, cached 5 min
+            try:
+                key = read(self.config.api_key_param)
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch the key is a server-side outage
+                raise ApiError(
+                    503, "auth_unavailable", "the API key could not be loaded; try again shortly",
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                ) from exc
+            if key:
+                return key
+        raise ApiError(
+            503, "not_configured",
+            "no API key is configured on the server (set IMGSIM_API_KEY or IMGSIM_API_KEY_PARAM)",
+        )
+
+    def check(self, provided: str | None) -> None:
+        expected = self.expected_key()
+        if not provided:
+            raise ApiError(401, "missing_api_key", "send the API key in the x-api-key header")
+        # Constant time, so response timing does not reveal how much of a guess was right.
+        if not hmac.compare_digest(provided.encode("utf-8"), expected.encode("utf-8")):
+            raise ApiError(401, "invalid_api_key", "the x-api-key header does not match")
+
+
+# -- presigning and results -----------------------------------------------------
+
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_filename(filename: str, max_length: int = 100) -> str:
+    """A safe last key segment: no folders, no spaces or odd characters, bounded length."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_FILENAME_CHARS.sub("_", name).strip("._")
+    if len(name) > max_length:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: max_length - len(ext) - 1] + dot + ext) if dot and len(ext) < 10 else name[:max_length]
+    return name or "image"
+
+
+def presigned_get_url(s3: Any, bucket: str | None, key: str | None, ttl: int) -> str | None:
+    if not bucket or not key:
+        return None  # a point indexed from a local file (source "file") has no S3 object
+    return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl)
+
+
+RESULT_FIELDS = ("bucket", "key", "width", "height", "content_type", "size", "indexed_at")
+
+
+class Timer:
+    """Milliseconds spent per phase of one request (for took_ms, Server-Timing and metrics)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def add(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + (now - since) * 1000.0
+        return now
+
+    def total_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0
+
+    def server_timing(self) -> str:
+        parts = [f"{name};dur={ms:.1f}" for name, ms in self.phases.items()]
+        parts.append(f"total;dur={self.total_ms():.1f}")
+        return ", ".join(parts)
+
+
+class SearchService:
+    """The API's operations. The shared objects come from callables so the
+    handler passes the per-process singletons of ``imgsim.runtime`` and tests
+    pass their own."""
+
+    def __init__(
+        self,
+        config: ApiConfig,
+        *,
+        embedder: Callable[[], Any],
+        store: Callable[[], Any],
+        s3: Callable[[], Any],
+    ) -> None:
+        self.config = config
+        self._embedder = embedder
+        self._store = store
+        self._s3 = s3
+
+    # -- search -------------------------------------------------------------
+
+    def search(
+        self,
+        query: ImageQuery,
+        *,
+        limit: int = 10,
+        min_score: float | None = None,
+        prefix: str | None = None,
+        timer: Timer | None = None,
+    ) -> dict[str, Any]:
+        timer = timer or Timer()
+        embedder = self._embedder()
+        store = self._store()
+        exclude: list[str] = []
+        mark = time.perf_counter()
+        if query.image is not None:
+            vector = embedder.embed(query.image)
+            mark = timer.add("embed", mark)
+        else:
+            if query.point_id is not None:
+                record = store.get(query.point_id, with_vector=True)
+                missing = f"no indexed image with id {query.point_id}"
+            else:
+                record = store.find_by_key(query.key, bucket=self.config.images_bucket, with_vector=True)
+                missing = f"no indexed image with key {query.key!r}"
+            mark = timer.add("lookup", mark)
+            if record is None or record.vector is None:
+                raise ApiError(404, "not_found", missing)
+            vector = record.vector
+            exclude.append(str(record.id))
+        hits = store.search(vector, limit=limit, min_score=min_score, prefix=prefix or None, exclude_ids=exclude)
+        mark = timer.add("qdrant", mark)
+        s3 = self._s3()
+        results = [self._result(hit.id, hit.score, hit.percent, hit.payload, s3) for hit in hits]
+        timer.add("presign", mark)
+        return {"results": results, "took_ms": round(timer.total_ms(), 1), "model": embedder.model_name}
+
+    def _result(self, point_id: str, score: float, percent: float, payload: dict[str, Any], s3: Any) -> dict:
+        item: dict[str, Any] = {"id": point_id, "score": round(score, 6), "percent": percent}
+        for name in RESULT_FIELDS:
+            item[name] = payload.get(name)
+        item["url"] = presigned_get_url(s3, payload.get("bucket"), payload.get("key"), self.config.url_ttl)
+        return item
+
+    def compare(self, a: bytes, b: bytes, *, timer: Timer | None = None) -> dict[str, Any]:
+        timer = timer or Timer()
+        embedder = self._embedder()
+        mark = time.perf_counter()
+        vectors = embedder.embed_decoded([embedder.decode(a), embedder.decode(b)])
+        timer.add("embed", mark)
+        score = score_from_cosine(float(vectors[0] @ vectors[1]))
+        return {"score": round(score, 6), "percent": percent_from_score(score), "model": embedder.model_name,
+                "took_ms": round(timer.total_ms(), 1)}
+
+    # -- images ---------------------------------------------------------------
+
+    def _payload(self, point_id: str) -> dict[str, Any]:
+        record = self._store().get(parse_point_id(point_id))
+        if record is None:
+            raise ApiError(404, "not_found", f"no indexed image with id {point_id}")
+        return dict(record.payload or {})
+
+    def get_image(self, point_id: str) -> dict[str, Any]:
+        payload = self._payload(point_id)
+        payload.pop("dirs", None)  # an index helper for prefix filters, not information
+        url = presigned_get_url(self._s3(), payload.get("bucket"), payload.get("key"), self.config.url_ttl)
+        return {"id": parse_point_id(point_id), **payload, "url": url}
+
+    def delete_image(self, point_id: str) -> dict[str, Any]:
+        """Delete the S3 object; the indexer removes the point when S3 reports the ObjectRemoved event."""
+        payload = self._payload(point_id)
+        bucket, key = payload.get("bucket"), payload.get("key")
+        if not bucket or not key:
+            raise ApiError(409, "not_deletable", "this image was indexed from a local file, not an S3 object")
+        if self.config.images_bucket and bucket != self.config.images_bucket:
+            raise ApiError(409, "not_deletable", f"the image is in bucket {bucket!r}, which this API does not manage")
+        self._s3().delete_object(Bucket=bucket, Key=key)
+        return {"id": parse_point_id(point_id), "bucket": bucket, "key": key, "status": "deleting"}
+
+    def create_upload(self, body: bytes) -> dict[str, Any]:
+        """A presigned PUT the browser sends the file to, and the key and id it will have once indexed."""
+        obj = json_object(body) if body else {}
+        filename, content_type = obj.get("filename"), obj.get("content_type")
+        if not isinstance(filename, str) or not filename.strip():
+            raise ApiError(400, "bad_parameter", "'filename' must be a non-empty string")
+        if not isinstance(content_type, str) or not content_type:
+            raise ApiError(400, "bad_parameter", "'content_type' must be given, e.g. \"image/jpeg\"")
+        mime, _ = media_type(content_type)
+        if mime not in UPLOAD_CONTENT_TYPES:
+            raise ApiError(
+                415, "unsupported_media_type",
+                f"content_type {content_type!r} is not an image type the indexer decodes; "
+                f"use one of {', '.join(sorted(UPLOAD_CONTENT_TYPES))}",
+            )
+        bucket = self.require_bucket()
+        key = f"{self.config.upload_prefix}{uuid.uuid4().hex}-{sanitize_filename(filename)}"
+        url = self._s3().generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": mime}, ExpiresIn=self.config.url_ttl
+        )
+        return {
+            "url": url,
+            "method": "PUT",
+            # Signed into the URL: the PUT must send exactly this Content-Type.
+            "headers": {"Content-Type": mime},
+            "bucket": bucket,
+            "key": key,
+            "id": point_id_for_object(bucket, key),
+            "expires_in": self.config.url_ttl,
+        }
+
+    def require_bucket(self) -> str:
+        if not self.config.images_bucket:
+            raise ApiError(503, "not_configured", "IMAGES_BUCKET is not set on the server")
+        return self.config.images_bucket
+
+    # -- health ---------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        store = self._store()
+        body: dict[str, Any] = {"collection": store.collection, "model": self._embedder().model_name}
+        try:
+            body["points"] = store.count()
+        except StoreUnavailable as exc:
+            error = api_error_from(exc)
+            return 503, {"status": "unavailable", **body, **error.body()}, error.headers
+        return 200, {"status": "ok", **body}, {}

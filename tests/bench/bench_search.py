@@ -1,0 +1,199 @@
+"""Warm search latency of the search API at 1k and 10k indexed points (embedded Qdrant).
+
+Each request is a real HTTP API v2 event through ``functions/search/app.handler``
+(moto S3 for the presigned URLs). Per request the handler reports its phases
+in ``Server-Timing``: the share spent embedding, in Qdrant, and the rest
+(event parsing, validation, auth, presigning, JSON, metrics) is printed, as
+ratios against baselines measured in the same run: ``embedder.embed`` alone
+and ``store.search`` alone on the same vectors.
+
+10k points are synthesized cheaply: the vectors of real photos plus small
+noise, re-normalized (neighbourhoods stay realistic, no 10k embeddings needed).
+
+Run: ``.venv/bin/python tests/bench/bench_search.py`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
+APP_PATH = REPO_ROOT / "functions" / "search" / "app.py"
+BUCKET = "imgsim-images"
+API_KEY = "bench-key"
+SIZES = (1_000, 10_000)
+BASE_PHOTOS = 200  # real vectors the synthetic points are drawn around
+QUERIES = 60
+WARMUP = 5
+NOISE = 0.015
+
+
+class LambdaContext:
+    function_name = "imgsim-search"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:imgsim-search"
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 29_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def server_timing(header: str) -> dict[str, float]:
+    return {name: float(ms) for name, ms in re.findall(r"(\w+);dur=([\d.]+)", header)}
+
+
+def load_app():
+    spec = importlib.util.spec_from_file_location("imgsim_search_app_bench", APP_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fill_store(store, base_vectors: np.ndarray, base_keys: list[str], count: int, rng) -> None:
+    from imgsim.ids import point_id_for_object
+    from imgsim.store import StoredPoint, key_dirs
+
+    existing = store.count()
+    batch: list = []
+    for n in range(existing, count):
+        source = n % len(base_vectors)
+        vector = base_vectors[source] + rng.normal(0, NOISE, base_vectors.shape[1]).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        key = f"synthetic/{n // 1000:02d}/{n:05d}-{base_keys[source].rsplit('/', 1)[-1]}"
+        payload = {"source": "s3", "bucket": BUCKET, "key": key, "dirs": key_dirs(key), "size": 20000,
+                   "content_type": "image/jpeg", "format": "JPEG", "width": 300, "height": 225,
+                   "model": "bench", "indexed_at": "2026-01-01T00:00:00.000Z"}
+        batch.append(StoredPoint(point_id_for_object(BUCKET, key), vector, payload))
+        if len(batch) == 500:
+            store.upsert(batch)
+            batch = []
+    store.upsert(batch)
+
+
+def measure(app, runtime, queries: list[bytes], query_vectors: np.ndarray) -> dict[str, list[float]]:
+    from imgsim.http_events import http_api_event
+
+    embedder, store = runtime.get_embedder(), runtime.get_store()
+    out: dict[str, list[float]] = {k: [] for k in ("total", "embed", "qdrant", "rest", "embed_alone",
+                                                   "search_alone", "by_id_total", "by_id_rest", "presign")}
+    events = [http_api_event("POST", "/search", headers={"x-api-key": API_KEY, "content-type": "image/jpeg"},
+                             body=data) for data in queries]
+    sink = io.StringIO()  # the metrics line each invocation prints (CloudWatch EMF)
+    for i in range(WARMUP):
+        with contextlib.redirect_stdout(sink):
+            app.handler(events[i], LambdaContext())
+    for event, data, vector in zip(events, queries, query_vectors):
+        event = json.loads(json.dumps(event))
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(sink):
+            response = app.handler(event, LambdaContext())
+        total = (time.perf_counter() - start) * 1000
+        assert response["statusCode"] == 200, response["body"]
+        phases = server_timing(response["headers"]["Server-Timing"])
+        out["total"].append(total)
+        out["embed"].append(phases["embed"])
+        out["qdrant"].append(phases["qdrant"])
+        out["presign"].append(phases["presign"])
+        out["rest"].append(total - phases["embed"] - phases["qdrant"])
+        start = time.perf_counter()
+        embedder.embed(data)
+        out["embed_alone"].append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        store.search(vector, limit=10)
+        out["search_alone"].append((time.perf_counter() - start) * 1000)
+    # Search by an indexed image's id: no embedding, one extra lookup.
+    ids = [hit.id for hit in store.search(query_vectors[0], limit=len(queries))]
+    for point_id in ids:
+        event = http_api_event("POST", "/search", headers={"x-api-key": API_KEY, "content-type": "application/json"},
+                               body=json.dumps({"id": point_id}))
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(sink):
+            response = app.handler(event, LambdaContext())
+        total = (time.perf_counter() - start) * 1000
+        assert response["statusCode"] == 200, response["body"]
+        phases = server_timing(response["headers"]["Server-Timing"])
+        out["by_id_total"].append(total)
+        out["by_id_rest"].append(total - phases["lookup"] - phases["qdrant"])
+    return out
+
+
+def main() -> int:
+    from moto import mock_aws
+
+    photos = sorted(PHOTOS_DIR.glob("*.jpg"))
+    if not photos:
+        print(f"bench_search: no photos in {PHOTOS_DIR}", file=sys.stderr)
+        return 1
+    rng = np.random.default_rng(7)
+    picks = rng.choice(len(photos), BASE_PHOTOS + QUERIES, replace=False)
+    base_paths = [photos[i] for i in picks[:BASE_PHOTOS]]
+    query_paths = [photos[i] for i in picks[BASE_PHOTOS:]]
+
+    with tempfile.TemporaryDirectory(prefix="imgsim-bench-search-") as tmp, mock_aws():
+        os.environ.update({
+            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_SERVICE_NAME": "imgsim-search", "POWERTOOLS_METRICS_NAMESPACE": "imgsim",
+            "POWERTOOLS_TRACE_DISABLED": "true", "IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY,
+            "QDRANT_PATH": str(Path(tmp) / "qdrant"), "QDRANT_COLLECTION": "bench",
+        })
+        for name in ("QDRANT_URL", "AWS_ENDPOINT_URL", "IMGSIM_API_KEY_PARAM"):
+            os.environ.pop(name, None)
+        import warnings
+
+        warnings.filterwarnings("ignore", "No application metrics to publish")
+        from imgsim import runtime
+
+        runtime.reset()
+        app = load_app()
+        embedder, store = runtime.get_embedder(), runtime.get_store()
+        base_vectors = embedder.embed_many([p.read_bytes() for p in base_paths])
+        queries = [p.read_bytes() for p in query_paths]
+        query_vectors = embedder.embed_many(queries)
+        base_keys = [f"photos/{p.name}" for p in base_paths]
+
+        print(f"search API, warm, {QUERIES} image queries (raw image/jpeg body) per size; ms")
+        print(f"{'points':>7} {'p50':>7} {'p99':>7} | {'embed':>6} {'qdrant':>7} {'rest':>6} (p50) | "
+              f"{'embed%':>6} {'qdrant%':>7} {'rest%':>6} | {'x(embed+search alone)':>21} | "
+              f"{'by id p50':>9} {'by id rest':>10}")
+        for size in SIZES:
+            fill_store(store, base_vectors, base_keys, size, rng)
+            assert store.count() == size
+            r = measure(app, runtime, queries, query_vectors)
+            p50 = percentile(r["total"], 50)
+            shares = {k: 100 * sum(r[k]) / sum(r["total"]) for k in ("embed", "qdrant", "rest")}
+            baseline = percentile(r["embed_alone"], 50) + percentile(r["search_alone"], 50)
+            print(f"{size:>7} {p50:7.2f} {percentile(r['total'], 99):7.2f} | "
+                  f"{percentile(r['embed'], 50):6.2f} {percentile(r['qdrant'], 50):7.2f} "
+                  f"{percentile(r['rest'], 50):6.2f}       | "
+                  f"{shares['embed']:5.1f}% {shares['qdrant']:6.1f}% {shares['rest']:5.1f}% | "
+                  f"{p50 / baseline:20.2f}x | "
+                  f"{percentile(r['by_id_total'], 50):9.2f} {percentile(r['by_id_rest'], 50):10.2f}")
+            print(f"{'':>7} baselines: embed alone p50 {percentile(r['embed_alone'], 50):.2f} ms, "
+                  f"store.search alone p50 {percentile(r['search_alone'], 50):.2f} ms; "
+                  f"rest p99 {percentile(r['rest'], 99):.2f} ms; presigning 10 URLs p50 "
+                  f"{percentile(r['presign'], 50):.2f} ms of the rest")
+        runtime.reset()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
