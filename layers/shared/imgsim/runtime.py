@@ -35,7 +35,8 @@ def read_secret_parameter(name: str) -> str:
 def get_settings() -> Settings:
     settings = Settings.from_env()
     param = os.environ.get("QDRANT_API_KEY_PARAM")
-    if param and not settings.qdrant_api_key:
+    # Only a Qdrant server needs a key: the embedded store (no QDRANT_URL) never reads SSM.
+    if param and settings.qdrant_url and not settings.qdrant_api_key:
         settings = dataclasses.replace(settings, qdrant_api_key=read_secret_parameter(param))
     return settings
 

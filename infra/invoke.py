@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Run a function from the ``sam build`` output the way Lambda lays it out, without Docker.
+
+    python infra/invoke.py IndexFunction events/index_put.json [more events...] [--env-vars env.json] [--repeat 3]
+    make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json]
+
+What it reproduces (this is the point: it proves the packaging):
+
+* the function's directory in ``.aws-sam/build`` is ``/var/task``: the working directory and first on
+  ``sys.path``;
+* each layer's ``python/`` (and ``python/lib/python3.11/site-packages``) is on ``sys.path`` as
+  ``/opt/python`` would be, and the layer's other files stay beside it as under ``/opt`` (imgsim finds
+  ``<layer>/model`` by itself);
+* nothing else is importable: the handler runs in a fresh ``python -I -S`` process whose ``sys.path`` is
+  the standard library + task + layers, so a dependency missing from the layer fails here;
+* the environment is the function's, from the built template (Globals merged, parameters and
+  intrinsics resolved by SAM CLI's own providers, as ``sam local invoke`` does), plus the AWS_* and
+  AWS_LAMBDA_* variables Lambda sets; a Lambda context object; the function's Timeout is enforced.
+
+Overrides follow ``sam local invoke --env-vars``: ``{"IndexFunction": {...}}`` for one function,
+``{"Parameters": {...}}`` for all. Unlike SAM, variables the template does not declare are passed too
+(e.g. AWS_ENDPOINT_URL, QDRANT_PATH), so a local emulator can be targeted. Template parameters can be
+set with ``--parameter-overrides Key=Value ...``; a parameter with no default and no override resolves
+to an empty string (QdrantUrl empty = embedded Qdrant at QDRANT_PATH).
+
+Several event files (and ``--repeat``) invoke the handler in turn in the same environment, like warm
+invocations: the first pays the cold start. The last return value is printed to stdout as JSON; the
+handler's logs go to stderr, with a Lambda-style REPORT line per invocation (init and invoke durations,
+max memory). Exit status 1 if the handler raised
+(the Lambda error document is printed instead), 2 for a usage or packaging error.
+
+The child half of this file (``--child``) must use the standard library only: it runs before the
+task and layer directories are on the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+PYTHON_VERSION = "3.11"
+CHILD_FLAG = "--child"
+EMPTY_PARAMETER = "__invoke_empty_parameter__"
+
+
+# ----------------------------------------------------------------------------- child (stdlib only)
+
+
+class LambdaContext:
+    """The attributes and method of the Python runtime's context object."""
+
+    def __init__(self, spec: dict, request_id: str) -> None:
+        self.function_name = spec["function_name"]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:{spec['region']}:123456789012:function:{self.function_name}"
+        )
+        self.memory_limit_in_mb = str(spec["memory"])
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + request_id.replace("-", "")
+        self.identity = None
+        self.client_context = None
+        self.tenant_id = None
+        self._deadline = time.monotonic() + float(spec["timeout"])
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class _TimedOut(BaseException):
+    """BaseException so a handler's `except Exception` cannot swallow the timeout, as on Lambda."""
+
+
+def _error_document(exc: BaseException) -> dict:
+    import traceback
+
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": "",
+        "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+    }
+
+
+def child_main(spec_path: str) -> int:
+    import importlib
+    import resource
+    import signal
+    import uuid
+
+    with open(spec_path) as fh:
+        spec = json.load(fh)
+    # Keep the real stdout for the result; everything the handler prints or logs goes to stderr
+    # (on Lambda both end up in CloudWatch Logs; here stdout is reserved for the result, like sam local).
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    os.chdir(spec["task_dir"])
+    sys.path[:0] = spec["sys_path"]
+    module_name, _, function_name = spec["handler"].rpartition(".")
+
+    def on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise _TimedOut(f"Task timed out after {spec['timeout']:.2f} seconds")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    outcome: object = None
+    status = 0
+    started = time.perf_counter()
+    try:
+        module = importlib.import_module(module_name)
+        handler = getattr(module, function_name)
+    except Exception as exc:  # an import error here is exactly what this runner exists to catch
+        outcome, status = {**_error_document(exc), "errorType": f"Runtime.ImportModuleError: {type(exc).__name__}"}, 1
+        handler = None
+    init_ms = (time.perf_counter() - started) * 1000
+    events = []
+    for path in spec["event_paths"]:
+        with open(path) as fh:
+            events.append(json.load(fh))
+    for attempt, event in enumerate(events * spec["repeat"] if handler else []):
+        request_id = str(uuid.uuid4())
+        context = LambdaContext(spec, request_id)
+        started = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, float(spec["timeout"]))
+        try:
+            outcome, status = handler(event, context), 0
+        except (Exception, _TimedOut) as exc:
+            outcome, status = _error_document(exc), 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        duration_ms = (time.perf_counter() - started) * 1000
+        max_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        init = f"\tInit Duration: {init_ms:.2f} ms" if attempt == 0 else ""
+        print(
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms{init}"
+            f"\tMemory Size: {spec['memory']} MB\tMax Memory Used: {max_mb:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+        if status:
+            break
+    with os.fdopen(result_fd, "w") as out:
+        json.dump(outcome, out, default=str)
+        out.write("\n")
+    sys.stderr.flush()
+    # Lambda freezes and later discards the environment; it never runs interpreter teardown, whose
+    # finalizers (e.g. clients closed during shutdown) would only add noise here.
+    os._exit(status)
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+class InvokeError(Exception):
+    """A usage or packaging problem (exit status 2)."""
+
+
+def _load_env_overrides(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InvokeError(f"cannot read env vars file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InvokeError(
+            f'{path}: expected {{"FunctionName": {{"VAR": "value"}}}} and/or {{"Parameters": {{...}}}}'
+        )
+    return data
+
+
+def _parse_parameter_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvokeError(f"--parameter-overrides wants Key=Value, got {item!r}")
+        overrides[key] = value
+    return overrides
+
+
+def _aws_creds() -> dict:
+    # The same keys as SAM CLI's get_aws_creds(): taken from the shell, placeholders otherwise.
+    creds = {
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "key": os.environ.get("AWS_ACCESS_KEY_ID", "defaultkey"),
+        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", "defaultsecret"),
+    }
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        creds["sessiontoken"] = os.environ["AWS_SESSION_TOKEN"]
+    return creds
+
+
+def build_spec(
+    function: str,
+    event_path: str | list[str],
+    build_dir: str,
+    env_vars_path: str | None = None,
+    parameter_overrides: dict[str, str] | None = None,
+    repeat: int = 1,
+) -> tuple[dict, dict[str, str]]:
+    """Resolve the function from the built template: (spec for the child, child environment)."""
+    # SAM CLI's providers are what `sam local invoke` uses to read a template: Globals merged,
+    # parameters and intrinsics resolved, CodeUri/ContentUri relative to the built template.
+    from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+    from samcli.local.lambdafn.env_vars import EnvironmentVariables
+    from samcli.yamlhelper import yaml_parse
+
+    template_path = os.path.join(build_dir, "template.yaml")
+    if not os.path.isfile(template_path):
+        raise InvokeError(f"{template_path} not found: run `sam build` (or `make build`) first")
+    event_paths = [event_path] if isinstance(event_path, str) else list(event_path)
+    for path in event_paths:
+        if not os.path.isfile(path):
+            raise InvokeError(f"event file {path} not found")
+    with open(template_path) as fh:
+        template = yaml_parse(fh.read())
+    overrides = dict(parameter_overrides or {})
+    for name, declared in (template.get("Parameters") or {}).items():
+        if name not in overrides and "Default" not in declared:
+            print(f"invoke: parameter {name} has no default; using an empty string", file=sys.stderr)
+            # SAM's resolver ignores empty overrides (the Ref would become the parameter's name), so a
+            # placeholder goes in and is blanked out of the resolved values below.
+            overrides[name] = EMPTY_PARAMETER
+    creds = _aws_creds()
+    stacks, _ = SamLocalStackProvider.get_stacks(
+        template_path,
+        parameter_overrides=overrides,
+        global_parameter_overrides={"AWS::Region": creds["region"]},
+    )
+    provider = SamFunctionProvider(stacks, use_raw_codeuri=True)
+    fn = provider.get(function)
+    if fn is None:
+        known = sorted(f.name for f in provider.get_all())
+        raise InvokeError(f"no function {function!r} in {template_path}; known: {', '.join(known)}")
+    if fn.runtime != f"python{PYTHON_VERSION}":
+        raise InvokeError(f"{function} has runtime {fn.runtime}; this runner runs python{PYTHON_VERSION}")
+
+    base = os.path.dirname(os.path.abspath(template_path))
+    task_dir = os.path.join(base, fn.codeuri)
+    if not os.path.isdir(task_dir):
+        raise InvokeError(f"{task_dir} (CodeUri of {function}) not found: run `sam build`")
+    sys_path = [task_dir]
+    for layer in fn.layers:
+        layer_dir = os.path.join(base, layer.codeuri)
+        if not os.path.isdir(layer_dir):
+            raise InvokeError(f"{layer_dir} (layer {layer.name}) not found: run `sam build`")
+        # Lambda puts both of these on sys.path for python3.11 layers.
+        sys_path += [
+            os.path.join(layer_dir, "python", "lib", f"python{PYTHON_VERSION}", "site-packages"),
+            os.path.join(layer_dir, "python"),
+        ]
+
+    env_files = _load_env_overrides(env_vars_path)
+    env_overrides = dict(env_files.get("Parameters", {}))
+    env_overrides.update(env_files.get(function, {}))
+    variables = dict((fn.environment or {}).get("Variables") or {})
+    env = EnvironmentVariables(
+        fn.name,
+        fn.memory,
+        fn.timeout,
+        fn.handler,
+        fn.logging_config,
+        variables=variables,
+        shell_env_values=os.environ,
+        override_values=env_overrides,
+        aws_creds=creds,
+    ).resolve()
+    env = {k: v.replace(EMPTY_PARAMETER, "") for k, v in env.items()}
+    # Not in SAM: overrides for variables the template does not declare are passed as well.
+    env.update({k: str(v) for k, v in env_overrides.items() if k not in variables})
+    # What the Lambda python3.11 runtime adds around the function's own variables.
+    env.update(
+        {
+            "LAMBDA_TASK_ROOT": task_dir,
+            "_HANDLER": fn.handler,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{PYTHON_VERSION}",
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+        }
+    )
+    if os.environ.get("TMPDIR"):
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    spec = {
+        "function_name": fn.name,
+        "handler": fn.handler,
+        "task_dir": task_dir,
+        "sys_path": sys_path,
+        "event_paths": [os.path.abspath(p) for p in event_paths],
+        "memory": fn.memory or 128,
+        "timeout": fn.timeout or 3,
+        "region": creds["region"],
+        "repeat": repeat,
+    }
+    return spec, env
+
+
+def invoke(
+    function: str,
+    event_path: str | list[str],
+    build_dir: str = ".aws-sam/build",
+    env_vars_path: str | None = None,
+    parameter_overrides: dict[str, str] | None = None,
+    repeat: int = 1,
+    python: str | None = None,
+    capture: bool = False,
+):
+    """Run the function in a fresh isolated interpreter; returns the CompletedProcess."""
+    import subprocess
+    import tempfile
+
+    spec, env = build_spec(function, event_path, build_dir, env_vars_path, parameter_overrides, repeat)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    try:
+        # -I: no user site, no PYTHON* variables, script dir not on the path; -S: no site-packages.
+        command = [python or sys.executable, "-I", "-S", os.path.abspath(__file__), CHILD_FLAG, fh.name]
+        return subprocess.run(command, env=env, capture_output=capture, text=True, check=False)
+    finally:
+        os.unlink(fh.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Run a function from `sam build` output as Lambda lays it out (no Docker needed)."
+    )
+    parser.add_argument("function", help="logical ID, e.g. IndexFunction or SearchFunction")
+    parser.add_argument("events", nargs="+", help="event JSON file(s), e.g. events/index_put.json")
+    parser.add_argument("--env-vars", "-n", help="JSON file of environment overrides, as for `sam local invoke`")
+    parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--build-dir", "-b", default=".aws-sam/build")
+    parser.add_argument("--repeat", type=int, default=1, help="invoke the events N times in one environment")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if sys.version_info[:2] != tuple(int(p) for p in PYTHON_VERSION.split(".")):
+        print(f"invoke: needs Python {PYTHON_VERSION} (the layer holds cp311 wheels)", file=sys.stderr)
+        return 2
+    try:
+        completed = invoke(
+            args.function,
+            args.events,
+            build_dir=args.build_dir,
+            env_vars_path=args.env_vars,
+            parameter_overrides=_parse_parameter_overrides(args.parameter_overrides),
+            repeat=args.repeat,
+        )
+    except InvokeError as exc:
+        print(f"invoke: error: {exc}", file=sys.stderr)
+        return 2
+    return completed.returncode
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == CHILD_FLAG:
+        sys.exit(child_main(sys.argv[2]))
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""Packaging: the layer's requirements, the local invoke runner, and the real `sam build` output run
+through the runner with the events in events/ (S3 from a moto server, embedded Qdrant)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LAYER_SRC = REPO_ROOT / "layers" / "shared"
+BIN = Path(sys.executable).parent
+PHOTOS = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
+LAYER_LIMIT_BYTES = 250 * 1000 * 1000  # Lambda: function + all layers, unzipped (262,144,000 B; kept round)
+LAYER_BUDGET_BYTES = 200 * 1000 * 1000  # the layer Makefile's guard: well under the limit
+API_KEY = "local-dev-key"  # what events/*.json send in x-api-key
+
+# SAM CLI's template providers (used by the runner) call deprecated samtranslator/jsonschema APIs.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+sys.path.insert(0, str(REPO_ROOT / "infra"))
+import invoke  # noqa: E402  (infra/invoke.py, the runner under test)
+
+
+# ---------------------------------------------------------------- layer requirements (fast)
+
+
+def layer_requirements() -> dict[str, Requirement]:
+    reqs = {}
+    for line in (LAYER_SRC / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            reqs[canonicalize_name(req.name)] = req
+    return reqs
+
+
+def test_layer_requirements_cover_every_runtime_dependency():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    lambda_env = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                  "platform_system": "Linux", "implementation_name": "cpython"}
+    layer = layer_requirements()
+    checked = 0
+    for spec in project["dependencies"]:
+        dep = Requirement(spec)
+        if dep.marker and not dep.marker.evaluate(lambda_env):
+            continue
+        checked += 1
+        name = canonicalize_name(dep.name)
+        assert name in layer, f"{dep.name} is a runtime dependency but not in layers/shared/requirements.txt"
+        pinned = layer[name]
+        (pin,) = pinned.specifier  # exactly one ==version pin per package
+        assert pin.operator == "==", f"{pinned}: the layer pins exact versions"
+        assert dep.specifier.contains(pin.version, prereleases=True), f"layer pin {pinned} violates {dep}"
+        assert dep.extras <= pinned.extras, f"layer {pinned} lacks extras {dep.extras - pinned.extras}"
+    assert checked >= 6
+
+
+# ---------------------------------------------------------------- the runner, with a throwaway build
+
+
+def write_fake_build(root: Path, handler_source: str, timeout: int = 5, extra_layer_files=None) -> Path:
+    """A minimal `sam build` output: one function, one layer, a template with Globals and parameters."""
+    build = root / "build"
+    (build / "Fn").mkdir(parents=True)
+    (build / "Layer" / "python" / "layerlib").mkdir(parents=True)
+    (build / "Layer" / "data").mkdir()
+    (build / "Layer" / "data" / "blob.txt").write_text("next to python/, as under /opt")
+    (build / "Layer" / "python" / "layerlib" / "__init__.py").write_text(
+        "from pathlib import Path\nDATA = (Path(__file__).resolve().parents[2] / 'data' / 'blob.txt').read_text()\n"
+    )
+    for rel, text in (extra_layer_files or {}).items():
+        path = build / "Layer" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (build / "Fn" / "app.py").write_text(textwrap.dedent(handler_source))
+    (build / "template.yaml").write_text(textwrap.dedent(f"""\
+        AWSTemplateFormatVersion: "2010-09-09"
+        Transform: AWS::Serverless-2016-10-31
+        Parameters:
+          Color:
+            Type: String
+            Default: blue
+          Endpoint:
+            Type: String
+        Globals:
+          Function:
+            Runtime: python3.11
+            Timeout: {timeout}
+            MemorySize: 256
+            Layers: [!Ref Layer]
+            Environment:
+              Variables:
+                COLOR: !Ref Color
+                ENDPOINT: !Ref Endpoint
+                FROM_GLOBALS: "yes"
+        Resources:
+          Layer:
+            Type: AWS::Serverless::LayerVersion
+            Properties:
+              ContentUri: Layer
+              CompatibleRuntimes: [python3.11]
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              CodeUri: Fn
+              Handler: app.handler
+              Environment:
+                Variables:
+                  OWN: mine
+        """))
+    return build
+
+
+def run_fake(build: Path, event: dict, tmp_path: Path, env_vars: dict | None = None, **kwargs):
+    event_path = tmp_path / "event.json"
+    event_path.write_text(json.dumps(event))
+    env_path = None
+    if env_vars is not None:
+        env_path = tmp_path / "env.json"
+        env_path.write_text(json.dumps(env_vars))
+    return invoke.invoke("Fn", str(event_path), build_dir=str(build), env_vars_path=env_path and str(env_path),
+                         capture=True, **kwargs)
+
+
+PROBE_HANDLER = """\
+    import os, sys, layerlib
+    print("a log line on stdout")
+    def handler(event, context):
+        try:
+            import pytest  # installed in the test venv, so it must NOT be importable here
+            leaked = True
+        except ImportError:
+            leaked = False
+        return {
+            "event": event, "cwd": os.getcwd(), "path0": sys.path[0], "leaked": leaked, "flags": sys.flags.isolated,
+            "layer_data": layerlib.DATA,
+            "env": {k: os.environ.get(k) for k in ("COLOR", "ENDPOINT", "FROM_GLOBALS", "OWN", "EXTRA",
+                    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "LAMBDA_TASK_ROOT", "_HANDLER")},
+            "context": [context.function_name, context.memory_limit_in_mb, context.aws_request_id,
+                        context.get_remaining_time_in_millis()],
+        }
+"""
+
+
+def test_runner_lays_out_task_and_layer_like_lambda(tmp_path):
+    build = write_fake_build(tmp_path, PROBE_HANDLER)
+    result = run_fake(build, {"hello": "world"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)  # stdout holds the result only; the handler's print went to stderr
+    assert "a log line on stdout" in result.stderr and "REPORT RequestId:" in result.stderr
+    task = str(build / "Fn")
+    assert out["event"] == {"hello": "world"}
+    assert out["cwd"] == task and out["path0"] == task
+    assert out["leaked"] is False, "the runner's own site-packages must not be importable"
+    assert out["flags"] == 1
+    assert out["layer_data"] == "next to python/, as under /opt"
+    assert out["env"] == {
+        "COLOR": "blue", "ENDPOINT": "", "FROM_GLOBALS": "yes", "OWN": "mine", "EXTRA": None,
+        "AWS_LAMBDA_FUNCTION_NAME": "Fn", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "LAMBDA_TASK_ROOT": task, "_HANDLER": "app.handler",
+    }
+    name, memory, request_id, remaining = out["context"]
+    assert (name, memory) == ("Fn", "256") and len(request_id) == 36 and 0 < remaining <= 5000
+
+
+def test_runner_env_overrides_like_sam_local(tmp_path):
+    build = write_fake_build(tmp_path, PROBE_HANDLER)
+    overrides = {"Parameters": {"COLOR": "green", "EXTRA": "not declared"}, "Fn": {"OWN": "override"}}
+    result = run_fake(build, {}, tmp_path, env_vars=overrides, parameter_overrides={"Color": "red", "Endpoint": "x"})
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)["env"]
+    # env-vars file beats template parameters; per-function beats "Parameters"; undeclared ones pass too.
+    assert (env["COLOR"], env["ENDPOINT"], env["OWN"], env["EXTRA"]) == ("green", "x", "override", "not declared")
+
+
+def test_runner_repeat_reuses_one_environment(tmp_path):
+    build = write_fake_build(tmp_path, """\
+        COUNT = {"n": 0}
+        def handler(event, context):
+            COUNT["n"] += 1
+            return COUNT["n"]
+        """)
+    result = run_fake(build, {}, tmp_path, repeat=3)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 3
+    reports = [line for line in result.stderr.splitlines() if line.startswith("REPORT")]
+    assert len(reports) == 3 and "Init Duration" in reports[0] and "Init Duration" not in reports[1]
+
+
+def test_runner_missing_dependency_fails(tmp_path):
+    build = write_fake_build(tmp_path, """\
+        import qdrant_client  # in the test venv, but not in this layer
+        def handler(event, context):
+            return "unreachable"
+        """)
+    result = run_fake(build, {}, tmp_path)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)
+    assert error["errorType"].startswith("Runtime.ImportModuleError")
+    assert "qdrant_client" in error["errorMessage"]
+
+
+def test_runner_handler_exception_exits_nonzero(tmp_path):
+    build = write_fake_build(tmp_path, """\
+        def handler(event, context):
+            raise ValueError("bad event")
+        """)
+    result = run_fake(build, {}, tmp_path)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)
+    assert (error["errorType"], error["errorMessage"]) == ("ValueError", "bad event")
+
+
+def test_runner_enforces_the_function_timeout(tmp_path):
+    build = write_fake_build(tmp_path, """\
+        import time
+        def handler(event, context):
+            try:
+                time.sleep(30)
+            except Exception:
+                return "swallowed"  # a timeout is not an Exception, as on Lambda
+        """, timeout=1)
+    started = time.monotonic()
+    result = run_fake(build, {}, tmp_path)
+    assert result.returncode == 1 and time.monotonic() - started < 20
+    assert "Task timed out after 1.00 seconds" in json.loads(result.stdout)["errorMessage"]
+
+
+def test_runner_usage_errors_are_clear(tmp_path):
+    build = write_fake_build(tmp_path, "def handler(e, c):\n    return 1\n")
+    event = tmp_path / "e.json"
+    event.write_text("{}")
+    with pytest.raises(invoke.InvokeError, match="no function 'Nope'.*known: Fn"):
+        invoke.build_spec("Nope", str(event), str(build))
+    with pytest.raises(invoke.InvokeError, match="run `sam build`"):
+        invoke.build_spec("Fn", str(event), str(tmp_path / "missing"))
+    with pytest.raises(invoke.InvokeError, match="event file"):
+        invoke.build_spec("Fn", str(tmp_path / "nope.json"), str(build))
+
+
+# ---------------------------------------------------------------- the real build
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(SAM_CLI_TELEMETRY="0", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def sam_build(tmp_path_factory) -> Path:
+    """`sam build` of the real template, once per session, into a private directory."""
+    build_dir = tmp_path_factory.mktemp("sam") / "build"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [str(BIN / "sam"), "build", "--build-dir", str(build_dir), "--template-file", str(REPO_ROOT / "template.yaml")],
+        cwd=REPO_ROOT, env=tool_env(LAYER_ARCH="x86_64"), capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    print(f"sam build: {time.perf_counter() - started:.1f} s")
+    size_line = re.search(r"SharedLayer \(x86_64\): .*", result.stdout + result.stderr)
+    assert size_line, "the layer build reports its unzipped size"
+    print(size_line.group(0))
+    return build_dir
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.mark.slow
+def test_layer_layout(sam_build):
+    layer = sam_build / "SharedLayer"
+    python = layer / "python"
+    assert (python / "imgsim" / "__init__.py").is_file()
+    assert (python / "imgsim" / "models.py").read_bytes() == (LAYER_SRC / "imgsim" / "models.py").read_bytes()
+    assert any((python / "tflite_runtime").glob("_pywrap_tensorflow_interpreter_wrapper*.so"))
+    numpy_version = re.search(r"^Version: (.+)$", next(python.glob("numpy-*.dist-info/METADATA")).read_text(), re.M)
+    assert int(numpy_version.group(1).split(".")[0]) < 2
+
+    manifest = json.loads((layer / "model" / "models.json").read_text())
+    entry = manifest["models"][manifest["default"]]
+    model_file = layer / "model" / entry["file"]
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == entry["sha256"]
+
+    size = tree_bytes(layer)
+    code = tree_bytes(sam_build / "IndexFunction") + tree_bytes(sam_build / "SearchFunction")
+    print(f"layer unzipped: {size / 1e6:.1f} MB; function code: {code / 1e3:.0f} kB")
+    assert size < LAYER_BUDGET_BYTES and size + code < LAYER_LIMIT_BYTES
+
+    stripped = [p for p in python.rglob("*") if p.name in {"__pycache__", "tests"} or p.suffix in {".pyc", ".pyi", ".h"}]
+    assert stripped == []
+    assert not (python / "bin").exists()
+
+
+@pytest.mark.slow
+def test_layer_holds_lambda_platform_wheels(sam_build):
+    python = sam_build / "SharedLayer" / "python"
+    installed = {canonicalize_name(p.name.split("-")[0]): p for p in python.glob("*.dist-info")}
+    for name in layer_requirements():
+        assert name in installed, f"{name} from requirements.txt is missing in the built layer"
+    for dist_info in installed.values():
+        tags = re.findall(r"^Tag: (.+)$", (dist_info / "WHEEL").read_text(), re.M)
+        platforms = {tag.split("-")[2] for tag in tags}
+        if platforms == {"any"}:
+            continue
+        assert any(p.endswith("_x86_64") for p in platforms), (dist_info.name, tags)
+        # Amazon Linux 2 (python3.11 runtime) has glibc 2.26: nothing needing a newer one.
+        glibc = [tuple(map(int, m)) for p in platforms for m in re.findall(r"manylinux_(\d+)_(\d+)", p)]
+        legacy = any(p.startswith(("manylinux1", "manylinux2010", "manylinux2014")) for p in platforms)
+        assert legacy or min(glibc) <= (2, 26), (dist_info.name, tags)
+        assert all("cp311" in t or "abi3" in t or "py3" in t for t in tags), (dist_info.name, tags)
+    elf_header = next((python / "numpy" / "core").glob("_multiarray_umath*.so")).read_bytes()[:20]
+    assert elf_header[:4] == b"\x7fELF" and int.from_bytes(elf_header[18:20], "little") == 62  # EM_X86_64
+
+
+@pytest.mark.slow
+def test_functions_carry_only_their_handler_code(sam_build):
+    for name, source in (("IndexFunction", "functions/index"), ("SearchFunction", "functions/search")):
+        built = sorted(p.relative_to(sam_build / name).as_posix() for p in (sam_build / name).rglob("*") if p.is_file())
+        expected = sorted(p.relative_to(REPO_ROOT / source).as_posix() for p in (REPO_ROOT / source).rglob("*")
+                          if p.is_file() and "__pycache__" not in p.parts)
+        assert built == expected
+
+
+# ---------------------------------------------------------------- both functions, real events
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def s3_keys_of(event: dict) -> list[tuple[str, str]]:
+    from urllib.parse import unquote_plus
+
+    keys = []
+    for record in event["Records"]:
+        for s3_record in json.loads(record["body"])["Records"]:
+            keys.append((s3_record["s3"]["bucket"]["name"], unquote_plus(s3_record["s3"]["object"]["key"])))
+    return keys
+
+
+@pytest.fixture(scope="module")
+def local_aws(tmp_path_factory):
+    """A moto S3 server holding the objects events/index_put.json names (real photos)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    put_event = json.loads((REPO_ROOT / "events" / "index_put.json").read_text())
+    keys = s3_keys_of(put_event)
+    for bucket, _ in keys:
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    # The search event's body is photo_00000.jpg: the indexed object is that photo, so it must come first.
+    for (bucket, key), photo in zip(keys, sorted(PHOTOS.glob("photo_*.jpg"))):
+        s3.put_object(Bucket=bucket, Key=key, Body=photo.read_bytes(), ContentType="image/jpeg")
+    env_file = tmp_path_factory.mktemp("invoke") / "env.json"
+    env_file.write_text(json.dumps({"Parameters": {
+        "AWS_ENDPOINT_URL": endpoint,
+        "QDRANT_PATH": str(tmp_path_factory.mktemp("qdrant") / "db"),
+        "QDRANT_API_KEY_PARAM": "",  # embedded Qdrant needs no key; nothing to read from SSM
+        "IMGSIM_API_KEY_PARAM": "",
+        "IMGSIM_API_KEY": API_KEY,
+        "IMAGES_BUCKET": keys[0][0],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }}))
+    yield {"s3": s3, "env_file": env_file, "keys": keys, "endpoint": endpoint}
+    server.stop()
+
+
+def run_function(sam_build: Path, function: str, event_name: str, env_file: Path) -> tuple[dict, str]:
+    completed = invoke.invoke(function, str(REPO_ROOT / "events" / event_name), build_dir=str(sam_build),
+                              env_vars_path=str(env_file), capture=True)
+    assert completed.returncode == 0, f"{function} {event_name}:\n{completed.stdout}\n{completed.stderr[-6000:]}"
+    report = [line for line in completed.stderr.splitlines() if line.startswith("REPORT")]
+    print(f"{function} {event_name}: {report[-1] if report else ''}")
+    return json.loads(completed.stdout), completed.stderr
+
+
+def api_body(response: dict) -> dict:
+    body = response["body"]
+    if response.get("isBase64Encoded"):
+        import base64
+
+        body = base64.b64decode(body)
+    return json.loads(body)
+
+
+@pytest.mark.slow
+def test_both_functions_run_from_the_build_with_the_sample_events(sam_build, local_aws):
+    env_file = local_aws["env_file"]
+    (bucket, key) = local_aws["keys"][0]
+
+    result, _ = run_function(sam_build, "IndexFunction", "index_put.json", env_file)
+    assert result == {"batchItemFailures": []}
+
+    health, _ = run_function(sam_build, "SearchFunction", "health.json", env_file)
+    assert health["statusCode"] == 200, health
+    assert api_body(health)["points"] == len(local_aws["keys"])
+
+    search, _ = run_function(sam_build, "SearchFunction", "search.json", env_file)
+    assert search["statusCode"] == 200, search
+    hits = api_body(search)["results"]
+    assert hits[0]["key"] == key and hits[0]["percent"] >= 99.0, hits[0]
+
+    by_key, _ = run_function(sam_build, "SearchFunction", "search_by_key.json", env_file)
+    assert by_key["statusCode"] == 200, by_key
+
+    compare, _ = run_function(sam_build, "SearchFunction", "compare.json", env_file)
+    assert compare["statusCode"] == 200, compare
+    assert 0.0 <= api_body(compare)["score"] <= 1.0
+
+    upload, _ = run_function(sam_build, "SearchFunction", "upload.json", env_file)
+    assert upload["statusCode"] == 200, upload
+    assert api_body(upload)["url"].startswith(local_aws["endpoint"])  # AWS_ENDPOINT_URL reached boto3
+
+    # The delete notification arrives after the object is gone.
+    local_aws["s3"].delete_object(Bucket=bucket, Key=key)
+    result, _ = run_function(sam_build, "IndexFunction", "index_delete.json", env_file)
+    assert result == {"batchItemFailures": []}
+    health, _ = run_function(sam_build, "SearchFunction", "health.json", env_file)
+    assert api_body(health)["points"] == len(local_aws["keys"]) - 1
+
+
+# ---------------------------------------------------------------- deploy helpers
+
+
+def test_put_secrets_stores_securestrings(monkeypatch, capsys):
+    import boto3
+    from moto import mock_aws
+
+    sys.path.insert(0, str(REPO_ROOT / "infra"))
+    import put_secrets
+
+    monkeypatch.setenv("QDRANT_API_KEY", "qdrant-secret")
+    monkeypatch.delenv("IMGSIM_API_KEY", raising=False)
+    with mock_aws():
+        assert put_secrets.main([]) == 0
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        qdrant = ssm.get_parameter(Name="/imgsim/qdrant-api-key", WithDecryption=True)["Parameter"]
+        api = ssm.get_parameter(Name="/imgsim/api-key", WithDecryption=True)["Parameter"]
+    assert (qdrant["Type"], qdrant["Value"]) == ("SecureString", "qdrant-secret")
+    assert api["Type"] == "SecureString" and len(api["Value"]) >= 32
+    out = capsys.readouterr().out
+    assert "qdrant-secret" not in out and api["Value"] in out  # the generated key is shown once
+
+
+def test_setup_collection_creates_the_collection(monkeypatch, tmp_path, capsys):
+    sys.path.insert(0, str(REPO_ROOT / "infra"))
+    import setup_collection
+    from imgsim import runtime
+
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("QDRANT_API_KEY_PARAM", raising=False)
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("QDRANT_COLLECTION", "images")  # main() sets it from --collection; restored after
+    runtime.reset()
+    try:
+        assert setup_collection.main(["--collection", "setup_test"]) == 0
+    finally:
+        runtime.reset()
+    assert "collection 'setup_test' ready on embedded" in capsys.readouterr().out
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        info = client.get_collection("setup_test")
+        assert info.config.params.vectors.size == 1024
+    finally:
+        client.close()
+
+
+def test_example_invoke_env_file_is_well_formed():
+    overrides = invoke._load_env_overrides(str(REPO_ROOT / "infra" / "invoke.env.json"))
+    assert set(overrides) == {"Parameters"}
+    # Local runs read no secrets from SSM and point boto3 at the local S3 emulator.
+    assert overrides["Parameters"]["QDRANT_API_KEY_PARAM"] == "" and overrides["Parameters"]["IMGSIM_API_KEY_PARAM"] == ""
+    assert overrides["Parameters"]["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")

@@ -1,0 +1,330 @@
+"""template.yaml: linters clean, queue/DLQ wiring, bucket hardening, no secrets, least privilege, routes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO_ROOT / "template.yaml"
+BIN = Path(sys.executable).parent
+
+
+def load_template() -> dict:
+    # SAM CLI's loader understands the short intrinsic tags (!Ref, !Sub, !GetAtt) and returns the long form.
+    from samcli.yamlhelper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text())
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def resources(template) -> dict:
+    return template["Resources"]
+
+
+@pytest.fixture(scope="module")
+def transformed() -> dict:
+    """The template after the SAM transform (what CloudFormation deploys), computed offline."""
+    from samtranslator.translator.transform import transform
+
+    raw = load_template()
+    for resource in raw["Resources"].values():
+        for prop in ("CodeUri", "ContentUri"):
+            if prop in resource.get("Properties", {}):
+                resource["Properties"][prop] = "s3://bucket/key"  # what `sam package` would put there
+
+    class NoManagedPolicyLookup:  # the template names no managed policies by name; nothing to look up
+        def load(self) -> dict:
+            return {}
+
+    return transform(raw, {"AWS::Region": "us-east-1"}, NoManagedPolicyLookup())
+
+
+def tool_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        SAM_CLI_TELEMETRY="0",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+# ---------------------------------------------------------------- linters
+
+
+def test_cfn_lint_clean():
+    result = subprocess.run(
+        [str(BIN / "cfn-lint"), str(TEMPLATE)], cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_sam_validate_lint_clean():
+    result = subprocess.run(
+        [str(BIN / "sam"), "validate", "--lint", "--region", "us-east-1", "--template-file", str(TEMPLATE)],
+        cwd=REPO_ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- queue, DLQ, event source
+
+
+def test_index_queue_redrives_to_dead_letter_queue(resources):
+    redrive = resources["IndexQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["IndexDeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == 5
+    assert resources["IndexDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    # The DLQ keeps messages longer than the source queue, so nothing expires before it is looked at.
+    assert (
+        resources["IndexDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]
+        > resources["IndexQueue"]["Properties"]["MessageRetentionPeriod"]
+    )
+
+
+def test_visibility_timeout_is_six_times_index_function_timeout(template, resources):
+    function_timeout = resources["IndexFunction"]["Properties"].get(
+        "Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout")
+    )
+    assert isinstance(function_timeout, int) and function_timeout > 0
+    assert resources["IndexQueue"]["Properties"]["VisibilityTimeout"] == 6 * function_timeout
+
+
+def test_index_function_consumes_queue_with_partial_batch_failures(resources):
+    props = resources["IndexFunction"]["Properties"]
+    (event,) = props["Events"].values()
+    assert event["Type"] == "SQS"
+    source = event["Properties"]
+    assert source["Queue"] == {"Fn::GetAtt": ["IndexQueue", "Arn"]}
+    assert source["BatchSize"] == 10
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # Bulk uploads cannot overwhelm Qdrant: bounded instances, and pollers never exceed that bound.
+    assert props["ReservedConcurrentExecutions"] == {"Ref": "IndexReservedConcurrency"}
+    assert source["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "IndexReservedConcurrency"}
+
+
+def test_event_source_mapping_after_transform(transformed):
+    (mapping,) = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["Properties"]["BatchSize"] == 10
+
+
+# ---------------------------------------------------------------- bucket
+
+
+def test_bucket_blocks_public_access_and_encrypts(resources):
+    props = resources["ImagesBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+
+
+def test_bucket_policy_denies_non_tls(resources):
+    policy = resources["ImagesBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "ImagesBucket"}
+    denies = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    assert len(denies) == 1
+    (deny,) = denies
+    assert deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    # Both the bucket itself and every object in it.
+    assert {"Fn::GetAtt": ["ImagesBucket", "Arn"]} in deny["Resource"]
+    assert {"Fn::Sub": "${ImagesBucket.Arn}/*"} in deny["Resource"]
+
+
+def test_bucket_cors_allows_presigned_uploads_from_the_page(resources):
+    (rule,) = resources["ImagesBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert rule["AllowedOrigins"] == [{"Ref": "CorsOrigin"}]
+    assert {"PUT", "POST", "GET"} <= set(rule["AllowedMethods"])
+
+
+def test_bucket_notifies_queue_without_circular_dependency(resources):
+    bucket = resources["ImagesBucket"]
+    configs = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert {c["Event"] for c in configs} == {"s3:ObjectCreated:*", "s3:ObjectRemoved:*"}
+    assert all(c["Queue"] == {"Fn::GetAtt": ["IndexQueue", "Arn"]} for c in configs)
+    # S3 checks the destination when the notification is created: the queue policy must exist first,
+    # and it names the bucket by the same fixed name rather than referencing the bucket resource.
+    assert bucket["DependsOn"] == "IndexQueuePolicy"
+    (statement,) = resources["IndexQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    source_arn = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert source_arn == "arn:${AWS::Partition}:s3:::" + bucket["Properties"]["BucketName"]["Fn::Sub"]
+    policy_json = json.dumps(resources["IndexQueuePolicy"])
+    assert not re.search(r'"Ref": "ImagesBucket"|\["ImagesBucket",|\$\{ImagesBucket', policy_json)
+
+
+# ---------------------------------------------------------------- secrets and IAM
+
+
+SECRET_NAME = re.compile(r"(api_?key|secret|password|token)", re.IGNORECASE)
+
+
+def test_no_plain_text_secrets(template, resources):
+    # Secrets reach the functions only as the *names* of SSM parameters.
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    for name in ("IndexFunction", "SearchFunction"):
+        variables.update(resources[name]["Properties"].get("Environment", {}).get("Variables", {}))
+    secret_vars = {k: v for k, v in variables.items() if SECRET_NAME.search(k)}
+    assert secret_vars, "expected the *_PARAM variables naming the SSM parameters"
+    for name, value in secret_vars.items():
+        assert name.endswith("_PARAM"), f"{name} looks like a secret in plain text"
+        assert isinstance(value, dict) and "Ref" in value, f"{name} should come from a parameter name"
+    for name, declared in template["Parameters"].items():
+        if SECRET_NAME.search(name):
+            assert name.endswith("ParameterName"), f"parameter {name} looks like a secret value"
+            assert declared["Default"].startswith("/")
+    overrides = (REPO_ROOT / "samconfig.toml").read_text()
+    assert not re.search(r"(QdrantApiKey|ApiKey)=(?!/)", overrides), "samconfig must hold parameter names only"
+
+
+def _statements(policies: list) -> list[dict]:
+    found = []
+    for policy in policies:
+        if isinstance(policy, dict) and "Statement" in policy:
+            found += policy["Statement"]
+    return found
+
+
+def test_least_privilege_in_template(resources):
+    allowed_templates = {"S3ReadPolicy", "SSMParameterWithSlashPrefixReadPolicy"}
+    for name in ("IndexFunction", "SearchFunction"):
+        props = resources[name]["Properties"]
+        assert "Role" not in props
+        for policy in props["Policies"]:
+            assert isinstance(policy, dict), f"{name}: managed policy {policy!r} by name is too broad"
+            if "Statement" in policy:
+                continue
+            ((template_name, args),) = policy.items()
+            assert template_name in allowed_templates, f"{name}: unexpected policy template {template_name}"
+            # Every policy template is scoped to one of this stack's resources or parameters.
+            assert all(isinstance(v, dict) and "Ref" in v for v in args.values()), (name, template_name)
+        for statement in _statements(props["Policies"]):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in a for a in actions), (name, actions)
+            resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert all(r != "*" for r in resources_), (name, resources_)
+
+
+def test_least_privilege_after_transform(transformed):
+    roles = {k: v for k, v in transformed["Resources"].items() if v["Type"] == "AWS::IAM::Role"}
+    assert set(roles) == {"IndexFunctionRole", "SearchFunctionRole"}
+    aws_managed = "arn:aws:iam::aws:policy/"
+    # The only AWS-managed policies are those SAM adds for logging, tracing and the SQS poller.
+    assert roles["IndexFunctionRole"]["Properties"]["ManagedPolicyArns"] == [
+        aws_managed + "service-role/AWSLambdaBasicExecutionRole",
+        aws_managed + "AWSXrayWriteOnlyAccess",
+        aws_managed + "service-role/AWSLambdaSQSQueueExecutionRole",
+    ]
+    assert roles["SearchFunctionRole"]["Properties"]["ManagedPolicyArns"] == [
+        aws_managed + "service-role/AWSLambdaBasicExecutionRole",
+        aws_managed + "AWSXrayWriteOnlyAccess",
+    ]
+    for name, role in roles.items():
+        for policy in role["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert all("*" not in a for a in actions), (name, actions)
+                if statement["Resource"] == "*":
+                    # ssm:DescribeParameters supports no resource-level permissions (part of the SAM template).
+                    assert actions == ["ssm:DescribeParameters"], (name, statement)
+    index_actions = json.dumps(roles["IndexFunctionRole"]["Properties"]["Policies"])
+    assert "s3:PutObject" not in index_actions and "s3:DeleteObject" not in index_actions
+
+
+# ---------------------------------------------------------------- functions, layer, API
+
+
+def test_functions_use_the_layer_and_carry_only_handler_code(template, resources):
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Runtime"] == "python3.11"
+    assert globals_["Layers"] == [{"Ref": "SharedLayer"}]
+    assert globals_["Architectures"] == [{"Ref": "Architecture"}]
+    assert globals_["Tracing"] == "Active"
+    for name, code_dir in (("IndexFunction", "functions/index/"), ("SearchFunction", "functions/search/")):
+        props = resources[name]["Properties"]
+        assert props["CodeUri"] == code_dir and props["Handler"] == "app.handler"
+        assert not (REPO_ROOT / code_dir / "requirements.txt").exists(), f"{name}: dependencies belong in the layer"
+
+
+def test_layer_is_built_with_makefile(resources):
+    layer = resources["SharedLayer"]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Metadata"]["BuildArchitecture"] == {"Ref": "Architecture"}
+    assert layer["Properties"]["ContentUri"] == "layers/shared/"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.11"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    assert "build-SharedLayer:" in (REPO_ROOT / "layers/shared/Makefile").read_text()
+
+
+def test_parameters_and_outputs(template):
+    params = template["Parameters"]
+    for name in ("QdrantUrl", "QdrantApiKeyParameterName", "ApiKeyParameterName", "CollectionName",
+                 "Architecture", "IndexReservedConcurrency", "CorsOrigin"):
+        assert name in params
+    assert params["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
+    assert {"ApiUrl", "ImagesBucketName", "IndexQueueUrl", "IndexDeadLetterQueueUrl"} <= set(template["Outputs"])
+
+
+def _handler_routes() -> set[tuple[str, str]]:
+    """(METHOD, /path) of every route the search handler declares, in API Gateway's {param} syntax."""
+    source = (REPO_ROOT / "functions/search/app.py").read_text()
+    routes = re.findall(r"@app\.(get|post|put|patch|delete)\(\s*\"([^\"]+)\"", source)
+    return {(method.upper(), re.sub(r"<(\w+)>", r"{\1}", path)) for method, path in routes}
+
+
+def test_every_search_route_is_in_the_http_api(resources):
+    events = resources["SearchFunction"]["Properties"]["Events"].values()
+    assert all(e["Type"] == "HttpApi" and e["Properties"]["ApiId"] == {"Ref": "HttpApi"} for e in events)
+    template_routes = {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in events}
+    contract = {
+        ("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{id}"),
+        ("DELETE", "/images/{id}"), ("GET", "/health"), ("GET", "/"), ("GET", "/openapi.json"),
+    }
+    assert template_routes == contract
+    handler_routes = _handler_routes()
+    assert handler_routes, "no routes found in functions/search/app.py"
+
+    def shape(routes):  # parameter names may differ ({id} vs {image_id}); the paths may not
+        return {(m, re.sub(r"\{\w+\}", "{}", p)) for m, p in routes}
+
+    assert shape(handler_routes) == shape(template_routes)
+
+
+def test_http_api_throttling_and_cors(resources):
+    props = resources["HttpApi"]["Properties"]
+    assert props["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert props["DefaultRouteSettings"]["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    cors = props["CorsConfiguration"]
+    assert cors["AllowOrigins"] == [{"Ref": "CorsOrigin"}]
+    assert "x-api-key" in cors["AllowHeaders"]
