@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model test bench clean
+.PHONY: setup model test bench clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,39 @@ setup: $(STAMP) model
 model: $(STAMP)
 	$(PY) model/fetch.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for tests/test_web_page.py: Debian's package, driven by Playwright's Python API through
+# executable_path (so no `playwright install` download).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for tests/test_web_page.py"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 bench: setup
 	$(PY) tests/bench/run.py
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .bench
+
+# -- packaging (issue 5): `sam build` with the layer for ARCH, the Docker-free local invoke runner, linters.
+ARCH ?= x86_64
+SAM := $(VENV)/bin/sam
+SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" LAYER_ARCH=$(ARCH)
+
+build: setup
+	$(SAM_ENV) $(SAM) build --parameter-overrides Architecture=$(ARCH)
+
+# make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json] [REPEAT=3]
+# The default ENV points the functions at `imgsim serve`'s S3 emulator and an embedded Qdrant in /tmp.
+INVOKE_ENV ?= infra/invoke.env.json
+invoke: setup
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json] [REPEAT=n]" >&2; exit 2; }
+	@test -f .aws-sam/build/template.yaml || $(MAKE) --no-print-directory build
+	$(SAM_ENV) $(PY) infra/invoke.py $(FN) $(EVENT) --env-vars $(if $(filter command line,$(origin ENV)),$(ENV),$(INVOKE_ENV)) $(if $(REPEAT),--repeat $(REPEAT))
+
+lint: setup
+	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-lint} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-lint} \
+		$(SAM) validate --lint --region $${AWS_REGION:-us-east-1}

@@ -1,13 +1,858 @@
-"""`imgsim serve`: the whole stack on one machine (issue 5). Placeholder until implemented."""
+"""`imgsim serve`: the whole stack on one machine, no cloud account.
+
+One process runs what AWS runs in several services:
+
+- S3 + SQS: moto's server (the WSGI app behind ``moto.server.ThreadedMotoServer``) on ``--s3-port``, with the
+  bucket, the indexing queue, its DLQ (redrive policy) and the bucket notifications set up as in template.yaml.
+- Lambda's SQS event source mapping: a thread long-polls the queue (up to 10 messages), builds the SQS event
+  exactly as Lambda does, calls IndexFunction's ``handler`` with a Lambda-like context and deletes the messages
+  that are not reported in ``batchItemFailures`` (the others become visible again and are redelivered, then go to
+  the DLQ after ``maxReceiveCount`` receives, as on AWS).
+- API Gateway HTTP API: an HTTP server on ``--port`` turning each request into a payload-format-2.0 event for
+  SearchFunction's ``handler`` and its response back into HTTP.
+- Qdrant: embedded, under the data dir (``QDRANT_PATH``, default ``<data-dir>/qdrant``), or the server named by
+  ``QDRANT_URL`` if set.
+
+The handlers run unchanged: they are configured only through the environment variables of the contract
+(``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
+
+Persistence: Qdrant persists by itself. moto keeps S3 in memory, so the stack mirrors every object it is notified
+about into ``<data-dir>/s3/`` (and reconciles the whole bucket on shutdown); on start the objects are put back
+*before* the bucket notifications are configured, so restoring them does not re-index anything. Objects that are
+not in the index (e.g. uploaded just before a crash, their queue message lost with moto's memory) are put once
+more after the notifications are on, so the normal path indexes them.
+
+Kept to the standard library, ``imgsim`` and libraries in the venv: the CLI loads this file by path.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import errno
+import hashlib
+import http.server
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote_plus, unquote_plus, urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INDEX_HANDLER = REPO_ROOT / "functions" / "index" / "app.py"
+SEARCH_HANDLER = REPO_ROOT / "functions" / "search" / "app.py"
+
+BUCKET = "imgsim-images"
+QUEUE = "imgsim-index-queue"
+DLQ = "imgsim-index-dlq"
+ACCOUNT_ID = "123456789012"  # moto's default account
+MAX_RECEIVE_COUNT = 5  # as template.yaml's redrive policy
+INDEX_TIMEOUT_S = 60  # IndexFunction's timeout in template.yaml
+SEARCH_TIMEOUT_S = 15  # SearchFunction's timeout in template.yaml
+INDEX_BATCH_SIZE = 10
+# Lambda rejects invocation payloads over 6 MB; HTTP APIs reject request bodies over 10 MB.
+LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
+HTTP_API_BODY_LIMIT = 10 * 1024 * 1024
+RECEIVE_WAIT_S = 1  # short long-poll so Ctrl-C is quick; Lambda's poller waits up to 20 s
+
+log = logging.getLogger("imgsim.serve")
+
+
+class StackError(Exception):
+    """A start-up problem worth one line on stderr (exit 2: usage, 1: anything else)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--port", type=int, default=3000, help="HTTP port of the page and the API (default 3000)")
+    parser.add_argument("--s3-port", type=int, default=4566, help="port of the S3 + SQS emulator (default 4566)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--data-dir", default="./.data",
+        help="where the index (qdrant/, unless QDRANT_PATH is set) and the stored images (s3/) persist "
+        "(default ./.data)",
+    )
+    # Hidden: run the stack around other handlers (the stack's own tests use tiny stand-ins).
+    parser.add_argument("--index-handler", default=str(INDEX_HANDLER), help=argparse.SUPPRESS)
+    parser.add_argument("--search-handler", default=str(SEARCH_HANDLER), help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("imgsim serve is not implemented yet")
+    _configure_logging()
+    stack = LocalStack(
+        host=args.host, port=args.port, s3_port=args.s3_port, data_dir=Path(args.data_dir),
+        index_handler=Path(args.index_handler), search_handler=Path(args.search_handler),
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            # A second Ctrl-C while stopping: give up waiting (embedded Qdrant is consistent after every write).
+            print("imgsim serve: forced stop", file=sys.stderr, flush=True)
+            os._exit(130)
+        print(f"\n{signal.Signals(signum).name}: stopping ...", flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            stack.start()
+        except StackError as exc:
+            print(f"imgsim serve: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(stack.banner(), flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if stack.started:
+            print("imgsim serve: stopped", flush=True)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # Metrics are off locally (no CloudWatch), so powertools' "no metrics to publish" warning is noise here.
+    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+    # moto's WSGI server logs every S3/SQS request (the poller makes one a second): keep only problems.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+# -- the stack --------------------------------------------------------------------------------------------------------
+
+
+def _listening_socket(host: str, port: int, what: str, option: str) -> socket.socket:
+    """Bind now, in this thread, so a busy port is one clear error instead of a server thread's crash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart right after a stop (TIME_WAIT)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StackError(f"{what} port {port} on {host} is already in use; choose another with {option}", 2)
+        raise StackError(f"cannot listen on {host}:{port} for {what}: {exc.strerror or exc}", 2) from exc
+    return sock
+
+
+class LocalStack:
+    def __init__(
+        self, *, host: str, port: int, s3_port: int, data_dir: Path,
+        index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.s3_port = s3_port
+        self.data_dir = data_dir.resolve()
+        self.index_handler_path = index_handler
+        self.search_handler_path = search_handler
+        self.started = False
+        self.start_seconds = 0.0
+        self.api_key = ""
+        self.api_key_generated = False
+        self.mirror: ObjectMirror | None = None
+        self.restored: list[str] = []
+        # One process plays two execution environments that share imgsim.runtime's singletons (the embedded
+        # Qdrant client and the TFLite interpreter), and neither is thread-safe. Lambda runs one invocation per
+        # environment at a time anyway, so invocations are serialized here.
+        self.invoke_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._closed = False  # the runtime is closed: no more invocations
+        self._threads: list[threading.Thread] = []
+        self._moto_server: Any = None
+        self._moto_socket: socket.socket | None = None
+        self._http_server: ApiServer | None = None
+        self._runtime: Any = None
+        self.queue_url = ""
+        self.queue_arn = ""
+
+    # public URLs (a wildcard listen address is reached through loopback)
+    @property
+    def public_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.public_host}:{self.port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{self.public_host}:{self.s3_port}"
+
+    def start(self) -> None:
+        began = time.perf_counter()
+        for path in (self.index_handler_path, self.search_handler_path):
+            if not path.is_file():
+                raise StackError(f"handler not found: {path}")
+        # Both ports first: a busy port fails before anything else happens.
+        self._moto_socket = _listening_socket(self.host, self.s3_port, "S3 emulator", "--s3-port")
+        try:
+            api_socket = _listening_socket(self.host, self.port, "API", "--port")
+        except StackError:
+            self._moto_socket.close()
+            self._moto_socket = None
+            raise
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._configure_environment()
+            self._open_runtime()  # first: a data dir in use by another process fails before anything starts
+            self._start_moto()
+            self._create_resources()
+            self.index_handler = load_handler(self.index_handler_path, "imgsim_local_index_app")
+            self.search_handler = load_handler(self.search_handler_path, "imgsim_local_search_app")
+            self._catch_up()
+            self._start_poller()
+        except BaseException:
+            api_socket.close()
+            raise
+        self._http_server = ApiServer(api_socket, self)
+        self._spawn("api-server", self._http_server.serve_forever)
+        self.started = True
+        self.start_seconds = time.perf_counter() - began
+
+    def banner(self) -> str:
+        key_note = "generated; set IMGSIM_API_KEY to choose it" if self.api_key_generated else "from IMGSIM_API_KEY"
+        settings = self._runtime.get_settings()
+        qdrant = settings.qdrant_url or f"embedded at {settings.qdrant_path}"
+        return "\n".join([
+            f"imgsim local stack ready in {self.start_seconds:.1f} s",
+            f"  Web page     {self.api_url}/",
+            f"  API          {self.api_url}  (header x-api-key)",
+            f"  API key      {self.api_key}  ({key_note})",
+            f"  S3 endpoint  {self.s3_url}  (bucket {BUCKET})",
+            f"               aws --endpoint-url {self.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/",
+            f"  Qdrant       {qdrant}, collection {settings.collection}",
+            f"  Stored images mirrored in {self.data_dir / 's3'}",
+            "Press Ctrl-C to stop.",
+        ])
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._http_server is not None:
+            self._http_server.shutdown()
+        for thread in self._threads:
+            if thread.name != "moto-server":
+                thread.join()
+        if self.mirror is not None and self._moto_server is not None:
+            try:
+                self.mirror.reconcile()
+            except Exception as exc:  # noqa: BLE001 - never lose the shutdown over the mirror
+                log.warning("could not save the bucket to %s: %s", self.mirror.root, exc)
+        if self._http_server is not None:
+            self._http_server.server_close()
+            self._http_server = None
+        if self._moto_server is not None:
+            self._moto_server.shutdown()
+            self._moto_server.server_close()
+            self._moto_server = None
+        if self._moto_socket is not None:
+            self._moto_socket.close()
+            self._moto_socket = None
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._runtime is not None:
+            # After any in-flight invocation: closes the embedded Qdrant (flush + file lock).
+            with self.invoke_lock:
+                self._runtime.reset()
+                self._closed = True
+
+    # -- start-up steps ----------------------------------------------------------------------------------------------
+
+    def _configure_environment(self) -> None:
+        env = os.environ
+        # Every AWS call of this process (and of the handlers) goes to the emulator, signed with dummy
+        # credentials, so a developer's real credentials or profile are never used.
+        env["AWS_ENDPOINT_URL"] = self.s3_url
+        env["AWS_ACCESS_KEY_ID"] = "imgsim-local"
+        env["AWS_SECRET_ACCESS_KEY"] = "imgsim-local"
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            env.pop(name, None)
+        env["AWS_DEFAULT_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+        env["IMAGES_BUCKET"] = BUCKET
+        env.setdefault("QDRANT_PATH", str(self.data_dir / "qdrant"))
+        env.setdefault("POWERTOOLS_SERVICE_NAME", "imgsim-local")
+        env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imgsim")
+        env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon on a laptop
+        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch: keep EMF lines off the console
+        # The deployed stack reads keys from SSM; locally they come from the environment.
+        env.pop("IMGSIM_API_KEY_PARAM", None)
+        self.api_key = env.get("IMGSIM_API_KEY", "")
+        if not self.api_key:
+            self.api_key = secrets.token_urlsafe(24)
+            self.api_key_generated = True
+            env["IMGSIM_API_KEY"] = self.api_key
+
+    def _start_moto(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        # What ThreadedMotoServer does, but on the socket bound above (its thread would die on a busy port).
+        assert self._moto_socket is not None
+        app = DomainDispatcherApplication(create_backend_app)
+        self._moto_server = make_server(
+            self.host, self.s3_port, app, threaded=True, request_handler=MotoRequestHandler,
+            fd=self._moto_socket.fileno(),
+        )
+        self._spawn("moto-server", self._moto_server.serve_forever)
+
+    def _create_resources(self) -> None:
+        import boto3
+
+        region = os.environ["AWS_DEFAULT_REGION"]
+        s3 = boto3.client("s3")
+        sqs = boto3.client("sqs")
+        dlq_url = sqs.create_queue(QueueName=DLQ, Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_url = sqs.create_queue(
+            QueueName=QUEUE,
+            Attributes={
+                # AWS's advice for an SQS event source: visibility timeout = 6 x the function timeout.
+                "VisibilityTimeout": str(6 * INDEX_TIMEOUT_S),
+                "MessageRetentionPeriod": str(4 * 24 * 3600),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
+            },
+        )["QueueUrl"]
+        self.queue_arn = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{QUEUE}"
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=BUCKET)
+        else:
+            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": region})
+        origins = sorted({os.environ.get("IMGSIM_CORS_ORIGIN") or "*", self.api_url})
+        s3.put_bucket_cors(
+            Bucket=BUCKET,
+            CORSConfiguration={"CORSRules": [{
+                "AllowedOrigins": ["*"] if "*" in origins else origins,
+                "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
+                "AllowedHeaders": ["*"],
+                "ExposeHeaders": ["ETag"],
+                "MaxAgeSeconds": 3000,
+            }]},
+        )
+        # Restore the stored images while the bucket has no notifications yet: they are indexed already.
+        self.mirror = ObjectMirror(self.data_dir / "s3" / BUCKET, s3, BUCKET)
+        self.restored = self.mirror.restore()
+        s3.put_bucket_notification_configuration(
+            Bucket=BUCKET,
+            NotificationConfiguration={"QueueConfigurations": [
+                {"Id": "index-created", "QueueArn": self.queue_arn, "Events": ["s3:ObjectCreated:*"]},
+                {"Id": "index-removed", "QueueArn": self.queue_arn, "Events": ["s3:ObjectRemoved:*"]},
+            ]},
+        )
+        self._sqs = sqs
+        self._s3 = s3
+
+    def _open_runtime(self) -> None:
+        from imgsim import runtime
+        from imgsim.errors import ImgsimError
+
+        self._runtime = runtime
+        runtime.reset()  # the environment changed: rebuild settings and boto3 clients from it
+        try:
+            # Open the store and the model now, so a locked data dir or a missing model is a start-up error,
+            # not the first request's.
+            runtime.get_embedder()
+            runtime.get_store().count()
+        except ImgsimError as exc:
+            raise StackError(str(exc)) from exc
+        except RuntimeError as exc:  # qdrant-client: "Storage folder ... is already accessed by another instance"
+            raise StackError(f"cannot open the index: {exc} (stop the other imgsim process using it, "
+                             "or choose another --data-dir)") from exc
+
+    def _catch_up(self) -> None:
+        """Make the index agree with the restored bucket through the normal event path.
+
+        moto's queue lives in memory too: events not yet handled when the stack last stopped (or crashed) are
+        gone. Restored objects missing from the index are put again (S3 then notifies ObjectCreated), and
+        points of this bucket whose object is gone get the ObjectRemoved event S3 would have sent. Only for
+        the embedded index: a Qdrant server (QDRANT_URL) may be shared, and is never cleaned from here.
+        """
+        from imgsim.ids import point_id_for_object
+
+        store = self._runtime.get_store()
+        by_id = {point_id_for_object(BUCKET, key): key for key in self.restored}
+        ids = list(by_id)
+        known: set[str] = set()
+        for start in range(0, len(ids), 256):
+            known.update(str(record.id) for record in store.retrieve(ids[start:start + 256]))
+        missing = [by_id[i] for i in ids if i not in known]
+        for key in missing:
+            self.mirror.reput(key)
+        gone: list[str] = []
+        if not self._runtime.get_settings().qdrant_url:
+            present = set(self.restored)
+            gone = [key for key in indexed_keys(store, BUCKET) if key not in present]
+            for key in gone:
+                self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(
+                    s3_removed_event(key, os.environ["AWS_DEFAULT_REGION"])))
+        if self.restored or gone:
+            log.info("restored %d stored images from %s; %d queued for indexing, %d for removal from the index",
+                     len(self.restored), self.mirror.root, len(missing), len(gone))
+
+    def _start_poller(self) -> None:
+        poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, self)
+        self._spawn("index-poller", poller.run)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- invocations -------------------------------------------------------------------------------------------------
+
+    def invoke(self, handler: Callable[[dict, Any], Any], event: dict, function: str, timeout_s: int) -> Any:
+        context = LambdaContext.for_function(function, os.environ["AWS_DEFAULT_REGION"], timeout_s)
+        with self.invoke_lock:
+            if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
+                raise StackStopping()
+            return handler(event, context)
+
+
+class StackStopping(Exception):
+    pass
+
+
+def indexed_keys(store: Any, bucket: str) -> list[str]:
+    """Keys of every point of ``bucket`` (a scroll over payloads only)."""
+    from qdrant_client import models
+
+    only_bucket = models.Filter(must=[models.FieldCondition(key="bucket", match=models.MatchValue(value=bucket))])
+    keys: list[str] = []
+    offset = None
+    while True:
+        points, offset = store.client.scroll(store.collection, scroll_filter=only_bucket, limit=1000, offset=offset,
+                                             with_payload=["key"], with_vectors=False)
+        keys.extend(str((point.payload or {}).get("key")) for point in points)
+        if offset is None:
+            return keys
+
+
+def s3_removed_event(key: str, region: str) -> dict:
+    """The notification S3 sends to the queue for a deleted object (keys URL-encoded, as S3 does)."""
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": region, "eventTime": now,
+        "eventName": "ObjectRemoved:Delete",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "index-removed",
+               "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}, "object": {"key": quote_plus(key)}},
+    }]}
+
+
+# -- Lambda emulation ---------------------------------------------------------------------------------------------------
+
+
+def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
+    """Import ``handler`` from a function's app.py the way Lambda does: its directory first on sys.path."""
+    function_dir = str(path.parent.resolve())
+    if function_dir not in sys.path:
+        sys.path.insert(0, function_dir)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise StackError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
+    handler = getattr(module, "handler", None)
+    if not callable(handler):
+        raise StackError(f"{path} has no callable `handler`")
+    return handler
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and powertools read."""
+
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    deadline: float = field(repr=False)
+
+    @classmethod
+    def for_function(cls, function: str, region: str, timeout_s: int) -> "LambdaContext":
+        name = f"imgsim-local-{function}"
+        return cls(
+            function_name=name, function_version="$LATEST",
+            invoked_function_arn=f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}",
+            memory_limit_in_mb=1024, aws_request_id=str(uuid.uuid4()),
+            log_group_name=f"/aws/lambda/{name}",
+            log_stream_name=f"{datetime.now(timezone.utc):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}",
+            deadline=time.monotonic() + timeout_s,
+        )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def sqs_event(messages: list[dict], queue_arn: str, region: str) -> dict:
+    """The event Lambda's SQS event source mapping passes for messages from ``receive_message``."""
+    records = []
+    for message in messages:
+        attributes = message.get("Attributes", {})
+        records.append({
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": {
+                name: attributes[name]
+                for name in ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp",
+                             "AWSTraceHeader", "SequenceNumber", "MessageGroupId", "MessageDeduplicationId")
+                if name in attributes
+            },
+            "messageAttributes": {
+                name: _lambda_message_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        })
+    return {"Records": records}
+
+
+def _lambda_message_attribute(value: dict) -> dict:
+    binary = value.get("BinaryValue")
+    converted: dict[str, Any] = {
+        "stringListValues": list(value.get("StringListValues", [])),
+        "binaryListValues": [base64.b64encode(v).decode() for v in value.get("BinaryListValues", [])],
+        "dataType": value["DataType"],
+    }
+    if "StringValue" in value:
+        converted["stringValue"] = value["StringValue"]
+    if binary is not None:
+        converted["binaryValue"] = base64.b64encode(binary).decode()
+    return converted
+
+
+def failed_message_ids(response: Any, message_ids: list[str]) -> set[str]:
+    """Lambda's reading of a ReportBatchItemFailures response: anything malformed fails the whole batch."""
+    if response is None:
+        return set()
+    if not isinstance(response, dict):
+        return set(message_ids)
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return set(message_ids)
+    failed: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not identifier or identifier not in message_ids:
+            return set(message_ids)
+        failed.add(identifier)
+    return failed
+
+
+class SqsPoller:
+    """Lambda's SQS event source mapping with ReportBatchItemFailures, for one concurrent invocation."""
+
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stack: LocalStack) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.stack = stack
+        self.region = os.environ["AWS_DEFAULT_REGION"]
+
+    def run(self) -> None:
+        while not self.stack._stopping.is_set():
+            try:
+                self.poll_once()
+            except StackStopping:
+                return
+            except Exception as exc:  # noqa: BLE001 - the poller must survive a hiccup of the emulator
+                if self.stack._stopping.is_set():
+                    return
+                log.warning("queue poll failed: %s", exc)
+                self.stack._stopping.wait(1)
+
+    def poll_once(self) -> int:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=INDEX_BATCH_SIZE, WaitTimeSeconds=RECEIVE_WAIT_S,
+            AttributeNames=["All"], MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        if self.stack.mirror is not None:
+            self.stack.mirror.sync_from_messages(messages)
+        event = sqs_event(messages, self.queue_arn, self.region)
+        ids = [m["MessageId"] for m in messages]
+        try:
+            result = self.stack.invoke(self.stack.index_handler, event, "IndexFunction", INDEX_TIMEOUT_S)
+            failed = failed_message_ids(result, ids)
+        except StackStopping:
+            raise
+        except Exception:  # noqa: BLE001 - as Lambda: an error fails the whole batch, logged
+            log.error("IndexFunction failed; the batch of %d will be redelivered\n%s", len(ids), traceback.format_exc())
+            failed = set(ids)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        if failed:
+            log.warning("IndexFunction reported %d of %d messages failed; they will be redelivered", len(failed),
+                        len(ids))
+        return len(messages)
+
+
+# -- API Gateway HTTP API emulation ---------------------------------------------------------------------------------
+
+def request_event(method: str, target: str, headers: Any, body: bytes, source_ip: str, port: int) -> dict:
+    """The HTTP API event for one request (imgsim.http_events knows the shape; the tests use it too)."""
+    from imgsim.http_events import http_api_event
+
+    split = urlsplit(target)
+    joined: dict[str, str] = {}
+    for name, value in headers:  # repeated headers: one comma-joined value, as API Gateway does
+        lname = name.lower()
+        joined[lname] = f"{joined[lname]},{value}" if lname in joined else value
+    joined.setdefault("x-forwarded-proto", "http")
+    joined.setdefault("x-forwarded-port", str(port))
+    return http_api_event(method, split.path or "/", query=split.query, headers=joined, body=body,
+                          source_ip=source_ip, api_id="local")
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def http_response(result: Any) -> HttpResponse:
+    """API Gateway's reading of a format-2.0 Lambda response (including its inference when statusCode is absent)."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        # No statusCode: API Gateway treats the whole return value as a JSON body with status 200.
+        body = result if isinstance(result, str) else json.dumps(result)
+        return HttpResponse(200, [("content-type", "application/json")], body.encode())
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()
+               if str(k).lower() not in ("content-length", "transfer-encoding", "connection")]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((str(name), str(v)) for v in values)
+    headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or [])
+    raw = result.get("body")
+    if raw is None:
+        body = b""
+    elif result.get("isBase64Encoded"):
+        body = base64.b64decode(raw)
+    else:
+        body = str(raw).encode()
+    return HttpResponse(int(result["statusCode"]), headers, body)
+
+
+def _json_error(status: int, message: str) -> HttpResponse:
+    return HttpResponse(status, [("content-type", "application/json")], json.dumps({"message": message}).encode())
+
+
+class ApiRequestHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive for the page's many small requests
+    server_version = "imgsim-local"
+    timeout = 60  # idle keep-alive connections do not hold a thread forever
+    server: "ApiServer"
+
+    def _handle(self) -> None:
+        began = time.perf_counter()
+        request_id = "-"
+        length_header = self.headers.get("content-length")
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            self.close_connection = True
+            return self._send(_json_error(411, "Length Required: send a Content-Length"), request_id, began)
+        length = int(length_header) if length_header and length_header.isdigit() else 0
+        if length > HTTP_API_BODY_LIMIT:
+            self.close_connection = True  # the body is not read
+            return self._send(_json_error(413, "Request Entity Too Large"), request_id, began)
+        body = self.rfile.read(length) if length else b""
+        event = request_event(self.command, self.path, self.headers.items(), body, self.client_address[0],
+                              self.server.server_address[1])
+        request_id = event["requestContext"]["requestId"]
+        if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
+            return self._send(_json_error(413, "Request Entity Too Large"), request_id, began)
+        stack = self.server.stack
+        try:
+            result = stack.invoke(stack.search_handler, event, "SearchFunction", SEARCH_TIMEOUT_S)
+            response = http_response(result)
+        except StackStopping:
+            response = _json_error(503, "Service Unavailable: imgsim serve is stopping")
+        except Exception:  # noqa: BLE001 - as API Gateway: a failed invocation is a bare 500
+            log.error("SearchFunction failed on %s %s\n%s", self.command, self.path, traceback.format_exc())
+            response = _json_error(500, "Internal Server Error")
+        self._send(response, request_id, began)
+
+    def _send(self, response: HttpResponse, request_id: str, began: float) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("apigw-requestid", request_id)
+        self.send_header("content-length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+        log.info("%s %s -> %d (%.0f ms)", self.command, self.path.split("?", 1)[0], response.status,
+                 (time.perf_counter() - began) * 1000)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # _send logs one line per request
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.warning("http: " + format, *args)
+
+
+class ApiServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # open keep-alive connections must not block the shutdown
+
+    def __init__(self, sock: socket.socket, stack: LocalStack) -> None:
+        super().__init__(sock.getsockname()[:2], ApiRequestHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.stack = stack
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response is routine for a browser; one line, not socketserver's traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.info("client %s went away: %s", client_address[0], exc)
+        else:
+            log.error("HTTP server error for %s\n%s", client_address[0], traceback.format_exc())
+
+
+# -- persistence of stored images ---------------------------------------------------------------------------------
+
+
+class ObjectMirror:
+    """Keeps the bucket's objects in ``root`` (moto's S3 lives in memory): ``<sha256(key)>.bin`` + ``.json``.
+
+    Hashed names because keys may hold any character, ``..`` or exceed file name limits.
+    """
+
+    def __init__(self, root: Path, s3: Any, bucket: str) -> None:
+        self.root = root
+        self.s3 = s3
+        self.bucket = bucket
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        stem = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return self.root / f"{stem}.bin", self.root / f"{stem}.json"
+
+    def _meta(self) -> list[dict]:
+        entries = []
+        for path in self.root.glob("*.json"):
+            try:
+                entries.append(json.loads(path.read_text("utf-8")))
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable %s: %s", path, exc)
+        return entries
+
+    def restore(self) -> list[str]:
+        keys = []
+        for meta in self._meta():
+            data_path, _ = self._paths(meta["key"])
+            try:
+                data = data_path.read_bytes()
+            except OSError:
+                continue
+            self.s3.put_object(Bucket=self.bucket, Key=meta["key"], Body=data,
+                               ContentType=meta.get("content_type") or "binary/octet-stream")
+            keys.append(meta["key"])
+        return keys
+
+    def reput(self, key: str) -> None:
+        data_path, meta_path = self._paths(key)
+        meta = json.loads(meta_path.read_text("utf-8"))
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data_path.read_bytes(),
+                           ContentType=meta.get("content_type") or "binary/octet-stream")
+
+    def sync_key(self, key: str) -> None:
+        """Make the mirror match the bucket for one key (idempotent, so event order does not matter)."""
+        data_path, meta_path = self._paths(key)
+        with self._lock:
+            try:
+                obj = self.s3.get_object(Bucket=self.bucket, Key=key)
+            except self.s3.exceptions.NoSuchKey:
+                data_path.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                return
+            data = obj["Body"].read()
+            meta = {"key": key, "etag": obj.get("ETag", "").strip('"'), "content_type": obj.get("ContentType")}
+            for path, content in ((data_path, data), (meta_path, json.dumps(meta).encode())):
+                tmp = path.with_suffix(path.suffix + ".tmp")
+                tmp.write_bytes(content)
+                os.replace(tmp, path)
+
+    def sync_from_messages(self, messages: list[dict]) -> None:
+        keys: set[str] = set()
+        for message in messages:
+            try:
+                body = json.loads(message["Body"])
+            except ValueError:
+                continue
+            for record in body.get("Records", []) if isinstance(body, dict) else []:
+                s3 = record.get("s3", {})
+                if s3.get("bucket", {}).get("name") == self.bucket and "key" in s3.get("object", {}):
+                    keys.add(unquote_plus(s3["object"]["key"]))
+        for key in keys:
+            try:
+                self.sync_key(key)
+            except Exception as exc:  # noqa: BLE001 - the mirror must never stop indexing
+                log.warning("could not mirror %r to %s: %s", key, self.root, exc)
+
+    def reconcile(self) -> None:
+        """Mirror the whole bucket (shutdown): write what is new or changed, remove what is gone."""
+        listed: dict[str, str] = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for obj in page.get("Contents", []):
+                listed[obj["Key"]] = obj.get("ETag", "").strip('"')
+        stored = {meta["key"]: meta.get("etag") for meta in self._meta()}
+        for key, etag in listed.items():
+            if stored.get(key) != etag or not self._paths(key)[0].exists():
+                self.sync_key(key)
+        for key in set(stored) - set(listed):
+            for path in self._paths(key):
+                path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":  # `python infra/local_stack.py`, same as `imgsim serve`
+    _parser = argparse.ArgumentParser(prog="imgsim serve", description=__doc__.split("\n", 1)[0])
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,308 @@
+"""`imgsim serve` end to end, in a subprocess: local S3 + SQS (moto), the indexer loop, the HTTP API, Qdrant.
+
+The stack runs the real handlers (functions/index/app.py, functions/search/app.py); one test runs it around tiny
+stand-in handlers instead, to check the Lambda and API Gateway emulation itself (event shapes, batch failures,
+response mapping).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import signal
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from imgsim.ids import point_id_for_object
+from serve_support import API_KEY, BUCKET, Serve, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    serve = Serve(tmp_path_factory.mktemp("stack") / "data")
+    try:
+        yield serve.wait_ready()
+    finally:
+        serve.stop()
+        serve.kill()
+
+
+def put_photo(serve: Serve, path: Path, key: str) -> str:
+    serve.s3().put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), ContentType="image/jpeg")
+    return point_id_for_object(BUCKET, key)
+
+
+def test_start_up_prints_the_urls_and_the_key(stack):
+    out = stack.stdout()
+    assert "imgsim local stack ready in" in out
+    assert f"{stack.api_url}/" in out  # the page
+    assert stack.s3_url in out
+    assert f"aws --endpoint-url {stack.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/" in out
+    assert API_KEY in out and "from IMGSIM_API_KEY" in out
+    status, health = stack.request("GET", "/health", key=None)
+    assert status == 200 and health["status"] == "ok" and health["collection"] == "images"
+
+
+def test_objects_put_in_s3_are_indexed_and_searchable(stack, photos):
+    # Keys as users write them: spaces, unicode, '+' (S3 URL-encodes them in the notification).
+    chosen = {"photos/cat 1.jpg": photos[3], "photos/chien+é.jpg": photos[600], "photos/deep/a/b/monkey.jpg": photos[1100]}
+    ids = {key: put_photo(stack, path, key) for key, path in chosen.items()}
+    for key, point_id in ids.items():
+        image = stack.wait_indexed(point_id)
+        assert image["key"] == key and image["bucket"] == BUCKET and image["width"] > 0
+
+    # Search with the bytes of one of them: itself first, at ~100%.
+    query = chosen["photos/chien+é.jpg"]
+    status, body = stack.request("POST", "/search?limit=5", query.read_bytes(), content_type="image/jpeg")
+    assert status == 200, body
+    top = body["results"][0]
+    assert top["key"] == "photos/chien+é.jpg" and top["percent"] >= 99.0
+    # Its presigned URL points at the local S3 and serves the very bytes uploaded.
+    assert top["url"].startswith(stack.s3_url + "/")
+    with urllib.request.urlopen(top["url"], timeout=10) as response:
+        assert response.read() == query.read_bytes()
+
+    # Search by an indexed image's id: itself excluded, the others ranked.
+    status, body = stack.json_request("POST", "/search", {"id": ids["photos/cat 1.jpg"]})
+    assert status == 200
+    keys = [r["key"] for r in body["results"]]
+    assert "photos/cat 1.jpg" not in keys and "photos/chien+é.jpg" in keys
+
+    # Auth is the handler's: no key, no search.
+    status, body = stack.request("POST", "/search", query.read_bytes(), content_type="image/jpeg", key=None)
+    assert status == 401 and body["error"]["code"]
+
+
+def test_presigned_upload_from_the_api_is_indexed(stack, photos):
+    status, upload = stack.json_request("POST", "/uploads", {"filename": "from the api.jpg", "content_type": "image/jpeg"})
+    assert status == 200, upload
+    assert upload["url"].startswith(stack.s3_url + "/")
+    # What a browser on the page's origin sends first: the bucket's CORS rules must allow the PUT.
+    preflight = urllib.request.Request(upload["url"], method="OPTIONS", headers={
+        "Origin": stack.api_url, "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "content-type"})
+    with urllib.request.urlopen(preflight, timeout=10) as response:
+        allowed = response.headers.get("Access-Control-Allow-Origin")
+        assert allowed in ("*", stack.api_url)
+        assert "PUT" in response.headers.get("Access-Control-Allow-Methods", "")
+    put = urllib.request.Request(upload["url"], method=upload["method"], data=photos[42].read_bytes(),
+                                 headers=upload["headers"])
+    with urllib.request.urlopen(put, timeout=10) as response:
+        assert response.status == 200
+    image = stack.wait_indexed(upload["id"])
+    assert image["key"] == upload["key"] and image["key"].startswith("uploads/")
+
+
+def test_delete_through_the_api_removes_object_point_and_stored_copy(stack, photos):
+    point_id = put_photo(stack, photos[1300], "photos/to-delete.jpg")
+    stack.wait_indexed(point_id)
+    stored, _ = stored_copy(stack.data_dir, "photos/to-delete.jpg")
+    wait_until(stored.exists, timeout=10, what="the object's copy in the data dir")
+
+    status, body = stack.request("DELETE", f"/images/{point_id}")
+    assert status == 202 and body["key"] == "photos/to-delete.jpg"
+    stack.wait_gone(point_id)
+    with pytest.raises(stack.s3().exceptions.ClientError):
+        stack.s3().head_object(Bucket=BUCKET, Key="photos/to-delete.jpg")
+    wait_until(lambda: not stored.exists(), timeout=10, what="the stored copy to go")
+
+
+def test_the_page_and_the_openapi_document_are_served(stack):
+    status, page = stack.request("GET", "/", key=None)
+    assert status == 200 and b"<title>imgsim" in page and b'id="add-files"' in page
+    status, document = stack.request("GET", "/openapi.json", key=None)
+    assert status == 200 and "/search" in document["paths"]
+    status, body = stack.request("GET", "/no/such/route")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_a_busy_port_is_a_one_line_error(stack, tmp_path):
+    for args, option in (({"port": stack.port}, "--port"), ({"s3_port": stack.s3_port}, "--s3-port")):
+        other = Serve(tmp_path / option.strip("-"), **args)
+        try:
+            other.process.wait(60)
+        finally:
+            other.kill()
+        assert other.process.returncode == 2
+        err = other.stderr().strip()
+        assert len(err.splitlines()) == 1, err
+        assert "already in use" in err and option in err and "Traceback" not in err
+
+
+def stored_copy(data: Path, key: str) -> tuple[Path, Path]:
+    """Where the stack keeps an object's bytes and metadata between runs (moto's S3 is in memory)."""
+    stem = hashlib.sha256(key.encode()).hexdigest()
+    return data / "s3" / BUCKET / f"{stem}.bin", data / "s3" / BUCKET / f"{stem}.json"
+
+
+def test_ctrl_c_stops_cleanly_and_the_data_persists(tmp_path, photos):
+    data = tmp_path / "data"
+    first = Serve(data).wait_ready()
+    try:
+        point_id = put_photo(first, photos[900], "photos/persist.jpg")
+        indexed = first.wait_indexed(point_id)
+        lost_delete_id = put_photo(first, photos[950], "photos/deleted-while-stopped.jpg")
+        first.wait_indexed(lost_delete_id)
+    finally:
+        code = first.stop(signal.SIGINT)
+    assert code == 0
+    assert "Traceback" not in first.stderr(), first.stderr()
+    assert "imgsim serve: stopped" in first.stdout()
+
+    # While stopped, as if events had been lost with moto's in-memory queue: an object deleted (its point
+    # stayed) and an object added (never indexed).
+    for path in stored_copy(data, "photos/deleted-while-stopped.jpg"):
+        path.unlink()
+    added_bin, added_json = stored_copy(data, "photos/added-while-stopped.jpg")
+    added_bin.write_bytes(photos[1000].read_bytes())
+    added_json.write_text(json.dumps({"key": "photos/added-while-stopped.jpg", "content_type": "image/jpeg"}))
+
+    second = Serve(data).wait_ready()  # same data dir, new ports
+    try:
+        again = second.wait_indexed(point_id, timeout=5)
+        # Still indexed, and not re-indexed: the stored images are restored before notifications are on.
+        assert again["indexed_at"] == indexed["indexed_at"]
+        assert again["url"].startswith(second.s3_url + "/")
+        with urllib.request.urlopen(again["url"], timeout=10) as response:
+            assert response.read() == photos[900].read_bytes()
+        status, body = second.request("POST", "/search?limit=1", photos[900].read_bytes(), content_type="image/jpeg")
+        assert status == 200 and body["results"][0]["key"] == "photos/persist.jpg"
+        # The index caught up with the bucket through the normal event path.
+        second.wait_indexed(point_id_for_object(BUCKET, "photos/added-while-stopped.jpg"))
+        second.wait_gone(lost_delete_id)
+    finally:
+        code = second.stop(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in second.stderr()
+
+
+# -- the emulation itself, around stand-in handlers ---------------------------------------------------------------
+
+STANDIN_INDEX = '''
+import json, os
+
+def handler(event, context):
+    with open(os.environ["STANDIN_LOG"], "a") as log:
+        log.write(json.dumps({"event": event, "context": {
+            "function_name": context.function_name, "aws_request_id": context.aws_request_id,
+            "invoked_function_arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
+            "remaining_ms": context.get_remaining_time_in_millis()}}) + "\\n")
+    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"] if "fail" in r["body"]]}
+'''
+
+STANDIN_SEARCH = '''
+import base64, json
+
+def handler(event, context):
+    path = event["rawPath"]
+    if path == "/health":
+        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": "{}"}
+    if path == "/binary":
+        return {"statusCode": 201, "headers": {"content-type": "application/octet-stream", "x-custom": "yes"},
+                "cookies": ["a=1; Path=/", "b=2"], "body": base64.b64encode(b"\\x00\\x01\\xff").decode(),
+                "isBase64Encoded": True}
+    if path == "/inferred":
+        return {"hello": "world"}
+    if path == "/boom":
+        raise RuntimeError("boom")
+    return {"statusCode": 200, "headers": {"content-type": "application/json"},
+            "body": json.dumps({"event": event, "function_name": context.function_name})}
+'''
+
+
+def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
+    functions = tmp_path / "functions"
+    for name, source in (("index", STANDIN_INDEX), ("search", STANDIN_SEARCH)):
+        (functions / name).mkdir(parents=True)
+        (functions / name / "app.py").write_text(textwrap.dedent(source))
+    log = tmp_path / "index-events.jsonl"
+    serve = Serve(tmp_path / "data", env={"STANDIN_LOG": str(log)}, extra_args=[
+        "--index-handler", str(functions / "index" / "app.py"),
+        "--search-handler", str(functions / "search" / "app.py")]).wait_ready()
+    try:
+        # -- API Gateway HTTP API (payload format 2.0) -------------------------------------------------------
+        req = urllib.request.Request(serve.api_url + "/echo/a%20b?x=1&x=2&y=", method="POST", data=b"\x89PNG\x00\xff",
+                                     headers={"content-type": "image/png", "cookie": "c1=v1; c2=v2",
+                                              "x-api-key": "k", "x-multi": "one"})
+        req.add_header("x-other", "two")
+        with urllib.request.urlopen(req, timeout=10) as response:
+            echoed = json.loads(response.read())
+        event = echoed["event"]
+        assert event["version"] == "2.0" and event["routeKey"] == "$default"
+        assert event["rawPath"] == "/echo/a%20b" and event["rawQueryString"] == "x=1&x=2&y="
+        assert event["queryStringParameters"] == {"x": "1,2", "y": ""}
+        assert event["cookies"] == ["c1=v1", "c2=v2"] and "cookie" not in event["headers"]
+        assert event["headers"]["x-api-key"] == "k" and event["headers"]["content-type"] == "image/png"
+        assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\x89PNG\x00\xff"
+        context = event["requestContext"]
+        assert context["http"]["method"] == "POST" and context["http"]["sourceIp"] == "127.0.0.1"
+        assert context["stage"] == "$default" and context["requestId"]
+        assert echoed["function_name"].endswith("SearchFunction")
+
+        status, body = serve.json_request("POST", "/echo", {"a": 1})
+        assert status == 200 and body["event"]["isBase64Encoded"] is False
+        assert json.loads(body["event"]["body"]) == {"a": 1}
+        status, body = serve.request("GET", "/echo")
+        assert "body" not in body["event"] and "queryStringParameters" not in body["event"]
+
+        with urllib.request.urlopen(serve.api_url + "/binary", timeout=10) as response:
+            assert response.status == 201 and response.read() == b"\x00\x01\xff"
+            assert response.headers["x-custom"] == "yes"
+            assert response.headers.get_all("set-cookie") == ["a=1; Path=/", "b=2"]
+            assert response.headers["apigw-requestid"]
+        status, body = serve.request("GET", "/inferred")
+        assert status == 200 and body == {"hello": "world"}
+        status, body = serve.request("GET", "/boom")
+        assert status == 500 and body == {"message": "Internal Server Error"}
+
+        # -- SQS event source mapping ----------------------------------------------------------------------------
+        s3 = serve.s3()
+        s3.put_object(Bucket=BUCKET, Key="photos/ok.jpg", Body=b"fine")
+        s3.put_object(Bucket=BUCKET, Key="photos/fail.jpg", Body=b"poison")
+
+        def invocations():
+            lines = log.read_text().splitlines() if log.exists() else []
+            return [json.loads(line) for line in lines]
+
+        def seen_keys():
+            return {record["body"] for inv in invocations() for record in inv["event"]["Records"]}
+
+        # (moto URL-encodes the whole key in the notification, '/' included; the handler unquotes it.)
+        wait_until(lambda: sum("ok.jpg" in b or "fail.jpg" in b for b in seen_keys()) >= 2,
+                   timeout=30, what="both object events to reach the stand-in indexer")
+        records = [r for inv in invocations() for r in inv["event"]["Records"] if "ObjectCreated" in r["body"]]
+        queue_url = serve.sqs().get_queue_url(QueueName="imgsim-index-queue")["QueueUrl"]
+        queue_arn = serve.sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        for record in records:
+            assert set(record) == {"messageId", "receiptHandle", "body", "attributes", "messageAttributes",
+                                   "md5OfBody", "eventSource", "eventSourceARN", "awsRegion"}
+            assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"] == queue_arn
+            assert record["awsRegion"] == "us-east-1"
+            assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+            assert {"ApproximateReceiveCount", "SentTimestamp", "SenderId",
+                    "ApproximateFirstReceiveTimestamp"} <= set(record["attributes"])
+            s3_record = json.loads(record["body"])["Records"][0]
+            assert s3_record["eventSource"] == "aws:s3" and s3_record["s3"]["bucket"]["name"] == BUCKET
+        ctx = invocations()[-1]["context"]
+        assert ctx["function_name"].endswith("IndexFunction") and 0 < ctx["remaining_ms"] <= 60_000
+        assert ctx["invoked_function_arn"].startswith("arn:aws:lambda:us-east-1:")
+
+        # The message reported in batchItemFailures stays in the queue (in flight until its visibility
+        # timeout ends, then redelivered); the acknowledged ones are deleted.
+        def queue_counts():
+            attrs = serve.sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+            return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+        wait_until(lambda: queue_counts() == (0, 1), timeout=10, what="only the failed message to stay in the queue")
+        attrs = serve.sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
+        assert int(attrs["VisibilityTimeout"]) == 6 * 60
+    finally:
+        code = serve.stop()
+    assert code == 0
