@@ -141,14 +141,19 @@ class VectorStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def upsert(self, points: Sequence[StoredPoint]) -> None:
+    def upsert(self, points: Sequence[StoredPoint], *, update_filter: models.Filter | None = None) -> None:
+        """``update_filter``: existing points are only overwritten when they match it
+        (new ids are always inserted) - a compare-and-set for concurrent writers."""
         if not points:
             return
         self.ensure_collection()
         structs = [
             models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload) for p in points
         ]
-        self._call("upsert", lambda: self.client.upsert(self.collection, points=structs, wait=True))
+        self._call(
+            "upsert",
+            lambda: self.client.upsert(self.collection, points=structs, wait=True, update_filter=update_filter),
+        )
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -158,6 +163,16 @@ class VectorStore:
         self._call(
             "delete",
             lambda: self.client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True),
+        )
+
+    def delete_matching(self, points_filter: models.Filter) -> None:
+        """Delete the points matching a filter (e.g. these ids, only if unchanged since read)."""
+        self.ensure_collection()
+        self._call(
+            "delete",
+            lambda: self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=points_filter), wait=True
+            ),
         )
 
     # -- reads ----------------------------------------------------------------
@@ -245,7 +260,12 @@ class VectorStore:
 def make_client(settings: Settings) -> QdrantClient:
     if settings.qdrant_url:
         return QdrantClient(
-            url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=max(1, round(settings.qdrant_timeout))
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            timeout=max(1, round(settings.qdrant_timeout)),
+            # The version probe is one more blocking round trip on every cold start
+            # (and a warning when the server is briefly unreachable); skip it.
+            check_compatibility=False,
         )
     if settings.qdrant_path == ":memory:":
         return QdrantClient(location=":memory:")

@@ -1,0 +1,61 @@
+"""IndexFunction: SQS batch of S3 notifications -> Qdrant (thin; the work is in imgsim.indexing).
+
+The whole batch is indexed at once (concurrent fetch, one embed batch, one
+upsert), then powertools' BatchProcessor reports each SQS message from the
+batch's outcome: messages with a transient failure go into
+``batchItemFailures`` and are redelivered; everything else is acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import SQSEvent
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from imgsim.indexing import BatchReport, Indexer, indexer_from_runtime
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+# Qdrant down fails every record; report them all instead of raising, so the
+# response still says exactly which messages to redeliver.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+class RecordNotIndexed(Exception):
+    """A transient failure for this message: SQS redelivers it (then the DLQ)."""
+
+
+def emit_metrics(report: BatchReport) -> None:
+    for name, status in (("ImagesIndexed", "indexed"), ("ImagesDeleted", "deleted"),
+                         ("ImagesSkipped", "skipped"), ("ImagesFailed", "failed")):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=report.count(status))
+    stale = sum(n for reason, n in report.skipped_by_reason().items()
+                if reason in ("stale_event", "superseded_in_batch"))
+    metrics.add_metric(name="EventsStale", unit=MetricUnit.Count, value=stale)
+    for stage, name in (("fetch", "FetchMs"), ("decode", "DecodeMs"), ("embed", "EmbedMs"), ("upsert", "UpsertMs")):
+        if stage in report.timings_ms:
+            metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=report.timings_ms[stage])
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    indexer: Indexer = indexer_from_runtime(logger=logger)
+    sqs_event = SQSEvent(event)
+    report = indexer.process_messages((record.message_id, record.body) for record in sqs_event.records)
+    emit_metrics(report)
+    tracer.put_annotation("failed_messages", len(report.failed_message_ids))
+    counts = {status: report.count(status) for status in ("indexed", "deleted", "skipped", "failed")}
+    logger.info("batch done", extra={"counts": counts, "timings_ms": report.timings_ms})
+
+    def record_handler(record: SQSRecord) -> None:
+        if report.message_failed(record.message_id):
+            raise RecordNotIndexed(report.failure_reason(record.message_id))
+
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

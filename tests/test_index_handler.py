@@ -1,0 +1,381 @@
+"""functions/index/app.py end to end, in process: moto S3 -> moto SQS -> handler -> embedded Qdrant.
+
+moto sends real S3 notifications to the queue for puts and deletes (and the
+s3:TestEvent when the configuration is saved), but its events carry no
+``sequencer``. The ``s3_sequencers`` fixture adds one at the moment moto
+creates each event, increasing per bucket, the way S3 stamps its events; one
+test runs without it to show that unsequenced events still work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from imgsim import runtime
+from imgsim.ids import point_id_for_object
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "imgsim-images"
+QUEUE = "imgsim-index"
+REGION = "us-east-1"
+
+
+def load_handler_module():
+    """functions/index/app.py as Lambda loads it (its own module; search has an app.py too)."""
+    spec = importlib.util.spec_from_file_location("index_app", REPO_ROOT / "functions" / "index" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "IndexFunction"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:IndexFunction"
+    aws_request_id: str = ""
+    log_group_name: str = "/aws/lambda/IndexFunction"
+    log_stream_name: str = "2026/01/01/[$LATEST]0"
+
+    def __post_init__(self):
+        self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@pytest.fixture
+def s3_sequencers(monkeypatch):
+    """Give moto's S3 events the ``sequencer`` real S3 puts in them (hex, growing with each event)."""
+    from moto.s3 import notifications
+
+    counter = itertools.count(0x5F3A2B1C00000000)
+    real = notifications._get_s3_event
+
+    def with_sequencer(*args, **kwargs):
+        event = real(*args, **kwargs)
+        for record in event["Records"]:
+            record["s3"]["object"]["sequencer"] = f"{next(counter):016X}"
+        return event
+
+    monkeypatch.setattr(notifications, "_get_s3_event", with_sequencer)
+
+
+@pytest.fixture
+def aws(tmp_path, monkeypatch):
+    """moto S3 bucket notifying a moto SQS queue; runtime singletons on an embedded Qdrant in tmp_path."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("QDRANT_COLLECTION", "images")
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
+    runtime.reset()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.put_bucket_notification_configuration(
+            Bucket=BUCKET,
+            NotificationConfiguration={"QueueConfigurations": [
+                {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+            ]},
+        )
+        yield s3, sqs, queue_url, queue_arn
+    runtime.reset()
+
+
+def receive_lambda_event(sqs, queue_url: str, queue_arn: str, max_records: int = 10) -> dict:
+    """Receive up to ``max_records`` messages and shape them exactly as Lambda's SQS poller does."""
+    records = []
+    while len(records) < max_records:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(10, max_records - len(records)),
+                                  AttributeNames=["All"], MessageAttributeNames=["All"], WaitTimeSeconds=0)
+        messages = got.get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            records.append({
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
+                           "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
+                    for name, a in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            })
+    return {"Records": records}
+
+
+def acknowledge(sqs, queue_url: str, event: dict, response: dict) -> None:
+    """What Lambda does after the handler returns: delete every message not in batchItemFailures.
+
+    The failed ones become visible again when their visibility timeout ends;
+    here at once, so the test need not wait.
+    """
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    for record in event["Records"]:
+        if record["messageId"] in failed:
+            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"],
+                                          VisibilityTimeout=0)
+        else:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+
+
+def drain(app, sqs, queue_url, queue_arn) -> list[dict]:
+    """Invoke the handler batch by batch until the queue is empty; return the responses."""
+    responses = []
+    while True:
+        event = receive_lambda_event(sqs, queue_url, queue_arn)
+        if not event["Records"]:
+            return responses
+        response = app.handler(event, FakeLambdaContext())
+        acknowledge(sqs, queue_url, event, response)
+        responses.append(response)
+
+
+def emf_metrics(captured: str) -> dict[str, float]:
+    """Sum every metric in the EMF JSON lines powertools printed to stdout."""
+    totals: dict[str, float] = {}
+    for line in captured.splitlines():
+        line = line.strip()
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "imgsim"
+            for metric in directive["Metrics"]:
+                value = doc[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values)
+    return totals
+
+
+def test_end_to_end_put_search_delete(aws, photos, s3_sequencers, capsys):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    # 12 photos from all four animal blocks, under keys that need URL-decoding.
+    chosen = photos[::141][:12]
+    keys = {f"photos/{'cats' if i < 6 else 'more pets'}/photo {i}+ü.jpg": path for i, path in enumerate(chosen)}
+    for key, path in keys.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), ContentType="image/jpeg")
+
+    responses = drain(app, sqs, queue_url, queue_arn)
+    assert responses and all(r == {"batchItemFailures": []} for r in responses)
+    store = runtime.get_store()
+    assert store.count() == len(keys)
+    for key, path in keys.items():
+        record = store.get(point_id_for_object(BUCKET, key))
+        assert record is not None, key
+        payload = record.payload
+        assert payload["key"] == key and payload["bucket"] == BUCKET
+        assert payload["etag"] == s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        assert payload["size"] == path.stat().st_size
+        assert payload["content_type"] == "image/jpeg"
+        assert payload["width"] > 0 and payload["height"] > 0
+        assert payload["model"] == runtime.get_embedder().model_name
+        assert int(payload["sequencer"], 16) > 0
+        assert payload["indexed_at"]
+        # Each photo finds itself first.
+        hits = store.search(runtime.get_embedder().embed(path.read_bytes()), limit=3)
+        assert hits[0].payload["key"] == key and hits[0].score > 0.99
+
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["ImagesIndexed"] == len(keys)
+    assert metrics["ImagesSkipped"] == 1  # the s3:TestEvent sent when notifications were configured
+    assert metrics["ImagesFailed"] == 0
+    assert metrics["EmbedMs"] > 0 and metrics["FetchMs"] > 0 and metrics["UpsertMs"] > 0
+
+    deleted = list(keys)[:7]
+    for key in deleted:
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    responses = drain(app, sqs, queue_url, queue_arn)
+    assert all(r == {"batchItemFailures": []} for r in responses)
+    assert store.count() == len(keys) - len(deleted)
+    for key in deleted:
+        assert store.get(point_id_for_object(BUCKET, key)) is None
+    remaining = {r.payload["key"] for r in store.search(runtime.get_embedder().embed(chosen[0].read_bytes()), limit=20)}
+    assert remaining == set(keys) - set(deleted)
+    assert emf_metrics(capsys.readouterr().out)["ImagesDeleted"] == len(deleted)
+
+
+def test_moto_events_without_sequencer_index_and_delete(aws, photos):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    s3.put_object(Bucket=BUCKET, Key="photos/plain.jpg", Body=photos[1].read_bytes())
+    assert drain(app, sqs, queue_url, queue_arn) == [{"batchItemFailures": []}]
+    assert runtime.get_store().count() == 1
+    s3.delete_object(Bucket=BUCKET, Key="photos/plain.jpg")
+    assert drain(app, sqs, queue_url, queue_arn) == [{"batchItemFailures": []}]
+    assert runtime.get_store().count() == 0
+
+
+def test_poison_object_in_a_batch_of_ten_is_acked_and_counted(aws, photos, s3_sequencers, capsys):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    receive_lambda_event(sqs, queue_url, queue_arn)  # drop the s3:TestEvent: a batch of exactly ten
+    for i in range(9):
+        s3.put_object(Bucket=BUCKET, Key=f"photos/ok-{i}.jpg", Body=photos[i * 180].read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="photos/broken.jpg", Body=photos[0].read_bytes()[:700])
+    event = receive_lambda_event(sqs, queue_url, queue_arn)
+    assert len(event["Records"]) == 10
+    response = app.handler(event, FakeLambdaContext())
+    assert response == {"batchItemFailures": []}
+    assert runtime.get_store().count() == 9
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert (metrics["ImagesIndexed"], metrics["ImagesSkipped"], metrics["ImagesFailed"]) == (9, 1, 0)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, photos, s3_sequencers, monkeypatch, capsys):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    receive_lambda_event(sqs, queue_url, queue_arn)  # the s3:TestEvent
+    for i in range(4):
+        s3.put_object(Bucket=BUCKET, Key=f"photos/down-{i}.jpg", Body=photos[i].read_bytes())
+    monkeypatch.setenv("QDRANT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("QDRANT_RETRIES", "1")
+    monkeypatch.setenv("QDRANT_TIMEOUT", "1")
+    runtime.reset()
+    event = receive_lambda_event(sqs, queue_url, queue_arn)
+    response = app.handler(event, FakeLambdaContext())
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
+        r["messageId"] for r in event["Records"])
+    assert emf_metrics(capsys.readouterr().out)["ImagesFailed"] == 4
+    acknowledge(sqs, queue_url, event, response)
+
+    # Qdrant is back: the redelivered messages index everything.
+    monkeypatch.delenv("QDRANT_URL")
+    runtime.reset()
+    responses = drain(app, sqs, queue_url, queue_arn)
+    assert all(r == {"batchItemFailures": []} for r in responses)
+    assert runtime.get_store().count() == 4
+
+
+def test_s3_throttling_on_one_object_fails_only_its_record(aws, photos, s3_sequencers, monkeypatch):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    receive_lambda_event(sqs, queue_url, queue_arn)  # the s3:TestEvent
+    for i in range(5):
+        s3.put_object(Bucket=BUCKET, Key=f"photos/slow-{i}.jpg", Body=photos[i * 200].read_bytes())
+    client = runtime.get_boto3_client("s3")
+    real_get = client.get_object
+
+    def throttled(**kwargs):
+        if kwargs["Key"] == "photos/slow-3.jpg":
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(client, "get_object", throttled)
+    event = receive_lambda_event(sqs, queue_url, queue_arn)
+    response = app.handler(event, FakeLambdaContext())
+    slow = [r["messageId"] for r in event["Records"] if "slow-3.jpg" in r["body"]]
+    assert response == {"batchItemFailures": [{"itemIdentifier": slow[0]}]}
+    assert runtime.get_store().count() == 4
+
+
+def test_ignored_prefix_from_environment(aws, photos, monkeypatch, capsys):
+    s3, sqs, queue_url, queue_arn = aws
+    monkeypatch.setenv("IMGSIM_IGNORE_PREFIXES", "thumbnails/,uploads/tmp/")
+    app = load_handler_module()
+    s3.put_object(Bucket=BUCKET, Key="thumbnails/a.jpg", Body=photos[0].read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="uploads/tmp/b.jpg", Body=photos[1].read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="photos/c.jpg", Body=photos[2].read_bytes())
+    assert all(r == {"batchItemFailures": []} for r in drain(app, sqs, queue_url, queue_arn))
+    assert [r.payload["key"] for r in runtime.get_store().client.scroll("images")[0]] == ["photos/c.jpg"]
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["ImagesSkipped"] == 3 and metrics["ImagesIndexed"] == 1  # test event + 2 ignored
+
+
+def test_clients_and_model_are_built_once_per_execution_environment(aws, photos, monkeypatch):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    from imgsim import embedder as embedder_module
+
+    built = []
+    real_init = embedder_module.Embedder.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(embedder_module.Embedder, "__init__", counting_init)
+    seen = []
+    for i in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"photos/warm-{i}.jpg", Body=photos[i].read_bytes())
+        drain(app, sqs, queue_url, queue_arn)
+        seen.append((id(runtime.get_store()), id(runtime.get_store().client), id(runtime.get_embedder()),
+                     id(runtime.get_boto3_client("s3"))))
+    assert len(built) == 1
+    assert len(set(seen)) == 1
+    assert runtime.get_store().count() == 3
+
+
+def test_structured_logs_carry_request_id_and_s3_key(aws, photos, caplog):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    s3.put_object(Bucket=BUCKET, Key="photos/logged one.jpg", Body=photos[5].read_bytes())
+    event = receive_lambda_event(sqs, queue_url, queue_arn)
+    context = FakeLambdaContext()
+    with caplog.at_level("INFO"):
+        app.handler(event, context)
+    # Format the captured records the way the Lambda log stream gets them (powertools JSON).
+    logs = [json.loads(app.logger.registered_formatter.format(r)) for r in caplog.records]
+    indexed = [entry for entry in logs if entry.get("outcome") == "indexed"]
+    assert indexed and indexed[0]["s3_key"] == "photos/logged one.jpg"
+    assert indexed[0]["function_request_id"] == context.aws_request_id
+
+
+def test_sample_events_for_sam_local_invoke(aws, photos):
+    """events/index_put.json and events/index_delete.json work as they are."""
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    put = json.loads((REPO_ROOT / "events" / "index_put.json").read_text())
+    delete = json.loads((REPO_ROOT / "events" / "index_delete.json").read_text())
+    key = "photos/cats/photo 00000.jpg"  # the events carry it URL-encoded, as S3 does
+    s3.put_object(Bucket=BUCKET, Key=key, Body=photos[0].read_bytes())
+    assert app.handler(put, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runtime.get_store().get(point_id_for_object(BUCKET, key)) is not None
+    assert app.handler(delete, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runtime.get_store().get(point_id_for_object(BUCKET, key)) is None
+    # The put delivered again after the delete (SQS is at-least-once, unordered): no resurrection.
+    assert app.handler(put, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runtime.get_store().count() == 0
+
+
+def test_redelivered_batch_is_acknowledged_without_duplicates(aws, photos, s3_sequencers, capsys):
+    s3, sqs, queue_url, queue_arn = aws
+    app = load_handler_module()
+    for i in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"photos/again-{i}.jpg", Body=photos[i * 400].read_bytes())
+    event = receive_lambda_event(sqs, queue_url, queue_arn)
+    assert app.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    # The same batch again (e.g. the function timed out after Qdrant had the points).
+    assert app.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runtime.get_store().count() == 3
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["ImagesIndexed"] == 3 and metrics["EventsStale"] == 3
