@@ -59,6 +59,27 @@ FORMAT_CONTENT_TYPES = {
 }
 
 
+# Leading bytes of the supported formats. BMP's two-byte "BM" is left out: too
+# weak a signature to call a short text file a damaged bitmap.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None
+
+
 def _reduced_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -103,11 +124,13 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             if fmt not in SUPPORTED_FORMATS:
                 raise NotAnImage(f"unsupported image format {fmt}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}")
             width, height = img.size
+            # Before anything else touches the image: PNG's getexif() decodes the whole
+            # image when the EXIF chunk comes after the pixels, bomb included.
+            if width * height > max_pixels:
+                raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
             # EXIF orientations 5-8 rotate by 90 degrees: the upright picture is height x width.
             orientation = img.getexif().get(0x0112, 1)
             upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-            if width * height > max_pixels:
-                raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
             if max(width, height) > REDUCE_TO_LONG_SIDE and fmt in ("JPEG", "MPO"):
                 # DCT scaling: decode at the smallest 1/2^k scale still >= the reduction target.
                 img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
@@ -115,11 +138,18 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
     except Image.DecompressionBombError as exc:
-        raise TooManyPixels(str(exc)) from exc
+        raise TooManyPixels(f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise NotAnImage("not an image, or a format imgsim does not decode") from exc
+        known = _sniff_format(data)
+        if known:
+            # Pillow cannot tell "cut off inside the header" from "not an image".
+            raise CorruptImage(f"truncated or damaged {known} file: its header cannot be read") from exc
+        raise NotAnImage(
+            f"not an image, or a format imgsim does not decode (supported: {', '.join(sorted(SUPPORTED_FORMATS))})"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
-        raise CorruptImage(f"cannot decode {fmt} image: {exc}") from exc
+        what = f"{fmt} image" if fmt != "image" else "image"
+        raise CorruptImage(f"cannot decode {what}, truncated or damaged: {exc}") from exc
 
     if max(img.size) > REDUCE_TO_LONG_SIDE:
         img = img.resize(

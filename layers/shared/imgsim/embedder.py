@@ -9,13 +9,18 @@ import numpy as np
 
 from .config import Settings
 from .decode import DecodedImage, decode_image
+from .errors import ConfigError
 from .models import ModelSpec, resolve_model, verify_file
 from .preprocess import to_input_tensor
 
 try:  # tflite-runtime: the small runtime Lambda layers use (Python <= 3.11)
     from tflite_runtime.interpreter import Interpreter
-except ImportError:  # pragma: no cover - newer Pythons: Google's successor package, same API
+
+    INTERPRETER_PACKAGE = "tflite_runtime"
+except ImportError:  # newer Pythons: Google's successor package, same API
     from ai_edge_litert.interpreter import Interpreter  # type: ignore[no-redef]
+
+    INTERPRETER_PACKAGE = "ai_edge_litert"
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -42,13 +47,35 @@ class Embedder:
         self.settings = settings or Settings.from_env()
         self.spec, self.model_path = resolve_model(model or self.settings.model_name, model_dir or self.settings.model_dir)
         verify_file(self.model_path, self.spec.sha256)
-        self._interpreter = Interpreter(
-            model_path=str(self.model_path), num_threads=num_threads or self.settings.num_threads
-        )
-        self._input_index = self._interpreter.get_input_details()[0]["index"]
-        self._output_index = self._interpreter.get_output_details()[0]["index"]
-        self._batch = 0
+        self.num_threads = max(1, num_threads or self.settings.num_threads)
+        self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.num_threads)
+        input_details = self._interpreter.get_input_details()[0]
+        output_details = self._interpreter.get_output_details()[0]
+        self._check_shapes(tuple(input_details["shape"]), tuple(output_details["shape"]))
+        self._input_index = input_details["index"]
+        self._output_index = output_details["index"]
+        # The model's batch dimension is dynamic, but on this CPU runtime (XNNPACK)
+        # batching buys nothing: measured per image, batch 1 is ~1.37 ms, batch 16
+        # ~1.59 ms, and every change of batch size re-plans the delegate (~6 ms).
+        # So the input stays at batch 1, allocated once, and images are invoked one
+        # by one (tests/bench/bench_embed.py prints both figures).
+        self._interpreter.resize_tensor_input(self._input_index, [1, *input_details["shape"][1:]])
+        self._interpreter.allocate_tensors()
         self._lock = threading.Lock()
+
+    def _check_shapes(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
+        """The manifest describes the model file; a disagreement is a manifest error, said clearly."""
+        height, width = self.spec.input_size
+        if len(input_shape) != 4 or tuple(input_shape[1:]) != (height, width, 3):
+            raise ConfigError(
+                f"model {self.spec.name!r} ({self.model_path}) takes input of shape {list(input_shape)}, "
+                f"but the manifest says input_size {height}x{width} (RGB); fix models.json"
+            )
+        if output_shape[-1] != self.spec.output_dim:
+            raise ConfigError(
+                f"model {self.spec.name!r} ({self.model_path}) outputs {output_shape[-1]}-d vectors, "
+                f"but the manifest says output_dim {self.spec.output_dim}; fix models.json"
+            )
 
     @property
     def model_name(self) -> str:
@@ -74,26 +101,26 @@ class Embedder:
         return self.embed_pixels([image.pixels for image in images])
 
     def embed_pixels(self, pixel_arrays: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 RGB arrays -> (N, dim), run in batches of ``IMGSIM_BATCH_SIZE``."""
-        if not pixel_arrays:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        tensors = np.stack(
-            [to_input_tensor(p, self.spec.input_size, self.spec.input_range) for p in pixel_arrays]
-        )
+        """uint8 RGB arrays -> (N, dim).
+
+        Preprocessed ``IMGSIM_BATCH_SIZE`` at a time (bounds the float tensors
+        held at once); each image is one batch-1 invoke (see ``__init__``).
+        """
+        out = np.empty((len(pixel_arrays), self.dim), dtype=np.float32)
         step = max(1, self.settings.batch_size)
-        out = [self._run(tensors[i : i + step]) for i in range(0, len(tensors), step)]
-        return l2_normalize(np.concatenate(out))
+        for start in range(0, len(pixel_arrays), step):
+            chunk = pixel_arrays[start : start + step]
+            tensors = [to_input_tensor(p, self.spec.input_size, self.spec.input_range) for p in chunk]
+            with self._lock:
+                for offset, tensor in enumerate(tensors):
+                    out[start + offset] = self._invoke(tensor)
+        return l2_normalize(out)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            if batch.shape[0] != self._batch:
-                # The model's batch dimension is dynamic; reallocate only when it changes.
-                self._interpreter.resize_tensor_input(self._input_index, list(batch.shape))
-                self._interpreter.allocate_tensors()
-                self._batch = batch.shape[0]
-            self._interpreter.set_tensor(self._input_index, batch)
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output_index).copy()
+    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """One (h, w, 3) float32 tensor -> the raw (dim,) output. Caller holds the lock."""
+        self._interpreter.set_tensor(self._input_index, tensor[None])
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output_index)[0]
 
 
-__all__ = ["Embedder", "ModelSpec", "l2_normalize"]
+__all__ = ["INTERPRETER_PACKAGE", "Embedder", "ModelSpec", "l2_normalize"]
