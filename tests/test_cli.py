@@ -1,0 +1,464 @@
+"""The `imgsim` command line: in-process through main(argv), and as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgsim import cli
+from imgsim.ids import point_id_for_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
+
+IMGSIM = REPO_ROOT / ".venv" / "bin" / "imgsim"
+if not IMGSIM.exists():  # a venv elsewhere: the console script next to this interpreter
+    IMGSIM = Path(sys.executable).with_name("imgsim")
+
+CAT_PHOTOS = ["photo_00000.jpg", "photo_00001.jpg", "photo_00002.jpg"]
+OTHER_PHOTOS = ["photo_01000.jpg", "photo_01001.jpg"]
+
+
+@pytest.fixture(autouse=True)
+def qdrant_env(monkeypatch, tmp_path):
+    """Every test gets its own embedded Qdrant folder and no inherited Qdrant settings."""
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    for name in ("QDRANT_URL", "QDRANT_COLLECTION", "QDRANT_API_KEY", "QDRANT_API_KEY_PARAM"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "qdrant"
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    """photos/: three cat photos, a text file, a hidden file, a PNG with alpha;
+    photos/more/: two photos from another block and a truncated JPEG."""
+    root = tmp_path / "photos"
+    (root / "more").mkdir(parents=True)
+    for name in CAT_PHOTOS:
+        shutil.copy(PHOTOS_DIR / name, root / name)
+    for name in OTHER_PHOTOS:
+        shutil.copy(PHOTOS_DIR / name, root / "more" / name)
+    (root / "notes.txt").write_text("not an image\n")
+    (root / ".DS_Store").write_bytes(b"\x00\x01junk")
+    rgba = Image.open(PHOTOS_DIR / OTHER_PHOTOS[0]).convert("RGBA")
+    rgba.save(root / "more" / "cutout.png")
+    data = (PHOTOS_DIR / "photo_01002.jpg").read_bytes()
+    (root / "more" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_script(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(IMGSIM), *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+def search_json(capsys, image: Path, *extra: str) -> list[dict]:
+    code, out, err = run(capsys, "search", str(image), "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)["results"]
+
+
+# -- embed --------------------------------------------------------------------------------------
+
+
+def test_embed_prints_one_json_object_per_file(capsys, embedder):
+    files = [PHOTOS_DIR / name for name in CAT_PHOTOS[:2]]
+    code, out, err = run(capsys, "embed", *map(str, files))
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["file"] for line in lines] == [str(f) for f in files]
+    for line, path in zip(lines, files):
+        assert set(line) == {"file", "vector", "model"}
+        assert line["model"] == embedder.model_name
+        vector = np.asarray(line["vector"], dtype=np.float32)
+        assert vector.shape == (embedder.dim,)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+        # The printed decimals read back to exactly the embedder's float32 values.
+        np.testing.assert_array_equal(vector, embedder.embed(path.read_bytes()))
+    assert err == ""
+
+
+def test_vector_json_round_trips_float32_exactly():
+    values = np.random.default_rng(7).standard_normal(1024).astype(np.float32)
+    printed = json.loads(json.dumps(cli.vector_json(values)))
+    np.testing.assert_array_equal(np.asarray(printed, dtype=np.float32), values)
+
+
+def test_embed_reports_bad_files_and_exits_2(capsys, image_dir):
+    good = image_dir / CAT_PHOTOS[0]
+    code, out, err = run(capsys, "embed", str(image_dir / "notes.txt"), str(good), str(image_dir / "missing.jpg"))
+    assert code == 2
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(good)]
+    errors = err.splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("imgsim: error: ") and "notes.txt" in errors[0] and "not an image" in errors[0]
+    assert "missing.jpg: no such file" in errors[1]
+    assert "Traceback" not in err
+
+
+# -- index ---------------------------------------------------------------------------------------
+
+
+def test_index_folder_recursively_with_payload(capsys, image_dir):
+    code, out, err = run(capsys, "index", str(image_dir))
+    assert code == 0, err
+    # 3 cats + 2 others + the PNG; notes.txt and the truncated JPEG skipped; .DS_Store not looked at.
+    assert out.startswith("indexed 6, skipped 2, failed 0 in ")
+    assert out.rstrip().endswith("images/s)")
+    warnings = err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("imgsim: warning: skipped ") for w in warnings)
+    assert any("notes.txt" in w for w in warnings) and any("truncated.jpg" in w for w in warnings)
+    assert ".DS_Store" not in err
+    assert "%|" not in err  # no progress bar when stderr is not a terminal
+
+    query = image_dir / CAT_PHOTOS[0]
+    results = search_json(capsys, query, "--limit", "50")
+    assert len(results) == 6
+    by_key = {r["key"]: r for r in results}
+    png = by_key[str((image_dir / "more" / "cutout.png").resolve())]
+    assert png["content_type"] == "image/png" and png["format"] == "PNG"
+    top = results[0]
+    assert top["key"] == str(query.resolve())
+    assert top["id"] == point_id_for_file(query)
+    assert top["score"] == pytest.approx(1.0, abs=1e-5) and top["percent"] == 100.0
+    with Image.open(query) as img:
+        assert (top["width"], top["height"]) == img.size
+    assert top["size"] == query.stat().st_size
+    assert top["source"] == "file" and top["content_type"] == "image/jpeg"
+    assert top["model"]
+    indexed_at = datetime.fromisoformat(top["indexed_at"].replace("Z", "+00:00"))
+    assert indexed_at.tzinfo is not None and indexed_at.utcoffset().total_seconds() == 0
+    assert abs((datetime.now(timezone.utc) - indexed_at).total_seconds()) < 600
+    assert all("dirs" not in r for r in results)
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, embedder):
+    assert run(capsys, "index", str(image_dir))[0] == 0
+    first = {r["id"]: r for r in search_json(capsys, image_dir / CAT_PHOTOS[0], "--limit", "50")}
+    # Also naming a file inside the folder again, by a relative path: still one point per file.
+    monkeypatch.chdir(image_dir)
+    code, out, _ = run(capsys, "index", ".", CAT_PHOTOS[1])
+    assert code == 0 and out.startswith("indexed 6, skipped 2, failed 0")
+    second = {r["id"]: r for r in search_json(capsys, image_dir / CAT_PHOTOS[0], "--limit", "50")}
+    assert set(second) == set(first)
+    assert {r["key"] for r in second.values()} == {r["key"] for r in first.values()}
+
+    from imgsim.config import Settings
+    from imgsim.store import VectorStore
+
+    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    try:
+        assert store.count() == 6
+    finally:
+        store.close()
+
+
+def test_index_single_files_and_missing_path(capsys, image_dir):
+    code, out, err = run(capsys, "index", str(image_dir / CAT_PHOTOS[0]), str(image_dir / "nope"))
+    assert code == 2
+    assert out == ""  # nothing indexed before the bad path was reported
+    assert err.strip() == f"imgsim: error: {image_dir / 'nope'}: no such file or directory"
+    code, out, _ = run(capsys, "index", str(image_dir / CAT_PHOTOS[0]), str(image_dir / "more" / OTHER_PHOTOS[0]))
+    assert code == 0 and out.startswith("indexed 2, skipped 0, failed 0")
+
+
+def test_index_unreadable_file_is_failed_and_exit_1(capsys, image_dir):
+    (image_dir / "dangling.jpg").symlink_to(image_dir / "gone.jpg")
+    code, out, err = run(capsys, "index", str(image_dir))
+    assert code == 1
+    assert out.startswith("indexed 6, skipped 2, failed 1")
+    assert f"imgsim: warning: failed {image_dir / 'dangling.jpg'}: no such file" in err
+
+
+def test_index_shows_progress_bar_on_a_terminal(capsys, monkeypatch, image_dir):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run(capsys, "index", "--batch-size", "2", str(image_dir))
+    assert code == 0
+    assert "0/8 [" in err and "img/s" in err  # the bar counts every file, skipped ones too
+    assert out.startswith("indexed 6, skipped 2, failed 0")  # the summary stays on stdout
+
+
+def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_dir, qdrant_env, embedder):
+    from imgsim.embedder import Embedder
+
+    real = Embedder.embed_decoded
+    calls = {"n": 0}
+
+    def interrupted_on_second_batch(self, images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, images)
+
+    monkeypatch.setattr(Embedder, "embed_decoded", interrupted_on_second_batch)
+    code, out, _ = run(capsys, "index", "--batch-size", "2", *(str(image_dir / n) for n in CAT_PHOTOS))
+    assert code == 130
+    assert out.startswith("interrupted: indexed 2, skipped 0, failed 0")
+
+    from imgsim.config import Settings
+    from imgsim.store import VectorStore
+
+    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    try:
+        assert store.count() == 2  # the first batch was stored and the store closed cleanly
+    finally:
+        store.close()
+
+
+# -- search -----------------------------------------------------------------------------------------
+
+
+def test_search_table_limit_min_score_and_prefix(capsys, image_dir):
+    assert run(capsys, "index", str(image_dir))[0] == 0
+    query = image_dir / CAT_PHOTOS[0]
+    code, out, err = run(capsys, "search", str(query), "--limit", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["rank", "similar", "score", "key"]
+    assert len(lines) == 4
+    assert lines[1].split() == ["1", "100.0%", "1.0000", str(query.resolve())]
+
+    everything = search_json(capsys, query, "--limit", "50")
+    threshold = everything[2]["score"] - 1e-6
+    above = search_json(capsys, query, "--limit", "50", "--min-score", f"{threshold}")
+    assert [r["id"] for r in above] == [r["id"] for r in everything if r["score"] >= threshold]
+    assert len(above) >= 3
+
+    folder = str((image_dir / "more").resolve()) + "/"
+    in_folder = search_json(capsys, query, "--prefix", folder)
+    assert len(in_folder) == 3 and all(r["key"].startswith(folder) for r in in_folder)
+    # A prefix that ends inside a file name also works.
+    partial = search_json(capsys, query, "--prefix", folder + "photo_0100")
+    assert sorted(Path(r["key"]).name for r in partial) == sorted(OTHER_PHOTOS)
+
+
+def test_search_empty_index_is_not_an_error(capsys):
+    code, out, err = run(capsys, "search", str(PHOTOS_DIR / CAT_PHOTOS[0]))
+    assert (code, out.strip(), err) == (0, "no images indexed", "")
+    code, out, err = run(capsys, "search", str(PHOTOS_DIR / CAT_PHOTOS[0]), "--json")
+    assert code == 0 and json.loads(out) == {"results": []} and "no images indexed" in err
+
+
+@pytest.mark.parametrize("name, message", [("notes.txt", "not an image"), ("missing.jpg", "no such file")])
+def test_search_bad_image_exits_2(capsys, image_dir, name, message):
+    code, out, err = run(capsys, "search", str(image_dir / name))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("imgsim: error: ") and message in err
+
+
+def test_global_options_before_or_after_the_command(capsys, image_dir, tmp_path):
+    other = tmp_path / "other-store"
+    code, _, err = run(capsys, "--qdrant-path", str(other), "--collection", "pics", "index", str(image_dir / CAT_PHOTOS[0]))
+    assert code == 0, err
+    assert (other / "collection" / "pics").is_dir()
+    # The same store and collection, options given after the command this time.
+    results = search_json(capsys, image_dir / CAT_PHOTOS[1], "--qdrant-path", str(other), "--collection", "pics")
+    assert [r["key"] for r in results] == [str((image_dir / CAT_PHOTOS[0]).resolve())]
+    # The default store (QDRANT_PATH) and collection are untouched.
+    assert run(capsys, "search", str(image_dir / CAT_PHOTOS[1]))[1].strip() == "no images indexed"
+    code, _, err = run(capsys, "--qdrant-url", "http://localhost:6333", "--qdrant-path", str(other), "search", "x.jpg")
+    assert code == 2 and "not both" in err
+
+
+# -- compare ------------------------------------------------------------------------------------------
+
+
+def test_compare_two_images(capsys, embedder):
+    a, b = PHOTOS_DIR / CAT_PHOTOS[0], PHOTOS_DIR / OTHER_PHOTOS[0]
+    code, out, err = run(capsys, "compare", str(a), str(a))
+    assert (code, out.strip()) == (0, "100.0% similar (score 1.0000)"), err
+    code, out, _ = run(capsys, "compare", str(a), str(b), "--json")
+    result = json.loads(out)
+    expected = float(np.dot(embedder.embed(a.read_bytes()), embedder.embed(b.read_bytes())))
+    assert result["score"] == pytest.approx(max(0.0, expected), abs=1e-6)
+    assert result["percent"] == round(100 * result["score"], 1)
+    assert (result["a"], result["b"], result["model"]) == (str(a), str(b), embedder.model_name)
+    code, out, err = run(capsys, "compare", str(a), str(PHOTOS_DIR / "nope.jpg"))
+    assert code == 2 and "nope.jpg: no such file" in err
+
+
+# -- failures: exit 1, one line, traceback only with -v ----------------------------------------------------
+
+
+def test_collection_with_another_dimension_exits_1(capsys, qdrant_env, image_dir):
+    from imgsim.config import Settings
+    from imgsim.store import VectorStore
+
+    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=8)
+    store.ensure_collection()
+    store.close()
+    code, out, err = run(capsys, "index", str(image_dir))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("imgsim: error: collection 'images' has vectors of size 8")
+    code, _, err = run(capsys, "-v", "search", str(image_dir / CAT_PHOTOS[0]))
+    assert code == 1 and "Traceback" in err and "CollectionMismatch" in err
+
+
+def test_unreachable_qdrant_server_exits_1(capsys, monkeypatch, image_dir):
+    monkeypatch.setenv("QDRANT_RETRIES", "0")
+    monkeypatch.setenv("QDRANT_TIMEOUT", "1")
+    # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
+    code, out, err = run(capsys, "--qdrant-url", "http://127.0.0.1:9", "index", str(image_dir))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("imgsim: error: Qdrant collection_exists failed after 1 attempts")
+
+
+def test_store_failure_during_index_stops_with_partial_summary(capsys, monkeypatch, image_dir):
+    from imgsim.errors import StoreUnavailable
+    from imgsim.store import VectorStore
+
+    real = VectorStore.upsert
+    calls = {"n": 0}
+
+    def fails_on_second_write(self, points):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StoreUnavailable("Qdrant upsert failed after 4 attempts: timed out")
+        return real(self, points)
+
+    monkeypatch.setattr(VectorStore, "upsert", fails_on_second_write)
+    files = [str(image_dir / n) for n in CAT_PHOTOS] + [str(image_dir / "more" / n) for n in OTHER_PHOTOS]
+    code, out, err = run(capsys, "index", "--batch-size", "2", *files)
+    assert code == 1
+    assert out.startswith("stopped: indexed 2, skipped 0, failed 0")
+    assert err == "imgsim: error: Qdrant upsert failed after 4 attempts: timed out\n"
+
+
+def test_missing_model_exits_1(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGSIM_MODEL_DIR", str(tmp_path / "no-model"))
+    code, _, err = run(capsys, "compare", str(PHOTOS_DIR / CAT_PHOTOS[0]), str(PHOTOS_DIR / CAT_PHOTOS[1]))
+    assert code == 1 and err.startswith("imgsim: error: no models.json found in") and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run(capsys)[0] == 2
+    code, _, err = run(capsys, "search", "a.jpg", "--limit", "0")
+    assert code == 2 and "must be at least 1" in err
+    assert run(capsys, "search", "a.jpg", "--min-score", "1.5")[0] == 2
+    code, _, err = run(capsys, "embed", "--bogus", "a.jpg")
+    assert code == 2 and "unrecognized arguments: --bogus" in err
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(c in out for c in ("embed", "index", "search", "compare", "backfill", "serve"))
+
+
+# -- delegated commands -----------------------------------------------------------------------------------
+
+
+def test_serve_and_backfill_help(capsys):
+    code, out, _ = run(capsys, "serve", "--help")
+    assert code == 0 and out.startswith("usage: imgsim serve") and "--port" in out and "--qdrant-path" in out
+    code, out, _ = run(capsys, "backfill", "--help")
+    assert code == 0 and out.startswith("usage: imgsim backfill") and "--collection" in out
+
+
+def test_serve_without_a_checkout_exits_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "repo_root", lambda: tmp_path)
+    code, out, err = run(capsys, "serve")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "needs a checkout" in err and "local_stack.py" in err
+
+
+def test_serve_runs_local_stack_with_global_options(capsys, monkeypatch, tmp_path):
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "local_stack.py").write_text(
+        '"""Fake local stack."""\n'
+        "import json, os\n"
+        "def add_arguments(parser):\n"
+        "    parser.add_argument('--port', type=int, default=3000)\n"
+        "def run(args):\n"
+        "    print(json.dumps({'port': args.port, 'collection': args.collection, 'verbose': args.verbose,\n"
+        "                      'env': os.environ['QDRANT_COLLECTION'], 'path': os.environ['QDRANT_PATH']}))\n"
+        "    return 7\n"
+    )
+    monkeypatch.setattr(cli, "repo_root", lambda: tmp_path)
+    monkeypatch.setenv("QDRANT_COLLECTION", "before")
+    code, out, _ = run(capsys, "--collection", "pics", "serve", "--port", "8080", "-v", "--qdrant-path", "/tmp/q")
+    assert code == 7
+    assert json.loads(out) == {"port": 8080, "collection": "pics", "verbose": True, "env": "pics", "path": "/tmp/q"}
+
+
+def test_repo_root_is_the_checkout():
+    assert (cli.repo_root() / "infra" / "local_stack.py").is_file()
+    assert (cli.repo_root() / "layers" / "shared" / "imgsim" / "cli.py").is_file()
+
+
+# -- the installed console script -----------------------------------------------------------------------------
+
+
+def test_script_version_and_delegated_help():
+    result = run_script("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"imgsim {cli._version()}"
+    for command in ("serve", "backfill"):
+        result = run_script(command, "--help")
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: imgsim {command}"), result.stderr
+
+
+def test_script_index_search_compare(tmp_path, image_dir):
+    env = {"QDRANT_PATH": str(tmp_path / "script-store")}
+    result = run_script("index", str(image_dir), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("indexed 6, skipped 2, failed 0")
+    # stderr carries only our warnings (TFLite's own INFO line is kept out of it).
+    assert [line.split(": ")[1] for line in result.stderr.splitlines()] == ["warning", "warning"]
+
+    result = run_script("search", str(image_dir / CAT_PHOTOS[0]), "--json", "--limit", "2", env=env)
+    assert result.returncode == 0 and result.stderr == ""
+    results = json.loads(result.stdout)["results"]
+    assert [r["key"] for r in results][0] == str((image_dir / CAT_PHOTOS[0]).resolve()) and len(results) == 2
+
+    result = run_script("compare", str(image_dir / "notes.txt"), str(image_dir / CAT_PHOTOS[0]), env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "not an image" in result.stderr
+
+    result = run_script("search", env=env)
+    assert result.returncode == 2 and "the following arguments are required: IMAGE" in result.stderr
+
+
+def test_script_ctrl_c_exits_130_after_partial_summary(tmp_path):
+    env = {**os.environ, "QDRANT_PATH": str(tmp_path / "sigint-store")}
+    proc = subprocess.Popen(
+        [str(IMGSIM), "-v", "index", "--batch-size", "8", str(PHOTOS_DIR)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # -v logs each stored batch
+            if "batch 2:" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert out.startswith("interrupted: indexed ")
+    indexed = int(out.split()[2].rstrip(","))
+    assert 16 <= indexed < 1692
+
+
+def test_display_key_for_files_and_s3_objects():
+    assert cli.display_key({"key": "/home/me/cat.jpg", "source": "file"}, "id") == "/home/me/cat.jpg"
+    assert cli.display_key({"key": "photos/cat.jpg", "bucket": "imgsim-images", "source": "s3"}, "id") == (
+        "s3://imgsim-images/photos/cat.jpg"
+    )
+    assert cli.display_key({}, "the-id") == "the-id"
