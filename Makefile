@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model test bench clean build invoke lint browser
+.PHONY: setup model serve test bench clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(STAMP) model
 
 model: $(STAMP)
 	$(PY) model/fetch.py
+
+# The whole stack on this machine: http://localhost:3000 (see README, "Local stack").
+serve: setup
+	$(VENV)/bin/imgsim serve $(SERVE_ARGS)
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)

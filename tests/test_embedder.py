@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import sys
 import types
@@ -88,9 +89,22 @@ def test_uses_tflite_runtime_when_installed():
     assert imgsim.embedder.INTERPRETER_PACKAGE == "tflite_runtime"
 
 
+def load_embedder_module_copy(name: str = "imgsim._embedder_import_probe"):
+    """Execute imgsim/embedder.py afresh as a separate module.
+
+    Reloading ``imgsim.embedder`` in place would swap its ``Embedder`` class for a
+    new one while ``imgsim.runtime`` and other importers keep the old class, which
+    leaks into later tests. A copy under another name leaves the real module alone.
+    """
+    spec = importlib.util.spec_from_file_location(name, imgsim.embedder.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def without_tflite_runtime(monkeypatch):
-    """Make ``import tflite_runtime`` fail and offer a stand-in ``ai_edge_litert``; restore after."""
+    """Make ``import tflite_runtime`` fail and offer a stand-in ``ai_edge_litert``; restored after."""
     from tflite_runtime.interpreter import Interpreter as RealInterpreter
 
     class FakeLiteRtInterpreter(RealInterpreter):
@@ -105,19 +119,18 @@ def without_tflite_runtime(monkeypatch):
     # None in sys.modules makes the import statement raise ImportError.
     monkeypatch.setitem(sys.modules, "tflite_runtime", None)
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
-    yield FakeLiteRtInterpreter
-    monkeypatch.undo()
-    importlib.reload(imgsim.embedder)
-    assert imgsim.embedder.INTERPRETER_PACKAGE == "tflite_runtime"
+    return FakeLiteRtInterpreter
 
 
 def test_falls_back_to_ai_edge_litert_without_tflite_runtime(without_tflite_runtime, embedder, photo_bytes):
-    reloaded = importlib.reload(imgsim.embedder)
-    assert reloaded.INTERPRETER_PACKAGE == "ai_edge_litert"
-    assert reloaded.Interpreter is without_tflite_runtime
-    fallback = reloaded.Embedder()
+    fallback_module = load_embedder_module_copy()
+    assert fallback_module.INTERPRETER_PACKAGE == "ai_edge_litert"
+    assert fallback_module.Interpreter is without_tflite_runtime
+    fallback = fallback_module.Embedder()
     assert isinstance(fallback._interpreter, without_tflite_runtime)
     np.testing.assert_allclose(fallback.embed(photo_bytes[0]), embedder.embed(photo_bytes[0]), atol=1e-6)
+    # The real module was never touched.
+    assert imgsim.embedder.INTERPRETER_PACKAGE == "tflite_runtime"
 
 
 def test_settings_from_env_reach_the_embedder(monkeypatch):
