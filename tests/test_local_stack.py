@@ -12,7 +12,6 @@ import hashlib
 import json
 import signal
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 

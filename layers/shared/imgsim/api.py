@@ -25,8 +25,9 @@ from python_multipart import FormParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
+from .config import env_int
 from .decode import FORMAT_CONTENT_TYPES
-from .errors import ConfigError, ImageError, ImageTooLarge, StoreUnavailable
+from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
 
@@ -41,19 +42,6 @@ RETRY_AFTER_SECONDS = 5
 # Content types POST /uploads accepts: what the indexer can decode.
 UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values())
 IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -73,9 +61,9 @@ class ApiConfig:
         return cls(
             images_bucket=os.environ.get("IMAGES_BUCKET") or None,
             upload_prefix=os.environ.get("IMGSIM_UPLOAD_PREFIX", DEFAULT_UPLOAD_PREFIX),
-            url_ttl=_env_int("IMGSIM_URL_TTL", DEFAULT_URL_TTL),
+            url_ttl=env_int("IMGSIM_URL_TTL", DEFAULT_URL_TTL, minimum=1),
             cors_origin=os.environ.get("IMGSIM_CORS_ORIGIN") or "*",
-            max_body_bytes=_env_int("IMGSIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes=env_int("IMGSIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             api_key=os.environ.get("IMGSIM_API_KEY") or None,
             api_key_param=os.environ.get("IMGSIM_API_KEY_PARAM") or None,
         )

@@ -8,24 +8,25 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default, parse, kind: str, minimum=None):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _number(name, default, int, "an integer", minimum)
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    return _number(name, default, float, "a number", minimum)
 
 
 def _str(name: str, default: str | None) -> str | None:
@@ -56,14 +57,14 @@ class Settings:
         return cls(
             model_name=_str("IMGSIM_MODEL", None),
             model_dir=_str("IMGSIM_MODEL_DIR", None),
-            num_threads=_int("IMGSIM_NUM_THREADS", 1),
-            batch_size=_int("IMGSIM_BATCH_SIZE", 16),
-            max_image_bytes=_int("IMGSIM_MAX_IMAGE_BYTES", 25 * 1024 * 1024),
-            max_pixels=_int("IMGSIM_MAX_PIXELS", 64_000_000),
+            num_threads=env_int("IMGSIM_NUM_THREADS", 1),
+            batch_size=env_int("IMGSIM_BATCH_SIZE", 16),
+            max_image_bytes=env_int("IMGSIM_MAX_IMAGE_BYTES", 25 * 1024 * 1024),
+            max_pixels=env_int("IMGSIM_MAX_PIXELS", 64_000_000),
             qdrant_url=_str("QDRANT_URL", None),
             qdrant_api_key=_str("QDRANT_API_KEY", None),
             qdrant_path=_str("QDRANT_PATH", "./.data/qdrant"),
             collection=_str("QDRANT_COLLECTION", "images"),
-            qdrant_timeout=_float("QDRANT_TIMEOUT", 5.0),
-            qdrant_retries=_int("QDRANT_RETRIES", 3),
+            qdrant_timeout=env_float("QDRANT_TIMEOUT", 5.0),
+            qdrant_retries=env_int("QDRANT_RETRIES", 3),
         )

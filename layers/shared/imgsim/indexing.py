@@ -49,8 +49,9 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import BotoCoreError, ClientError
 from qdrant_client import models
 
+from .config import env_int
 from .decode import DecodedImage
-from .errors import ConfigError, ImageError, ImageTooLarge, StoreUnavailable
+from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .points import image_payload, utc_now_iso
 from .store import StoredPoint, VectorStore
@@ -654,11 +655,7 @@ def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | 
     from . import runtime
 
     if fetch_concurrency is None:
-        raw = os.environ.get("IMGSIM_FETCH_CONCURRENCY", "") or "8"
-        try:
-            fetch_concurrency = int(raw)
-        except ValueError as exc:
-            raise ConfigError(f"IMGSIM_FETCH_CONCURRENCY must be an integer, got {raw!r}") from exc
+        fetch_concurrency = env_int("IMGSIM_FETCH_CONCURRENCY", 8, minimum=1)
     return Indexer(
         store=runtime.get_store(),
         embedder=runtime.get_embedder(),
