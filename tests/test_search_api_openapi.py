@@ -49,7 +49,7 @@ def test_document_lists_exactly_the_served_routes(search_app, document):
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == served_routes(search_app.app)
     assert documented >= {("/search", "post"), ("/compare", "post"), ("/uploads", "post"),
-                          ("/images/{image_id}", "get"), ("/images/{image_id}", "delete")} | PUBLIC
+                          ("/images/{id}", "get"), ("/images/{id}", "delete")} | PUBLIC
 
 
 def test_document_marks_which_routes_need_the_api_key(document):
@@ -73,5 +73,5 @@ def test_document_describes_bodies_and_parameters(document):
     assert compare["multipart/form-data"]["schema"]["required"] == ["a", "b"]
     uploads = document["paths"]["/uploads"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert uploads["required"] == ["filename", "content_type"]
-    image_params = document["paths"]["/images/{image_id}"]["get"]["parameters"]
-    assert [(p["name"], p["in"]) for p in image_params] == [("image_id", "path")]
+    image_params = document["paths"]["/images/{id}"]["get"]["parameters"]
+    assert [(p["name"], p["in"]) for p in image_params] == [("id", "path")]

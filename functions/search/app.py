@@ -189,19 +189,19 @@ def create_upload():
 
 
 @app.get(
-    "/images/<image_id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
+    "/images/<id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
     summary="An indexed image's stored details and a presigned URL",
 )
-def get_image(image_id: str):
-    return json_response(200, get_service().get_image(image_id))
+def get_image(id: str):  # noqa: A002 - the path parameter is named {id}, as in the template
+    return json_response(200, get_service().get_image(id))
 
 
 @app.delete(
-    "/images/<image_id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
+    "/images/<id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
     summary="Delete the image's S3 object; the indexer then removes it from the index",
 )
-def delete_image(image_id: str):
-    result = get_service().delete_image(image_id)
+def delete_image(id: str):  # noqa: A002 - the path parameter is named {id}, as in the template
+    result = get_service().delete_image(id)
     metrics.add_metric(name="ImagesDeleteRequested", unit=MetricUnit.Count, value=1)
     return json_response(202, result)
 
