@@ -9,7 +9,6 @@ test runs without it to show that unsequenced events still work.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import socket
@@ -21,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from imgsim import runtime
 from imgsim.ids import point_id_for_object
+from support import INDEX_APP_PATH, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "imgsim-images"
@@ -30,10 +30,7 @@ REGION = "us-east-1"
 
 def load_handler_module():
     """functions/index/app.py as Lambda loads it (its own module; search has an app.py too)."""
-    spec = importlib.util.spec_from_file_location("index_app", REPO_ROOT / "functions" / "index" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("index_app", INDEX_APP_PATH)
 
 
 @dataclass

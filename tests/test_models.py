@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from imgsim.models import REPO_MODEL_DIR, find_model_dir, load_manifest, resolve
 from imgsim.preprocess import to_input_tensor
 
 from conftest import SHARED_DIR
+from support import load_module_from_path
 
 MANIFEST_PATH = REPO_MODEL_DIR / "models.json"
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
@@ -27,10 +27,7 @@ DEAD_URL = "http://127.0.0.1:9/model.tflite"
 
 
 def load_fetch_module():
-    spec = importlib.util.spec_from_file_location("imgsim_model_fetch", REPO_MODEL_DIR / "fetch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("imgsim_model_fetch", REPO_MODEL_DIR / "fetch.py")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ against moto S3 and an embedded Qdrant filled with real photos."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import sys
 import uuid
@@ -25,11 +24,11 @@ from imgsim.http_events import http_api_event
 from imgsim.ids import point_id_for_object
 from imgsim.points import image_payload
 from imgsim.store import StoredPoint
+from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP_PATH = REPO_ROOT / "functions" / "search" / "app.py"
 BUCKET = "imgsim-images"
 API_KEY = "local-dev-key"  # the key the sample events in events/ carry
 ORIGIN = "https://imgsim.example"
@@ -69,13 +68,10 @@ def aws(env):
 
 @pytest.fixture(scope="module")
 def search_app(aws):
-    spec = importlib.util.spec_from_file_location("imgsim_search_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_module_from_path("imgsim_search_app", APP_PATH, register=True)
     module.reset()
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 @pytest.fixture(scope="module")

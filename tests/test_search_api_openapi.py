@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
 
 from imgsim.http_events import http_api_event
+from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path
 
-APP_PATH = Path(__file__).resolve().parents[1] / "functions" / "search" / "app.py"
 PUBLIC = {("/health", "get"), ("/", "get"), ("/openapi.json", "get")}
 
 
 @pytest.fixture(scope="module")
 def search_app():
     # Importing the handler touches neither the model nor Qdrant nor AWS: everything is created on first use.
-    spec = importlib.util.spec_from_file_location("imgsim_search_app_openapi", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_module_from_path("imgsim_search_app_openapi", APP_PATH, register=True)
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ Run: ``make bench`` or ``.venv/bin/python tests/bench/bench_index.py``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import statistics
@@ -42,6 +41,8 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 os.environ.pop("QDRANT_URL", None)
 sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from support import INDEX_APP_PATH, load_module_from_path  # noqa: E402
 
 
 class FakeLambdaContext:
@@ -57,10 +58,7 @@ class FakeLambdaContext:
 
 
 def load_handler_module():
-    spec = importlib.util.spec_from_file_location("index_app", REPO_ROOT / "functions" / "index" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("index_app", INDEX_APP_PATH)
 
 
 def lambda_event(sqs, queue_url: str, queue_arn: str, count: int) -> dict:

@@ -16,7 +16,6 @@ Run: ``.venv/bin/python tests/bench/bench_search.py`` (or ``make bench``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -28,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.py
+from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
-APP_PATH = REPO_ROOT / "functions" / "search" / "app.py"
 BUCKET = "imgsim-images"
 API_KEY = "bench-key"
 SIZES = (1_000, 10_000)
@@ -60,12 +61,18 @@ def server_timing(header: str) -> dict[str, float]:
     return {name: float(ms) for name, ms in re.findall(r"(\w+);dur=([\d.]+)", header)}
 
 
+def timed_search(app, event: dict, sink: io.StringIO) -> tuple[float, dict[str, float]]:
+    """One warm invocation: wall ms and the handler's Server-Timing phases (EMF output to ``sink``)."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sink):
+        response = app.handler(event, LambdaContext())
+    total = (time.perf_counter() - start) * 1000
+    assert response["statusCode"] == 200, response["body"]
+    return total, server_timing(response["headers"]["Server-Timing"])
+
+
 def load_app():
-    spec = importlib.util.spec_from_file_location("imgsim_search_app_bench", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("imgsim_search_app_bench", APP_PATH, register=True)
 
 
 def fill_store(store, base_vectors: np.ndarray, base_keys: list[str], count: int, rng) -> None:
@@ -102,13 +109,7 @@ def measure(app, runtime, queries: list[bytes], query_vectors: np.ndarray) -> di
         with contextlib.redirect_stdout(sink):
             app.handler(events[i], LambdaContext())
     for event, data, vector in zip(events, queries, query_vectors):
-        event = json.loads(json.dumps(event))
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(sink):
-            response = app.handler(event, LambdaContext())
-        total = (time.perf_counter() - start) * 1000
-        assert response["statusCode"] == 200, response["body"]
-        phases = server_timing(response["headers"]["Server-Timing"])
+        total, phases = timed_search(app, json.loads(json.dumps(event)), sink)
         out["total"].append(total)
         out["embed"].append(phases["embed"])
         out["qdrant"].append(phases["qdrant"])
@@ -125,12 +126,7 @@ def measure(app, runtime, queries: list[bytes], query_vectors: np.ndarray) -> di
     for point_id in ids:
         event = http_api_event("POST", "/search", headers={"x-api-key": API_KEY, "content-type": "application/json"},
                                body=json.dumps({"id": point_id}))
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(sink):
-            response = app.handler(event, LambdaContext())
-        total = (time.perf_counter() - start) * 1000
-        assert response["statusCode"] == 200, response["body"]
-        phases = server_timing(response["headers"]["Server-Timing"])
+        total, phases = timed_search(app, event, sink)
         out["by_id_total"].append(total)
         out["by_id_rest"].append(total - phases["lookup"] - phases["qdrant"])
     return out

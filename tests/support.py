@@ -1,0 +1,28 @@
+"""Helpers shared by tests and benchmarks (not collected by pytest)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INDEX_APP_PATH = REPO_ROOT / "functions" / "index" / "app.py"
+SEARCH_APP_PATH = REPO_ROOT / "functions" / "search" / "app.py"
+
+
+def load_module_from_path(name: str, path: Path, *, register: bool = False) -> ModuleType:
+    """Execute a file as module ``name``.
+
+    The two Lambda handlers are both ``app.py``, so tests load them by path under
+    distinct names, as Lambda loads each from its own /var/task. ``register``
+    puts the module in ``sys.modules`` (needed when something resolves the
+    module by name, e.g. pydantic models in powertools' validation).
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
