@@ -119,6 +119,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's bomb warning is noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Damaged EXIF in an otherwise readable file: the image still decodes, or
+            # fails below with CorruptImage; the warning would only be log noise.
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             if fmt not in SUPPORTED_FORMATS:
