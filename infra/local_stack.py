@@ -442,14 +442,12 @@ class StackStopping(Exception):
 
 def indexed_keys(store: Any, bucket: str) -> list[str]:
     """Keys of every point of ``bucket`` (a scroll over payloads only)."""
-    from qdrant_client import models
+    from imgsim.store import in_bucket
 
-    only_bucket = models.Filter(must=[models.FieldCondition(key="bucket", match=models.MatchValue(value=bucket))])
     keys: list[str] = []
     offset = None
     while True:
-        points, offset = store.client.scroll(store.collection, scroll_filter=only_bucket, limit=1000, offset=offset,
-                                             with_payload=["key"], with_vectors=False)
+        points, offset = store.scroll(where=in_bucket(bucket), limit=1000, offset=offset, fields=["key"])
         keys.extend(str((point.payload or {}).get("key")) for point in points)
         if offset is None:
             return keys

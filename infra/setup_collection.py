@@ -22,21 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collection", help="collection name (default: QDRANT_COLLECTION or 'images')")
     parser.add_argument("--model", help="model name from model/models.json (default: the manifest's default)")
+    parser.add_argument("--quantization", choices=("none", "int8", "binary"),
+                        help="how the collection stores vectors (default: IMGSIM_QUANTIZATION or int8; README "
+                             "\"Memory and quantization\")")
     args = parser.parse_args(argv)
     if args.collection:
         os.environ["QDRANT_COLLECTION"] = args.collection
+    if args.quantization:
+        os.environ["IMGSIM_QUANTIZATION"] = args.quantization
 
     from imgsim import runtime
     from imgsim.errors import ImgsimError
     from imgsim.models import resolve_model
-    from imgsim.store import VectorStore
+    from imgsim.ordering import OrderedStore
+    from imgsim.store import open_store
 
     try:
         settings = runtime.get_settings()  # resolves QDRANT_API_KEY_PARAM from SSM like the functions do
         spec, _ = resolve_model(args.model or settings.model_name, settings.model_dir)
-        store = VectorStore.from_settings(settings, dim=spec.output_dim)
+        store = open_store(settings, dim=spec.output_dim)
         try:
             store.ensure_collection()
+            OrderedStore(store).tombstones.ensure_collection()  # the indexer's companion collection
             count = store.count()
         finally:
             store.close()
@@ -44,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setup_collection: error: {exc}", file=sys.stderr)
         return 1
     where = settings.qdrant_url or f"embedded at {settings.qdrant_path}"
-    print(f"collection {settings.collection!r} ready on {where}: {spec.output_dim}-d cosine, {count} points")
+    print(f"collection {settings.collection!r} ready on {where}: {spec.output_dim}-d cosine, "
+          f"quantization {settings.quantization}, {count} points")
     return 0
 
 

@@ -48,3 +48,9 @@ def embedder():
     from imgsim import Embedder
 
     return Embedder()
+
+
+@pytest.fixture(params=["edge", "server"])
+def backend(request) -> str:
+    """Each store backend in turn (see tests/store_backends.py)."""
+    return request.param

@@ -164,9 +164,9 @@ def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, e
     assert {r["key"] for r in second.values()} == {r["key"] for r in first.values()}
 
     from imgsim.config import Settings
-    from imgsim.store import VectorStore
+    from imgsim.store import VectorStore, open_store
 
-    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
     try:
         assert store.count() == 6
     finally:
@@ -216,9 +216,9 @@ def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_d
     assert out.startswith("interrupted: indexed 2, skipped 0, failed 0")
 
     from imgsim.config import Settings
-    from imgsim.store import VectorStore
+    from imgsim.store import VectorStore, open_store
 
-    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
     try:
         assert store.count() == 2  # the first batch was stored and the store closed cleanly
     finally:
@@ -270,7 +270,7 @@ def test_global_options_before_or_after_the_command(capsys, image_dir, tmp_path)
     other = tmp_path / "other-store"
     code, _, err = run(capsys, "--qdrant-path", str(other), "--collection", "pics", "index", str(image_dir / CAT_PHOTOS[0]))
     assert code == 0, err
-    assert (other / "collection" / "pics").is_dir()
+    assert (other / "pics" / "edge_config.json").is_file()
     # The same store and collection, options given after the command this time.
     results = search_json(capsys, image_dir / CAT_PHOTOS[1], "--qdrant-path", str(other), "--collection", "pics")
     assert [r["key"] for r in results] == [str((image_dir / CAT_PHOTOS[0]).resolve())]
@@ -302,9 +302,9 @@ def test_compare_two_images(capsys, embedder):
 
 def test_collection_with_another_dimension_exits_1(capsys, qdrant_env, image_dir):
     from imgsim.config import Settings
-    from imgsim.store import VectorStore
+    from imgsim.store import VectorStore, open_store
 
-    store = VectorStore.from_settings(Settings(qdrant_path=str(qdrant_env)), dim=8)
+    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=8)
     store.ensure_collection()
     store.close()
     code, out, err = run(capsys, "index", str(image_dir))
@@ -320,12 +320,12 @@ def test_unreachable_qdrant_server_exits_1(capsys, monkeypatch, image_dir):
     # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
     code, out, err = run(capsys, "--qdrant-url", "http://127.0.0.1:9", "index", str(image_dir))
     assert code == 1 and out == ""
-    assert err.count("\n") == 1 and err.startswith("imgsim: error: Qdrant collection_exists failed after 1 attempts")
+    assert err.count("\n") == 1 and err.startswith("imgsim: error: Qdrant collection_exists failed after 1 attempt(s)")
 
 
 def test_store_failure_during_index_stops_with_partial_summary(capsys, monkeypatch, image_dir):
     from imgsim.errors import StoreUnavailable
-    from imgsim.store import VectorStore
+    from imgsim.store import VectorStore, open_store
 
     real = VectorStore.upsert
     calls = {"n": 0}

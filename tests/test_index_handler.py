@@ -303,7 +303,7 @@ def test_ignored_prefix_from_environment(aws, photos, monkeypatch, capsys):
     s3.put_object(Bucket=BUCKET, Key="uploads/tmp/b.jpg", Body=photos[1].read_bytes())
     s3.put_object(Bucket=BUCKET, Key="photos/c.jpg", Body=photos[2].read_bytes())
     assert all(r == {"batchItemFailures": []} for r in drain(app, sqs, queue_url, queue_arn))
-    assert [r.payload["key"] for r in runtime.get_store().client.scroll("images")[0]] == ["photos/c.jpg"]
+    assert [r.payload["key"] for r in runtime.get_store().scroll()[0]] == ["photos/c.jpg"]
     metrics = emf_metrics(capsys.readouterr().out)
     assert metrics["ImagesSkipped"] == 3 and metrics["ImagesIndexed"] == 1  # test event + 2 ignored
 
@@ -325,7 +325,7 @@ def test_clients_and_model_are_built_once_per_execution_environment(aws, photos,
     for i in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"photos/warm-{i}.jpg", Body=photos[i].read_bytes())
         drain(app, sqs, queue_url, queue_arn)
-        seen.append((id(runtime.get_store()), id(runtime.get_store().client), id(runtime.get_embedder()),
+        seen.append((id(runtime.get_store()), id(runtime.get_store().companion("_tombstones", dim=1)), id(runtime.get_embedder()),
                      id(runtime.get_boto3_client("s3"))))
     assert len(built) == 1
     assert len(set(seen)) == 1

@@ -27,7 +27,8 @@ from imgsim.indexing import (
     newest_per_key,
     parse_ignore_prefixes,
 )
-from imgsim.store import VectorStore, key_dirs
+from imgsim.store import key_dirs
+from store_backends import make_store
 from PIL import Image
 
 BUCKET = "imgsim-images"
@@ -67,10 +68,9 @@ def s3():
 
 
 @pytest.fixture
-def store(embedder):
-    from qdrant_client import QdrantClient
-
-    vector_store = VectorStore(QdrantClient(location=":memory:"), "images", dim=embedder.dim)
+def store(embedder, backend, tmp_path):
+    """The ordering protocol runs unchanged on both backends: every test here runs on each."""
+    vector_store = make_store(backend, tmp_path, embedder.dim)
     yield vector_store
     vector_store.close()
 
@@ -354,10 +354,10 @@ def closed_port() -> int:
 
 
 def test_qdrant_down_fails_every_record_and_loses_nothing(embedder, s3, photos):
-    from qdrant_client import QdrantClient
+    from imgsim.store.server import ServerStore, connect
 
-    client = QdrantClient(url=f"http://127.0.0.1:{closed_port()}", timeout=1, check_compatibility=False)
-    down = VectorStore(client, "images", dim=embedder.dim, retries=1)
+    client = connect(f"http://127.0.0.1:{closed_port()}", None, 1)
+    down = ServerStore(client, "images", dim=embedder.dim, retries=1)
     indexer = Indexer(store=down, embedder=embedder, s3_client=s3)
     messages = []
     for i in range(3):
@@ -371,19 +371,15 @@ def test_qdrant_down_fails_every_record_and_loses_nothing(embedder, s3, photos):
     down.close()
 
 
-class FlakyUpsertStore(VectorStore):
+def test_qdrant_failing_the_upsert_fails_the_puts_only(embedder, s3, photos, store, monkeypatch):
     """Qdrant reachable for reads but failing the write (5xx after retries)."""
+    from imgsim.errors import StoreUnavailable
 
-    def upsert(self, points, **kwargs):
-        from imgsim.errors import StoreUnavailable
-
+    def failing_upsert(points, **kwargs):
         raise StoreUnavailable("Qdrant upsert failed after 2 attempts: 503")
 
-
-def test_qdrant_failing_the_upsert_fails_the_puts_only(embedder, s3, photos):
-    from qdrant_client import QdrantClient
-
-    flaky = FlakyUpsertStore(QdrantClient(location=":memory:"), "images", dim=embedder.dim)
+    monkeypatch.setattr(store, "upsert", failing_upsert)
+    flaky = store
     indexer = Indexer(store=flaky, embedder=embedder, s3_client=s3)
     size = put_photo(s3, "photos/p.jpg", photos[0])
     report = indexer.process_messages([
@@ -393,7 +389,6 @@ def test_qdrant_failing_the_upsert_fails_the_puts_only(embedder, s3, photos):
     assert statuses(report) == {"put": (FAILED, "store_unavailable: Qdrant upsert failed after 2 attempts: 503"),
                                 "poison": (SKIPPED, "object_missing")}
     assert report.failed_message_ids == ["put"]
-    flaky.close()
 
 
 def test_image_replaced_by_poison_leaves_the_index(indexer, store, s3, photos):

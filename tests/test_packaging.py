@@ -483,14 +483,12 @@ def test_setup_collection_creates_the_collection(monkeypatch, tmp_path, capsys):
     finally:
         runtime.reset()
     assert "collection 'setup_test' ready on embedded" in capsys.readouterr().out
-    from qdrant_client import QdrantClient
+    from imgsim.store.edge import shard_config_summary
 
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        info = client.get_collection("setup_test")
-        assert info.config.params.vectors.size == 1024
-    finally:
-        client.close()
+    config = shard_config_summary(str(tmp_path / "qdrant" / "setup_test"))
+    assert (config["vectors"][""]["size"], config["vectors"][""]["distance"]) == (1024, "Cosine")
+    assert "scalar" in config["quantization_config"]  # IMGSIM_QUANTIZATION's default, int8
+    assert (tmp_path / "qdrant" / "setup_test_tombstones" / "edge_config.json").is_file()
 
 
 def test_example_invoke_env_file_is_well_formed():

@@ -497,9 +497,9 @@ def unreachable_store(search_app, monkeypatch):
     """The service with a Qdrant server that refuses connections (a closed local port)."""
     from imgsim.api import SearchService
     from imgsim.config import Settings
-    from imgsim.store import VectorStore
+    from imgsim.store import VectorStore, open_store
 
-    store = VectorStore.from_settings(
+    store = open_store(
         Settings(qdrant_url="http://127.0.0.1:9", qdrant_retries=1, qdrant_timeout=1), dim=runtime.get_embedder().dim
     )
     service = SearchService(search_app.get_config(), embedder=runtime.get_embedder, store=lambda: store,

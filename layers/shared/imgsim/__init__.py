@@ -20,11 +20,11 @@ from .errors import (
 )
 from .ids import point_id_for_file, point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
-from .store import SearchHit, StoredPoint, VectorStore
+from .store import Record, SearchHit, StoredPoint, VectorStore, open_store
 
 __all__ = [
     "ChecksumMismatch", "CollectionMismatch", "ConfigError", "CorruptImage", "DecodedImage", "EmptyImage",
-    "Embedder", "ImageError", "ImageTooLarge", "ImgsimError", "ModelNotFound", "NotAnImage", "SearchHit",
+    "Embedder", "ImageError", "ImageTooLarge", "ImgsimError", "ModelNotFound", "NotAnImage", "Record", "SearchHit",
     "Settings", "StoreError", "StoreUnavailable", "StoredPoint", "TooManyPixels", "VectorStore",
-    "decode_image", "percent_from_score", "point_id_for_file", "point_id_for_object", "score_from_cosine",
+    "decode_image", "open_store", "percent_from_score", "point_id_for_file", "point_id_for_object", "score_from_cosine",
 ]

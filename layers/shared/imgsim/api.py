@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 import os
 import re
 import time
@@ -96,9 +97,11 @@ def api_error_from(exc: Exception) -> ApiError:
     if isinstance(exc, ImageError):
         return ApiError(400, exc.code, str(exc))
     if isinstance(exc, StoreUnavailable):
+        # A rate-limited server's own Retry-After (429) is passed on when it asks for longer.
+        wait = max(RETRY_AFTER_SECONDS, math.ceil(exc.retry_after or 0))
         return ApiError(
-            503, "store_unavailable", "the vector store is unreachable; try again shortly",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            503, "store_unavailable", "the vector store is unreachable or busy; try again shortly",
+            {"Retry-After": str(wait)},
         )
     raise TypeError(f"no HTTP mapping for {type(exc).__name__}")
 

@@ -99,9 +99,9 @@ class Session:
     @property
     def store(self):
         if self._store is None:
-            from .store import VectorStore
+            from .store import open_store
 
-            self._store = VectorStore.from_settings(self.settings, dim=self.embedder.dim)
+            self._store = open_store(self.settings, dim=self.embedder.dim)
         return self._store
 
     def close(self) -> None:
@@ -370,6 +370,11 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
                 bar.update(len(batch))
             log.debug("batch %d: %d files embedded", number, len(batch))
         writer.wait()
+        unindexed = store.unindexed_count()
+        if unindexed >= session.settings.index_threshold:
+            # Embedded store: build HNSW now, while nothing else uses it (README "Scale").
+            warn(f"imgsim: building the search index for {unindexed} new points...")
+            store.optimize()
     except KeyboardInterrupt:
         try:
             writer.wait()  # the batch being stored is finished, so the summary is exact
@@ -384,6 +389,41 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
         writer.close()
     finish()
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
+    """Copy the embedded store to a Qdrant server (--to) or a server's collection here (--from)."""
+    from .migrate import migrate
+    from .store import open_store
+
+    url = args.to or args.from_url
+    key = os.environ.get(args.api_key_env or "QDRANT_API_KEY") or None
+    if args.api_key_env and not key:
+        raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    local_settings = dataclasses.replace(session.settings, qdrant_url=None)
+    remote_settings = dataclasses.replace(
+        session.settings, qdrant_url=url, qdrant_api_key=key,
+        collection=args.remote_collection or session.settings.collection,
+    )
+    embedder_dim = session.embedder.dim
+    local = open_store(local_settings, dim=embedder_dim)
+    remote = open_store(remote_settings, dim=embedder_dim)
+    source, target = (local, remote) if args.to else (remote, local)
+    bar = _progress_bar(source.count())
+    try:
+        summary = migrate(
+            source, target, page=args.page, checkpoint_dir=Path(local_settings.qdrant_path) / ".migrate"
+            if local_settings.qdrant_path != ":memory:" else None,
+            on_page=(lambda n: bar.update(n)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+        local.close()
+        remote.close()
+    direction = f"to {url}" if args.to else f"from {url}"
+    print(f"migrated {direction}: {summary.line()}")
+    return EXIT_OK if summary.target_count >= summary.source_count or not args.to else EXIT_FAILURE
 
 
 def hit_json(hit) -> dict[str, Any]:
@@ -605,6 +645,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b", metavar="B")
     compare.add_argument("--json", action="store_true", help="print the result as JSON")
     compare.set_defaults(func=cmd_compare)
+
+    migrate = commands.add_parser(
+        "migrate", parents=[common], help="copy the embedded index to a Qdrant server, or back",
+        description="Copy every point (and the indexer's tombstones) between the embedded store (QDRANT_PATH) "
+        "and a Qdrant server collection. Idempotent and resumable: run it again after an interruption.",
+    )
+    direction = migrate.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--to", metavar="URL", help="copy the embedded store to this Qdrant server")
+    direction.add_argument("--from", dest="from_url", metavar="URL", help="copy this server's collection here")
+    migrate.add_argument(
+        "--api-key-env", default=None, metavar="NAME",
+        help="environment variable holding the server's API key (default: QDRANT_API_KEY when set)",
+    )
+    migrate.add_argument("--remote-collection", metavar="NAME", help="collection on the server (default: --collection)")
+    migrate.add_argument("--page", type=_positive_int, default=256, metavar="N", help="points per batch (default 256)")
+    migrate.set_defaults(func=cmd_migrate)
 
     for name, (help_text, _) in DELEGATED.items():
         # Options are parsed later by the module's own parser, so importing it (the local

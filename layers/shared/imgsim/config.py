@@ -29,6 +29,26 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     return _number(name, default, float, "a number", minimum)
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _str(name: str, default: str | None) -> str | None:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -51,6 +71,13 @@ class Settings:
     collection: str = "images"
     qdrant_timeout: float = 5.0
     qdrant_retries: int = 3
+    qdrant_retry_budget: float = 3.0  # seconds of retrying per call, Retry-After waits included
+    # Storage of the vectors (README "Memory and quantization")
+    quantization: str = "int8"  # none | int8 | binary
+    vectors_on_disk: bool = True  # float originals on disk when quantized (rescoring reads them)
+    oversampling: float = 2.0
+    hnsw_ef: int | None = None  # None: the engine's default (ef_construct, 100)
+    index_threshold: int = 20_000  # embedded store: unindexed points that start a background HNSW build
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,5 +93,11 @@ class Settings:
             qdrant_path=_str("QDRANT_PATH", "./.data/qdrant"),
             collection=_str("QDRANT_COLLECTION", "images"),
             qdrant_timeout=env_float("QDRANT_TIMEOUT", 5.0),
-            qdrant_retries=env_int("QDRANT_RETRIES", 3),
+            qdrant_retries=env_int("QDRANT_RETRIES", 3, minimum=0),
+            qdrant_retry_budget=env_float("QDRANT_RETRY_BUDGET", 3.0, minimum=0),
+            quantization=env_choice("IMGSIM_QUANTIZATION", "int8", ("none", "int8", "binary")),
+            vectors_on_disk=env_bool("IMGSIM_VECTORS_ON_DISK", True),
+            oversampling=env_float("IMGSIM_OVERSAMPLING", 2.0, minimum=1.0),
+            hnsw_ef=env_int("IMGSIM_HNSW_EF", 0, minimum=0) or None,
+            index_threshold=env_int("IMGSIM_INDEX_THRESHOLD", 20_000, minimum=1),
         )

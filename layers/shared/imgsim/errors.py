@@ -66,4 +66,15 @@ class CollectionMismatch(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """Qdrant could not be reached or answered 5xx after the bounded retries: transient."""
+    """Qdrant could not be reached, was rate limited or answered 5xx after the bounded retries: transient.
+
+    ``retry_after``: the delay the server asked for (429 Retry-After), when it gave one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreLocked(StoreError):
+    """The embedded store's folder is open in another process (the message names the path and holder)."""

@@ -16,22 +16,8 @@ Outcomes, and why:
   connection errors, or any unexpected S3 error). SQS redelivers the message
   and, after maxReceiveCount, moves it to the DLQ: nothing is lost.
 
-Ordering. S3 does not deliver notifications in order. Every put and delete
-carries a ``sequencer`` that grows per key; the one that last changed a key is
-kept in the point's payload, or, once the key is deleted, in a tombstone in the
-companion collection ``<collection>_tombstones`` (same point id, a 1-d dummy
-vector). An event whose sequencer is not newer than the stored one is dropped,
-so a late put can neither resurrect a deleted image nor replace a newer vector.
-Tombstones live in their own collection so that searches never see them and
-the images collection holds exactly the images that exist.
-
-Concurrency. Several invocations may handle events for the same key at once
-(a standard queue hands them to different batches). Every write is therefore
-conditional on the sequencer read at the start of the batch (Qdrant's
-``update_filter`` on upsert, a filter on delete: compare-and-set), and is read
-back afterwards: a put that lost to an older concurrent write fails and is
-redelivered, a put undone by a concurrent newer delete removes itself, and a
-delete removes any older point written behind its back.
+Ordering and concurrency (S3 sequencers, tombstones, compare-and-set writes
+with read-back) live in ``imgsim.ordering``, on the store interface.
 """
 
 from __future__ import annotations
@@ -47,19 +33,16 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import BotoCoreError, ClientError
-from qdrant_client import models
 
 from .config import env_int
 from .decode import DecodedImage
 from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
-from .points import image_payload, utc_now_iso
+from .ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
+from .points import image_payload
 from .store import StoredPoint, VectorStore
 
 log = logging.getLogger(__name__)
-
-TOMBSTONE_SUFFIX = "_tombstones"
-SEQUENCER_FIELD = "sequencer"
 
 # Outcome kinds (strings, so they log and serialize as themselves).
 INDEXED = "indexed"
@@ -84,65 +67,6 @@ MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 def parse_ignore_prefixes(raw: str | None) -> tuple[str, ...]:
     """``IMGSIM_IGNORE_PREFIXES``: comma-separated key prefixes, blanks dropped."""
     return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
-
-
-def sequencer_key(sequencer: str | None) -> int | None:
-    """S3 sequencers are hex strings of varying length; AWS says to left-pad the
-    shorter one with zeros before comparing, which is comparing them as numbers."""
-    if not sequencer:
-        return None
-    try:
-        return int(sequencer, 16)
-    except ValueError:
-        return None
-
-
-def is_newer(candidate: str | None, stored: str | None) -> bool:
-    """Whether an event with sequencer ``candidate`` should replace state stamped ``stored``.
-
-    Without a sequencer on either side there is nothing to compare (moto, the
-    backfill, hand-made events): the event applies, last writer wins.
-    """
-    new, old = sequencer_key(candidate), sequencer_key(stored)
-    if new is None or old is None:
-        return True
-    return new > old
-
-
-def strictly_newer(a: str | None, b: str | None) -> bool:
-    """Both sequencers known and ``a`` later than ``b``."""
-    ka, kb = sequencer_key(a), sequencer_key(b)
-    return ka is not None and kb is not None and ka > kb
-
-
-def _seq(payload: Mapping[str, Any] | None) -> str | None:
-    return (payload or {}).get("sequencer") or None
-
-
-def unchanged_since_read(expected: Mapping[str, str | None]) -> models.Filter:
-    """Points still carrying the sequencer we read (none: no sequencer), per id.
-
-    Used as the condition of an upsert or delete, this is a compare-and-set:
-    a write made by a concurrent invocation in between is never overwritten
-    blindly; the verification read afterwards sorts out who won.
-    """
-    per_id = []
-    for point_id, sequencer in expected.items():
-        same = (
-            models.FieldCondition(key=SEQUENCER_FIELD, match=models.MatchValue(value=sequencer))
-            if sequencer
-            else models.IsEmptyCondition(is_empty=models.PayloadField(key=SEQUENCER_FIELD))
-        )
-        per_id.append(models.Filter(must=[models.HasIdCondition(has_id=[point_id]), same]))
-    return models.Filter(should=per_id)
-
-
-def tombstone_store(store: VectorStore) -> VectorStore:
-    """The companion collection ``<collection>_tombstones`` (1-d dummy vectors, same client).
-
-    Created on first use like the images collection; ``ensure_collection()`` on it
-    creates it ahead of time."""
-    return VectorStore(store.client, store.collection + TOMBSTONE_SUFFIX, dim=1, retries=store.retries)
 
 
 @dataclass
@@ -306,7 +230,8 @@ class Indexer:
         logger: logging.Logger | Any | None = None,
     ) -> None:
         self.store = store
-        self.tombstones = tombstone_store(store)
+        self.ordered = OrderedStore(store)
+        self.tombstones = self.ordered.tombstones
         self.embedder = embedder
         self.s3 = s3_client
         self.ignore_prefixes = tuple(ignore_prefixes)
@@ -349,11 +274,9 @@ class Indexer:
             return report
 
         # What the store reflects now, per key: the point and/or its tombstone.
-        ids = [e.point_id for e in live]
         try:
             t0 = time.perf_counter()
-            points = {str(p.id): p.payload or {} for p in self.store.retrieve(ids)}
-            tombs = {str(p.id): p.payload or {} for p in self.tombstones.retrieve(ids)}
+            state = self.ordered.read_state([e.point_id for e in live])
             report.timings_ms["state"] = _ms_since(t0)
         except StoreUnavailable as exc:
             for event in live:
@@ -364,17 +287,8 @@ class Indexer:
         puts: list[ObjectEvent] = []
         deletes: list[ObjectEvent] = []
         for event in live:
-            stored = points.get(event.point_id, {})
-            tomb = tombs.get(event.point_id)
-            # A put is stale if the key already reflects it or something later. A delete
-            # equal to the tombstone is re-applied: harmless, and it removes a point that
-            # an unordered writer (backfill) may have added since.
-            tomb_wins = (
-                not is_newer(event.sequencer, _seq(tomb))
-                if event.action == PUT
-                else strictly_newer(_seq(tomb), event.sequencer)
-            )
-            if not is_newer(event.sequencer, _seq(stored)) or (tomb is not None and tomb_wins):
+            stored = state.points.get(event.point_id, {})
+            if state.is_stale(event.point_id, event.sequencer, is_put=event.action == PUT):
                 self._record(report, self._outcome(event, SKIPPED, "stale_event"))
             elif (
                 event.action == PUT
@@ -390,24 +304,17 @@ class Indexer:
             else:
                 deletes.append(event)
 
-        self._apply_deletes(deletes, points, tombs, report)
-        self._apply_puts(puts, points, tombs, report)
+        self._apply_deletes(deletes, state, report)
+        self._apply_puts(puts, state, report)
         report.timings_ms["total"] = _ms_since(started)
         return report
-
     # -- deletes --------------------------------------------------------------
 
-    def _apply_deletes(
-        self,
-        deletes: Sequence[ObjectEvent],
-        points: Mapping[str, Mapping[str, Any]],
-        tombs: Mapping[str, Mapping[str, Any]],
-        report: BatchReport,
-    ) -> None:
+    def _apply_deletes(self, deletes: Sequence[ObjectEvent], state: KeyState, report: BatchReport) -> None:
         if not deletes:
             return
         t0 = time.perf_counter()
-        failures = self._remove(deletes, points, tombs)
+        failures = self._remove(deletes, state)
         report.timings_ms["delete"] = _ms_since(t0)
         for event in deletes:
             if event.point_id in failures:
@@ -415,62 +322,19 @@ class Indexer:
             else:
                 self._record(report, self._outcome(event, DELETED))
 
-    def _remove(
-        self,
-        events: Sequence[ObjectEvent],
-        points: Mapping[str, Mapping[str, Any]],
-        tombs: Mapping[str, Mapping[str, Any]],
-    ) -> dict[str, str]:
-        """Remove the points of ``events`` (S3 deletes, or keys that now hold poison) and
-        leave a tombstone with each event's sequencer.
-
-        Both writes are conditional on the state read at the start of the batch, then
-        read back: a point older than the delete that a concurrent invocation wrote
-        in between is removed too. Returns ``{point_id: reason}`` for the events that
-        must be retried (SQS redelivers them); the others are done.
-        """
-        ids = [e.point_id for e in events]
-        now = utc_now_iso()
+    def _remove(self, events: Sequence[ObjectEvent], state: KeyState) -> dict[str, str]:
+        """Remove the points of ``events`` with tombstones (``OrderedStore.remove``);
+        ``{point_id: reason}`` for the events SQS must redeliver."""
         try:
-            # Tombstone first: should the point delete fail, the redelivered event
-            # finds the point older than the tombstone and deletes it then.
-            self.tombstones.upsert(
-                [
-                    StoredPoint(e.point_id, [1.0],
-                                {"bucket": e.bucket, "key": e.key, SEQUENCER_FIELD: e.sequencer, "deleted_at": now})
-                    for e in events
-                ],
-                update_filter=unchanged_since_read({i: _seq(tombs.get(i)) for i in ids}),
+            return self.ordered.remove(
+                [Removal(e.point_id, e.sequencer, e.bucket, e.key) for e in events], state
             )
-            self.store.delete_matching(unchanged_since_read({i: _seq(points.get(i)) for i in ids}))
-            now_points = {str(p.id): p.payload or {} for p in self.store.retrieve(ids)}
-            now_tombs = {str(p.id): p.payload or {} for p in self.tombstones.retrieve(ids)}
-            leftovers: dict[str, str | None] = {}
-            failures: dict[str, str] = {}
-            for event in events:
-                point = now_points.get(event.point_id)
-                if point is not None and strictly_newer(_seq(point), event.sequencer):
-                    continue  # a later put won: nothing of this delete is left to do
-                if point is not None:
-                    leftovers[event.point_id] = _seq(point)  # written concurrently, older than the delete
-                tomb = now_tombs.get(event.point_id)
-                if tomb is None or strictly_newer(event.sequencer, _seq(tomb)):
-                    failures[event.point_id] = "concurrent_update: tombstone overwritten, retrying"
-            if leftovers:
-                self.store.delete_matching(unchanged_since_read(leftovers))
-            return failures
         except StoreUnavailable as exc:
-            return {i: f"store_unavailable: {exc}" for i in ids}
+            return {e.point_id: f"store_unavailable: {exc}" for e in events}
 
     # -- puts -----------------------------------------------------------------
 
-    def _apply_puts(
-        self,
-        puts: Sequence[ObjectEvent],
-        points: Mapping[str, Mapping[str, Any]],
-        tombs: Mapping[str, Mapping[str, Any]],
-        report: BatchReport,
-    ) -> None:
+    def _apply_puts(self, puts: Sequence[ObjectEvent], state: KeyState, report: BatchReport) -> None:
         if not puts:
             return
         max_bytes = self.embedder.settings.max_image_bytes
@@ -500,11 +364,11 @@ class Indexer:
             list(pool.map(self._decode, pending))
         report.timings_ms["decode"] = _ms_since(t0)
 
-        replaced = [i for i in items if i.poison and i.event.point_id in points]
+        replaced = [i for i in items if i.poison and i.event.point_id in state.points]
         if replaced:
             # The key held an image and now holds poison: the old vector no longer shows
             # what is there. Remove it, with a tombstone so a late older put cannot bring it back.
-            failures = self._remove([i.event for i in replaced], points, tombs)
+            failures = self._remove([i.event for i in replaced], state)
             for item in replaced:
                 if item.event.point_id in failures:
                     item.outcome = self._outcome(item.event, FAILED, failures[item.event.point_id])
@@ -524,7 +388,7 @@ class Indexer:
             event = item.event
             # A backfill event has no sequencer: keep the stored one so that
             # notifications still in flight keep their order against it.
-            sequencer = event.sequencer or points.get(event.point_id, {}).get("sequencer")
+            sequencer = event.sequencer or state.points.get(event.point_id, {}).get("sequencer")
             payload = image_payload(
                 key=event.key,
                 image=item.image,
@@ -539,11 +403,12 @@ class Indexer:
 
         t0 = time.perf_counter()
         try:
-            self.store.upsert(
-                stored_points,
-                update_filter=unchanged_since_read({p.id: _seq(points.get(p.id)) for p in stored_points}),
-            )
-            outcomes = self._verify_puts(stored_points, good)
+            verdicts = self.ordered.write(stored_points, state)
+            outcomes = {
+                point_id: (FAILED, reason) if verdict == RETRY else (SKIPPED, reason) if verdict == STALE
+                else (INDEXED, "")
+                for point_id, (verdict, reason) in verdicts.items()
+            }
         except StoreUnavailable as exc:
             outcomes = {i.event.point_id: (FAILED, f"store_unavailable: {exc}") for i in good}
         finally:
@@ -551,41 +416,6 @@ class Indexer:
         for item in good:
             status, reason = outcomes[item.event.point_id]
             self._record(report, self._outcome(item.event, status, reason))
-
-    def _verify_puts(self, written: Sequence[StoredPoint], good: Sequence[_Fetched]) -> dict[str, tuple[str, str]]:
-        """Read back what the conditional upsert left, per point: ours, a later
-        write (fine), an older concurrent write (retry), or ours resurrected by a
-        delete that landed in between (undo it)."""
-        ids = [p.id for p in written]
-        now_points = {str(p.id): p.payload or {} for p in self.store.retrieve(ids)}
-        now_tombs = {str(p.id): p.payload or {} for p in self.tombstones.retrieve(ids)}
-        outcomes: dict[str, tuple[str, str]] = {}
-        undo: dict[str, str | None] = {}
-        stale_tombs: dict[str, str | None] = {}
-        for point in written:
-            ours = _seq(point.payload)
-            current = now_points.get(point.id)
-            tomb = now_tombs.get(point.id)
-            if current is None:
-                deleted_since = tomb is not None and not strictly_newer(ours, _seq(tomb))
-                outcomes[point.id] = (SKIPPED, "stale_event") if deleted_since else (
-                    FAILED, "concurrent_update: point vanished, retrying")
-            elif _seq(current) != ours:
-                outcomes[point.id] = (SKIPPED, "stale_event") if strictly_newer(_seq(current), ours) else (
-                    FAILED, "concurrent_update: an older write won, retrying")
-            elif tomb is not None and strictly_newer(_seq(tomb), ours):
-                undo[point.id] = ours
-                outcomes[point.id] = (SKIPPED, "stale_event")
-            else:
-                outcomes[point.id] = (INDEXED, "")
-                if tomb is not None:
-                    # The key exists again; its newer sequencer now lives in the point.
-                    stale_tombs[point.id] = _seq(tomb)
-        if undo:
-            self.store.delete_matching(unchanged_since_read(undo))
-        if stale_tombs:
-            self.tombstones.delete_matching(unchanged_since_read(stale_tombs))
-        return outcomes
 
     def _fetch(self, item: _Fetched, max_bytes: int) -> None:
         event = item.event

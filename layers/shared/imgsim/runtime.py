@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import Settings
 from .embedder import Embedder
-from .store import VectorStore
+from .store import VectorStore, open_store
 
 _lock = threading.Lock()
 
@@ -59,7 +59,7 @@ def get_store() -> VectorStore:
 @lru_cache(maxsize=1)
 def _store() -> VectorStore:
     settings = get_settings()
-    return VectorStore.from_settings(settings, dim=_embedder().dim)
+    return open_store(settings, dim=_embedder().dim)
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,235 @@
+"""The one store interface imgsim codes against, in imgsim's own types.
+
+Backends implement a handful of primitives (``_create_or_check``, ``_upsert``,
+``_delete``, ``_retrieve``, ``_scroll``, ``_count``, ``_query``); everything a
+caller needs on top of them (search with folder and partial-prefix filters,
+lookups by key, paging) is written once here, so both backends behave the same
+and one contract test suite checks both (tests/store/test_contract.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from ..scoring import percent_from_score, score_from_cosine
+from .types import (
+    DIRS_FIELD,
+    KEY_FIELD,
+    FieldIn,
+    IdIn,
+    Record,
+    SearchHit,
+    StoredPoint,
+    Where,
+    key_is,
+    where_all,
+)
+
+QUANTIZATION_CHOICES = ("none", "int8", "binary")
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How a collection keeps its vectors (``IMGSIM_QUANTIZATION`` and friends, see README "Memory").
+
+    ``quantization``: ``none`` keeps float32 vectors in RAM; ``int8`` (scalar, 4x smaller) or
+    ``binary`` (32x smaller) keep a compressed copy in RAM for the HNSW search and the float
+    originals on disk (``originals_on_disk``), re-scoring the best ``limit * oversampling``
+    candidates with the originals (``rescore``).
+    """
+
+    quantization: str = "int8"
+    originals_on_disk: bool = True
+    oversampling: float = 2.0
+    rescore: bool = True
+    hnsw_ef: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATION_CHOICES:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATION_CHOICES)}, got {self.quantization!r}")
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "none"
+
+
+@dataclass(frozen=True)
+class ScoredRecord:
+    id: str
+    score: float  # raw cosine from the engine
+    payload: dict[str, Any]
+
+
+class VectorStore(ABC):
+    """One collection of unit vectors with payloads, Cosine distance."""
+
+    backend = "abstract"
+
+    def __init__(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> None:
+        self.collection = collection
+        self.dim = dim
+        self.options = options or StorageOptions()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- primitives a backend implements --------------------------------------------------------------------
+
+    @abstractmethod
+    def _create_or_check(self) -> None:
+        """Create the collection with its payload indexes, or raise CollectionMismatch for a wrong one."""
+
+    @abstractmethod
+    def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None: ...
+
+    @abstractmethod
+    def _delete(self, selector: IdIn | Where) -> None: ...
+
+    @abstractmethod
+    def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]: ...
+
+    @abstractmethod
+    def _scroll(
+        self, where: Where | None, limit: int, offset: str | None, with_vectors: bool, fields: Sequence[str] | None
+    ) -> tuple[list[Record], str | None]: ...
+
+    @abstractmethod
+    def _count(self, where: Where | None) -> int: ...
+
+    @abstractmethod
+    def _query(
+        self, vector: Sequence[float], limit: int, offset: int, where: Where | None, score_threshold: float | None
+    ) -> list[ScoredRecord]: ...
+
+    @abstractmethod
+    def companion(self, suffix: str, *, dim: int) -> VectorStore:
+        """Another collection ``<collection><suffix>`` on the same connection (e.g. tombstones), unquantized."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for messages: a URL or a folder."""
+
+    def optimize(self) -> None:
+        """Build what makes searches fast (HNSW, quantized copies) now. Servers do it on their own."""
+
+    def unindexed_count(self) -> int:
+        """Points that searches still scan one by one (0 on a server, which indexes in the background)."""
+        return 0
+
+    # -- the interface --------------------------------------------------------------------------------------
+
+    def ensure_collection(self) -> None:
+        """Create the collection and payload indexes once, or check the existing one matches."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                self._create_or_check()
+                self._ready = True
+
+    def upsert(self, points: Sequence[StoredPoint], *, only_if: Where | None = None) -> None:
+        """Insert or overwrite points. ``only_if``: existing points are only overwritten when they
+        match it (new ids are always inserted) - a compare-and-set for concurrent writers."""
+        if not points:
+            return
+        self.ensure_collection()
+        self._upsert(points, only_if)
+
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = [str(i) for i in ids]
+        if ids:
+            self.ensure_collection()
+            self._delete(IdIn(tuple(ids)))
+
+    def delete_where(self, where: Where) -> None:
+        """Delete the points matching a filter (e.g. these ids, only if unchanged since read)."""
+        if not where:
+            raise ValueError("delete_where needs a non-empty filter (it would delete everything)")
+        self.ensure_collection()
+        self._delete(where)
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record]:
+        if not ids:
+            return []
+        self.ensure_collection()
+        return self._retrieve([str(i) for i in ids], with_vectors)
+
+    def get(self, point_id: str, *, with_vector: bool = False) -> Record | None:
+        records = self.retrieve([point_id], with_vectors=with_vector)
+        return records[0] if records else None
+
+    def find_by_key(self, key: str, *, bucket: str | None = None, with_vector: bool = False) -> Record | None:
+        records, _ = self.scroll(where=key_is(key, bucket), limit=1, with_vectors=with_vector)
+        return records[0] if records else None
+
+    def scroll(
+        self,
+        *,
+        where: Where | None = None,
+        limit: int = 256,
+        offset: str | None = None,
+        with_vectors: bool = False,
+        fields: Sequence[str] | None = None,
+    ) -> tuple[list[Record], str | None]:
+        """One page of points in id order and the offset of the next page (None: the last page).
+
+        ``fields`` limits the payload to those keys (None: all of it)."""
+        self.ensure_collection()
+        return self._scroll(where, max(1, limit), offset, with_vectors, fields)
+
+    def count(self, where: Where | None = None) -> int:
+        self.ensure_collection()
+        return self._count(where)
+
+    def search(
+        self,
+        vector: Sequence[float],
+        *,
+        limit: int = 10,
+        min_score: float | None = None,
+        prefix: str | None = None,
+        exclude_ids: Iterable[str] = (),
+        where: Where | None = None,
+    ) -> list[SearchHit]:
+        """Nearest points, best first, scores mapped to [0, 1] (see ``scoring``).
+
+        ``prefix`` keeps keys that start with it: the folder part is an indexed
+        filter; a partial last segment is checked here while paging on.
+        """
+        self.ensure_collection()
+        folder = prefix[: prefix.rfind("/") + 1] if prefix else ""
+        exclude = tuple(str(i) for i in exclude_ids)
+        query_filter = where_all(
+            Where(must=(FieldIn(DIRS_FIELD, (folder,)),)) if folder else None,
+            Where(must_not=(IdIn(exclude),)) if exclude else None,
+            where,
+        )
+        needs_post_filter = bool(prefix) and prefix != folder
+        page = limit if not needs_post_filter else max(limit * 4, 64)
+        threshold = min_score if min_score else None
+        hits: list[SearchHit] = []
+        offset = 0
+        while True:
+            found = self._query([float(x) for x in vector], page, offset, query_filter, threshold)
+            for point in found:
+                if needs_post_filter and not str(point.payload.get(KEY_FIELD, "")).startswith(prefix or ""):
+                    continue
+                score = score_from_cosine(point.score)
+                hits.append(SearchHit(point.id, score, percent_from_score(score), point.payload))
+                if len(hits) == limit:
+                    return hits
+            if len(found) < page:
+                return hits
+            offset += page
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

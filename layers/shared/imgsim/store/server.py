@@ -1,0 +1,244 @@
+"""Backend for a Qdrant server (Qdrant Cloud when deployed) through qdrant-client's REST transport.
+
+Also accepts any ``QdrantClient`` (tests pass qdrant-client's in-memory mode as
+a stand-in for the server's API). Every call goes through ``call_with_retries``
+(see ``retry``): transient failures end as ``StoreUnavailable``, the rest as
+``StoreError``; no qdrant-client exception or model escapes this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from qdrant_client import QdrantClient, models
+
+from ..errors import CollectionMismatch
+from .base import ScoredRecord, StorageOptions, VectorStore
+from .retry import call_with_retries
+from .types import (
+    INDEXED_FIELDS,
+    Condition,
+    FieldEquals,
+    FieldIn,
+    FieldMissing,
+    IdIn,
+    Record,
+    StoredPoint,
+    Where,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def to_filter(where: Where | None) -> models.Filter | None:
+    if where is None or not where:
+        return None
+    return models.Filter(
+        must=[_condition(c) for c in where.must] or None,
+        should=[_condition(c) for c in where.should] or None,
+        must_not=[_condition(c) for c in where.must_not] or None,
+    )
+
+
+def _condition(c: Condition) -> Any:
+    if isinstance(c, FieldEquals):
+        return models.FieldCondition(key=c.field, match=models.MatchValue(value=c.value))
+    if isinstance(c, FieldIn):
+        return models.FieldCondition(key=c.field, match=models.MatchAny(any=list(c.values)))
+    if isinstance(c, FieldMissing):
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=c.field))
+    if isinstance(c, IdIn):
+        return models.HasIdCondition(has_id=list(c.ids))
+    if isinstance(c, Where):
+        return to_filter(c) or models.Filter()
+    raise TypeError(f"not a filter condition: {c!r}")
+
+
+def quantization_config(options: StorageOptions) -> Any:
+    if options.quantization == "int8":
+        return models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        )
+    if options.quantization == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    return None
+
+
+def search_params(options: StorageOptions) -> models.SearchParams | None:
+    if not options.quantized and options.hnsw_ef is None:
+        return None
+    quant = (
+        models.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+        if options.quantized
+        else None
+    )
+    return models.SearchParams(hnsw_ef=options.hnsw_ef, quantization=quant)
+
+
+class ServerStore(VectorStore):
+    backend = "server"
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        dim: int,
+        options: StorageOptions | None = None,
+        retries: int = 3,
+        retry_budget_s: float = 3.0,
+        where: str = "Qdrant server",
+        owns_client: bool = True,
+    ) -> None:
+        super().__init__(collection, dim=dim, options=options)
+        self._client = client
+        self.retries = max(0, retries)
+        self.retry_budget_s = retry_budget_s
+        self._where = where
+        self._owns_client = owns_client
+        self._params = search_params(self.options)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return call_with_retries(what, fn, retries=self.retries, budget_s=self.retry_budget_s)
+
+    def describe(self) -> str:
+        return self._where
+
+    # -- collection -------------------------------------------------------------------------------------------
+
+    def _create_or_check(self) -> None:
+        client, name = self._client, self.collection
+        if not self._call("collection_exists", lambda: client.collection_exists(name)):
+            quantized = self.options.quantized
+            self._call(
+                "create_collection",
+                lambda: client.create_collection(
+                    name,
+                    vectors_config=models.VectorParams(
+                        size=self.dim,
+                        distance=models.Distance.COSINE,
+                        on_disk=True if quantized and self.options.originals_on_disk else None,
+                    ),
+                    quantization_config=quantization_config(self.options),
+                ),
+            )
+            for field in INDEXED_FIELDS:
+                self._call(
+                    "create_payload_index",
+                    lambda field=field: client.create_payload_index(
+                        name, field, field_schema=models.PayloadSchemaType.KEYWORD
+                    ),
+                )
+            return
+        info = self._call("get_collection", lambda: client.get_collection(name))
+        vectors = info.config.params.vectors
+        if not isinstance(vectors, models.VectorParams):
+            raise CollectionMismatch(f"collection {name!r} uses named vectors; imgsim needs one unnamed vector")
+        if vectors.size != self.dim or vectors.distance != models.Distance.COSINE:
+            raise CollectionMismatch(
+                f"collection {name!r} has vectors of size {vectors.size} with "
+                f"{vectors.distance.value} distance, but the model needs size {self.dim} with Cosine; "
+                "use another QDRANT_COLLECTION or delete this one"
+            )
+        existing = _quantization_name(info.config.quantization_config or vectors.quantization_config)
+        if existing != self.options.quantization and self.dim > 1:
+            # Harmless for correctness: searches still work, only memory and recall differ.
+            log.warning(
+                "collection %r is stored with quantization %s but IMGSIM_QUANTIZATION is %s; keeping the "
+                "collection as it is (change it with Qdrant's update_collection)", name, existing,
+                self.options.quantization,
+            )
+
+    # -- primitives -------------------------------------------------------------------------------------------
+
+    def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None:
+        structs = [models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload) for p in points]
+        self._call(
+            "upsert",
+            lambda: self._client.upsert(self.collection, points=structs, wait=True, update_filter=to_filter(only_if)),
+        )
+
+    def _delete(self, selector: IdIn | Where) -> None:
+        chosen: Any = (
+            models.PointIdsList(points=list(selector.ids))
+            if isinstance(selector, IdIn)
+            else models.FilterSelector(filter=to_filter(selector))
+        )
+        self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True))
+
+    def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]:
+        found = self._call(
+            "retrieve",
+            lambda: self._client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=with_vectors),
+        )
+        return [_record(p) for p in found]
+
+    def _scroll(
+        self, where: Where | None, limit: int, offset: str | None, with_vectors: bool, fields: Sequence[str] | None
+    ) -> tuple[list[Record], str | None]:
+        found, next_offset = self._call(
+            "scroll",
+            lambda: self._client.scroll(
+                self.collection, scroll_filter=to_filter(where), limit=limit, offset=offset,
+                with_payload=list(fields) if fields is not None else True, with_vectors=with_vectors,
+            ),
+        )
+        return [_record(p) for p in found], (str(next_offset) if next_offset is not None else None)
+
+    def _count(self, where: Where | None) -> int:
+        return self._call(
+            "count", lambda: self._client.count(self.collection, count_filter=to_filter(where), exact=True)
+        ).count
+
+    def _query(
+        self, vector: Sequence[float], limit: int, offset: int, where: Where | None, score_threshold: float | None
+    ) -> list[ScoredRecord]:
+        response = self._call(
+            "query_points",
+            lambda: self._client.query_points(
+                self.collection, query=list(vector), limit=limit, offset=offset, query_filter=to_filter(where),
+                score_threshold=score_threshold, with_payload=True, search_params=self._params,
+            ),
+        )
+        return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def companion(self, suffix: str, *, dim: int) -> ServerStore:
+        return ServerStore(
+            self._client, self.collection + suffix, dim=dim, options=StorageOptions(quantization="none"),
+            retries=self.retries, retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False,
+        )
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _record(point: Any) -> Record:
+    vector = point.vector
+    if vector is not None and not isinstance(vector, list):  # named vectors: not imgsim's layout
+        vector = None
+    return Record(str(point.id), dict(point.payload or {}), [float(x) for x in vector] if vector else None)
+
+
+def _quantization_name(config: Any) -> str:
+    if isinstance(config, models.ScalarQuantization):
+        return "int8"
+    if isinstance(config, models.BinaryQuantization):
+        return "binary"
+    if config is None:
+        return "none"
+    return type(config).__name__
+
+
+def connect(url: str, api_key: str | None, timeout_s: float) -> QdrantClient:
+    return QdrantClient(
+        url=url,
+        api_key=api_key,
+        timeout=max(1, round(timeout_s)),
+        # The version probe is one more blocking round trip on every cold start
+        # (and a warning when the server is briefly unreachable); skip it.
+        check_compatibility=False,
+    )

@@ -1,0 +1,130 @@
+"""imgsim's own store types: points, records, hits and filters.
+
+Every backend translates these to its engine's types and back, so no
+``qdrant_client`` or ``qdrant_edge`` object is ever seen outside
+``imgsim.store.server`` / ``imgsim.store.edge``. The filter algebra is the
+small part of Qdrant's that imgsim uses: field equality, any-of, "field not
+set", point ids, and must / should / must_not nesting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Payload fields with a keyword index: exact-key lookups and "folder" prefix filters.
+KEY_FIELD = "key"
+DIRS_FIELD = "dirs"
+BUCKET_FIELD = "bucket"
+INDEXED_FIELDS = (KEY_FIELD, DIRS_FIELD)
+
+
+def key_dirs(key: str) -> list[str]:
+    """Every folder prefix of a key: ``a/b/c.jpg`` -> ``["a/", "a/b/"]``.
+
+    Stored in the payload so a prefix filter on whole folders is an indexed
+    keyword match on every backend (Qdrant servers before 1.16 have no
+    keyword-prefix match).
+    """
+    parts = key.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    vector: Sequence[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A point read back: ``vector`` only when asked for."""
+
+    id: str
+    payload: dict[str, Any]
+    vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float  # max(0, cosine), in [0, 1]
+    percent: float
+    payload: dict[str, Any]
+
+
+# -- filters -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldEquals:
+    field: str
+    value: str | int | bool
+
+
+@dataclass(frozen=True)
+class FieldIn:
+    field: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FieldMissing:
+    """The field is absent, null or an empty list (Qdrant's ``is_empty``)."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class IdIn:
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """All of ``must``, at least one of ``should`` (when given), none of ``must_not``."""
+
+    must: tuple[Condition, ...] = field(default_factory=tuple)
+    should: tuple[Condition, ...] = field(default_factory=tuple)
+    must_not: tuple[Condition, ...] = field(default_factory=tuple)
+
+    def __bool__(self) -> bool:
+        return bool(self.must or self.should or self.must_not)
+
+
+Condition = FieldEquals | FieldIn | FieldMissing | IdIn | Where
+
+
+def where_all(*conditions: Condition | None) -> Where | None:
+    kept = tuple(c for c in conditions if c is not None and not (isinstance(c, Where) and not c))
+    return Where(must=kept) if kept else None
+
+
+def key_is(key: str, bucket: str | None = None) -> Where:
+    must: list[Condition] = [FieldEquals(KEY_FIELD, key)]
+    if bucket is not None:
+        must.append(FieldEquals(BUCKET_FIELD, bucket))
+    return Where(must=tuple(must))
+
+
+def in_bucket(bucket: str) -> Where:
+    return Where(must=(FieldEquals(BUCKET_FIELD, bucket),))
+
+
+def ids_in(ids: Iterable[str]) -> IdIn:
+    return IdIn(tuple(str(i) for i in ids))
+
+
+def field_unchanged(field_name: str, expected: Mapping[str, str | None]) -> Where:
+    """Points that still carry, per id, the value read earlier (None: the field is not set).
+
+    Used as the condition of an upsert or delete this is a compare-and-set: a
+    write made by someone else in between is never overwritten blindly.
+    """
+    per_id: list[Condition] = []
+    for point_id, value in expected.items():
+        same: Condition = FieldEquals(field_name, value) if value else FieldMissing(field_name)
+        per_id.append(Where(must=(IdIn((point_id,)), same)))
+    return Where(should=tuple(per_id))

@@ -1,0 +1,35 @@
+"""The store backends every contract and indexing test runs against (not collected by pytest).
+
+- ``edge``: the embedded Qdrant Edge engine, in a fresh folder.
+- ``server``: ``ServerStore`` on qdrant-client's in-memory mode, the stand-in for a Qdrant
+  server's API (the same client calls and models as the REST transport; the REST path
+  itself is exercised against a stub HTTP server in tests/store/test_server_errors.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgsim.store import StorageOptions, VectorStore
+
+BACKENDS = ("edge", "server")
+
+
+def make_store(
+    kind: str, tmp_path: Path, dim: int, *, collection: str = "images", options: StorageOptions | None = None,
+    retries: int = 0,
+) -> VectorStore:
+    if kind == "edge":
+        from imgsim.store.edge import EdgeStore
+
+        return EdgeStore(str(tmp_path / "edge"), collection, dim=dim, options=options)
+    if kind == "server":
+        from qdrant_client import QdrantClient
+
+        from imgsim.store.server import ServerStore
+
+        return ServerStore(
+            QdrantClient(location=":memory:"), collection, dim=dim, options=options, retries=retries,
+            where="qdrant-client in-memory",
+        )
+    raise ValueError(kind)
