@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 PYTHON_VERSION = "3.11"
@@ -157,6 +158,29 @@ def child_main(spec_path: str) -> int:
 
 class InvokeError(Exception):
     """A usage or packaging problem (exit status 2)."""
+
+
+def _embedded_store_path() -> str:
+    """A folder holding only the Qdrant Edge package, for runs without QDRANT_URL.
+
+    Deployed functions always use a Qdrant server; the embedded engine is a local stand-in
+    and is not in the layer. Only that one package is added (last on ``sys.path``), so
+    anything else missing from the built layer still fails here as it would on Lambda.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("qdrant_edge")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvokeError("QDRANT_URL is not set and qdrant-edge-py is not installed: `make setup` installs it")
+    folder = os.path.join(tempfile.gettempdir(), f"imgsim-invoke-edge-{os.getuid()}")
+    os.makedirs(folder, exist_ok=True)
+    link = os.path.join(folder, "qdrant_edge")
+    target = list(spec.submodule_search_locations)[0]
+    if os.path.realpath(link) != os.path.realpath(target):
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(target, link)
+    return folder
 
 
 def _load_env_overrides(path: str | None) -> dict:
@@ -288,6 +312,8 @@ def build_spec(
     )
     if os.environ.get("TMPDIR"):
         env["TMPDIR"] = os.environ["TMPDIR"]
+    if not env.get("QDRANT_URL"):
+        sys_path.append(_embedded_store_path())
     spec = {
         "function_name": fn.name,
         "handler": fn.handler,

@@ -69,6 +69,8 @@ HTTP_API_BODY_LIMIT = 10 * 1024 * 1024
 RECEIVE_WAIT_S = 1  # short long-poll so Ctrl-C is quick; Lambda's poller waits up to 20 s
 
 log = logging.getLogger("imgsim.serve")
+# How often `imgsim serve` checks whether the embedded index needs a background build.
+INDEX_CHECK_SECONDS = 10
 
 
 class StackError(Exception):
@@ -229,6 +231,7 @@ class LocalStack:
             self.search_handler = load_handler(self.search_handler_path, "imgsim_local_search_app")
             self._catch_up()
             self._start_poller()
+            self._spawn("index-builder", self._index_builder)
         except BaseException:
             api_socket.close()
             raise
@@ -420,6 +423,29 @@ class LocalStack:
     def _start_poller(self) -> None:
         poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, self)
         self._spawn("index-poller", poller.run)
+
+    def _index_builder(self) -> None:
+        """Embedded store: build the HNSW index in the background whenever IMGSIM_INDEX_THRESHOLD points
+        are not in it yet (searches scan those one by one). The build runs in a child process on a copy,
+        so the API and the indexer keep working meanwhile (see imgsim.store.edge)."""
+        from imgsim.errors import ImgsimError
+
+        store = self._runtime.get_store()
+        if store.backend != "edge":
+            return  # a server indexes on its own
+        threshold = self._runtime.get_settings().index_threshold
+
+        def done(ok: bool, message: str) -> None:
+            (log.info if ok else log.warning)("search index: %s", message)
+
+        while not self._stopping.is_set():
+            try:
+                pending = store.unindexed_count()
+                if pending >= threshold and store.build_index_in_background(done) is not None:
+                    log.info("search index: building for %d new points in the background", pending)
+            except ImgsimError as exc:
+                log.warning("search index check failed: %s", exc)
+            self._stopping.wait(INDEX_CHECK_SECONDS)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

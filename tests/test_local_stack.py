@@ -305,3 +305,43 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
     finally:
         code = serve.stop()
     assert code == 0
+
+
+def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
+    """The stack's index-builder thread asks the store for a background build (the build itself:
+    tests/store/test_edge.py) when IMGSIM_INDEX_THRESHOLD points are unindexed, and only then."""
+    import threading
+    from types import SimpleNamespace
+
+    from imgsim.cli import load_local_stack
+
+    local_stack = load_local_stack()
+    builds: list[object] = []
+    pending = iter([3, 7, 9])
+
+    class FakeEdge:
+        backend = "edge"
+
+        def unindexed_count(self) -> int:
+            return next(pending)
+
+        def build_index_in_background(self, on_done):
+            builds.append(on_done)
+            return threading.current_thread()
+
+    stopping = threading.Event()
+    checks = {"n": 0}
+
+    def wait(_seconds: float) -> bool:
+        checks["n"] += 1
+        if checks["n"] == 3:
+            stopping.set()
+        return stopping.is_set()
+
+    stopping.wait = wait  # type: ignore[method-assign]
+    fake_self = SimpleNamespace(
+        _runtime=SimpleNamespace(get_store=FakeEdge, get_settings=lambda: SimpleNamespace(index_threshold=5)),
+        _stopping=stopping,
+    )
+    local_stack.LocalStack._index_builder(fake_self)
+    assert len(builds) == 2  # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy)

@@ -152,6 +152,7 @@ class EdgeStore(VectorStore):
         self._building = threading.Lock()
         self._params = _search_params(self.options)
         self._indexing_threshold_kb = indexing_threshold_kb
+        self._child: subprocess.Popen[str] | None = None
         self._closed = False
 
     def describe(self) -> str:
@@ -301,7 +302,11 @@ class EdgeStore(VectorStore):
 
     def close(self) -> None:
         """Close this collection; the store that opened the folder also closes its companions
-        and releases the folder's lock."""
+        and releases the folder's lock. A background build still running is stopped (its copy is
+        removed on the next open)."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
         with self._lock.write():
             if self._closed:
                 return
@@ -348,14 +353,15 @@ class EdgeStore(VectorStore):
                 self._shard.flush()
                 shutil.copytree(self.dir, building, ignore=shutil.ignore_patterns(READY_MARK))
                 self._journal = []
-            child = subprocess.run(
+            self._child = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from imgsim.store.edge import _optimize_main; _optimize_main(sys.argv[1])",
                  str(building)],
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-                capture_output=True, text=True, check=False,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
-            if child.returncode != 0:
-                raise StoreError(f"index build failed: {child.stderr.strip()[-500:]}")
+            _, stderr = self._child.communicate()
+            if self._child.returncode != 0:
+                raise StoreError(f"index build failed ({self._child.returncode}): {stderr.strip()[-500:]}")
             with self._lock.write():
                 self._check_open()
                 built = self._open(building)

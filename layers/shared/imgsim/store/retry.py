@@ -8,7 +8,7 @@ per failure (measured against its REST path, tests/store/test_server_errors.py):
 | 429 with ``Retry-After`` | ``ResourceExhaustedResponse`` (``retry_after_s``) | waits that long if the budget allows, else ``StoreUnavailable(retry_after=...)`` |
 | 429 without it, 500-599 | ``UnexpectedResponse`` | retried with backoff, then ``StoreUnavailable`` |
 | connection refused / reset, DNS, timeouts | ``ResponseHandlingException`` around an ``httpx.TransportError`` | retried, then ``StoreUnavailable`` |
-| a 2xx body that is not what the API promises | ``ResponseHandlingException`` around a pydantic ``ValidationError`` | ``StoreError`` (not retried) |
+| a 2xx body that is not what the API promises | ``ResponseHandlingException`` (pydantic ``ValidationError``), a JSON ``ValueError``, or an ``AssertionError`` (no ``result``) | ``StoreError`` (not retried) |
 | 400-499 (bad request, 401/403 wrong key, 404) | ``UnexpectedResponse`` | ``StoreError`` with the server's message |
 
 The loop is written here because no library in the layer does "retry with a
@@ -27,6 +27,7 @@ from ..errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_sleep = time.sleep  # the tests record waits instead of sleeping
 
 
 class Transient(Exception):
@@ -69,6 +70,8 @@ def classify(exc: BaseException) -> BaseException:
         return StoreError(f"Qdrant client error: {exc}")
     if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + str(exc):
         return StoreError(f"Qdrant sent a body that is not JSON: {exc}")
+    if isinstance(exc, AssertionError):  # qdrant-client asserts on a 2xx without a "result"
+        return StoreError(f"Qdrant sent an incomplete response: {exc}")
     return exc
 
 
@@ -119,5 +122,5 @@ def call_with_retries(what: str, fn: Callable[[], T], *, retries: int, budget_s:
                     f"Qdrant {what} failed after {attempt + 1} attempt(s): {verdict}", retry_after=verdict.retry_after
                 ) from exc
             log.warning("Qdrant %s failed (%s), retry %d in %.2fs", what, verdict, attempt + 1, delay)
-            time.sleep(delay)
+            _sleep(delay)
             attempt += 1
