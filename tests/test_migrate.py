@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from unittest import mock
 
+import imgsim.store.server
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
-
-import imgsim.store.server
 from imgsim import StoredPoint, cli, point_id_for_file
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
 from imgsim.store import key_dirs
 from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerStore
+from qdrant_client import QdrantClient
 
 DIM = 1024  # the default model's: the CLI opens both stores with the embedder's dimension
 URL = "http://qdrant.example:6333"

@@ -304,6 +304,8 @@ def test_layer_layout(sam_build):
     stripped = [p for p in python.rglob("*") if p.name in {"__pycache__", "tests"} or p.suffix in {".pyc", ".pyi", ".h"}]
     assert stripped == []
     assert not (python / "bin").exists()
+    # The embedded engine is for laptops and tests: deployed functions always use a Qdrant server.
+    assert not list(python.glob("qdrant_edge*")), "qdrant-edge-py must not be in the Lambda layer"
 
 
 @pytest.mark.slow

@@ -12,8 +12,6 @@ import threading
 
 import numpy as np
 import pytest
-from store_backends import make_store
-
 from imgsim import (
     CollectionMismatch,
     Settings,
@@ -36,6 +34,7 @@ from imgsim.store import (
     in_bucket,
     key_dirs,
 )
+from store_backends import make_store
 
 DIM = 4
 

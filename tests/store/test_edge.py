@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from imgsim import StoredPoint, point_id_for_file
 from imgsim.errors import StoreLocked
 from imgsim.store import StorageOptions

@@ -15,9 +15,8 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 import imgsim.store.retry
+import pytest
 from imgsim.api import api_error_from
 from imgsim.errors import StoreError, StoreUnavailable
 from imgsim.store.server import ServerStore, connect
@@ -36,7 +35,7 @@ class Stub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 stub.requests.append(f"{self.command} {self.path}")
@@ -54,7 +53,7 @@ class Stub:
                 except OSError:
                     pass  # the client gave up (timeout test)
 
-            do_GET = do_POST  # noqa: N815
+            do_GET = do_POST
 
             def log_message(self, *args) -> None:
                 pass

@@ -101,7 +101,9 @@ class Session:
         if self._store is None:
             from .store import open_store
 
-            self._store = open_store(self.settings, dim=self.embedder.dim)
+            self._store = open_store(
+                self.settings, dim=self.embedder.dim, one_shot=getattr(self.args, "command", None) == "search"
+            )
         return self._store
 
     def close(self) -> None:
@@ -445,9 +447,14 @@ def display_key(payload: dict[str, Any], point_id: str) -> str:
 
 
 def cmd_search(session: Session, args: argparse.Namespace) -> int:
-    embedder = session.embedder
-    vector = embedder.embed_decoded([read_image_argument(args.image, embedder)])[0]
     store = session.store
+    # Open the store while the query is decoded and embedded: Pillow and TFLite release the
+    # GIL, and opening is the one cost a one-shot search has over `imgsim compare` (README "Scale").
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-open") as pool:
+        opened = pool.submit(store.ensure_collection)
+        embedder = session.embedder
+        vector = embedder.embed_decoded([read_image_argument(args.image, embedder)])[0]
+        opened.result()
     if store.count() == 0:
         if args.json:
             print(json.dumps({"results": []}))

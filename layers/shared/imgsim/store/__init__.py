@@ -12,6 +12,7 @@ library (qdrant-client alone takes ~0.5 s to import).
 from __future__ import annotations
 
 from ..config import Settings
+from ..errors import ConfigError
 from .base import QUANTIZATION_CHOICES, ScoredRecord, StorageOptions, VectorStore
 from .types import (
     BUCKET_FIELD,
@@ -35,20 +36,24 @@ from .types import (
 )
 
 
-def storage_options(settings: Settings) -> StorageOptions:
+def storage_options(settings: Settings, *, one_shot: bool = False) -> StorageOptions:
     return StorageOptions(
         quantization=settings.quantization,
         originals_on_disk=settings.vectors_on_disk,
         oversampling=settings.oversampling,
         rescore=True,
         hnsw_ef=settings.hnsw_ef,
+        search_quantized=not one_shot,
     )
 
 
-def open_store(settings: Settings, *, dim: int, collection: str | None = None) -> VectorStore:
-    """The store ``settings`` describe. Opening is lazy: the first call creates or checks the collection."""
+def open_store(settings: Settings, *, dim: int, collection: str | None = None, one_shot: bool = False) -> VectorStore:
+    """The store ``settings`` describe. Opening is lazy: the first call creates or checks the collection.
+
+    ``one_shot``: the process makes one search and exits (``imgsim search``); see
+    ``StorageOptions.search_quantized``."""
     name = collection or settings.collection
-    options = storage_options(settings)
+    options = storage_options(settings, one_shot=one_shot)
     if settings.qdrant_url:
         from .server import ServerStore, connect
 
@@ -57,8 +62,13 @@ def open_store(settings: Settings, *, dim: int, collection: str | None = None) -
             options=options, retries=settings.qdrant_retries, retry_budget_s=settings.qdrant_retry_budget,
             where=f"Qdrant server {settings.qdrant_url}",
         )
-    from .edge import EdgeStore
-
+    try:
+        from .edge import EdgeStore
+    except ImportError as exc:  # the Lambda layer has no embedded engine: deployed functions use a server
+        raise ConfigError(
+            "QDRANT_URL is not set and the embedded store (qdrant-edge-py) is not installed here; set QDRANT_URL "
+            "to a Qdrant server, or install imgsim's 'edge' extra for an embedded store"
+        ) from exc
     return EdgeStore(settings.qdrant_path, name, dim=dim, options=options)
 
 

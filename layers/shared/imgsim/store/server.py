@@ -126,12 +126,7 @@ class ServerStore(VectorStore):
                 ),
             )
             for field in INDEXED_FIELDS:
-                self._call(
-                    "create_payload_index",
-                    lambda field=field: client.create_payload_index(
-                        name, field, field_schema=models.PayloadSchemaType.KEYWORD
-                    ),
-                )
+                self._call("create_payload_index", _index_creator(client, name, field))
             return
         info = self._call("get_collection", lambda: client.get_collection(name))
         vectors = info.config.params.vectors
@@ -165,7 +160,7 @@ class ServerStore(VectorStore):
         chosen: Any = (
             models.PointIdsList(points=list(selector.ids))
             if isinstance(selector, IdIn)
-            else models.FilterSelector(filter=to_filter(selector))
+            else models.FilterSelector(filter=to_filter(selector) or models.Filter())
         )
         self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True))
 
@@ -214,6 +209,10 @@ class ServerStore(VectorStore):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _index_creator(client: QdrantClient, collection: str, field: str) -> Callable[[], Any]:
+    return lambda: client.create_payload_index(collection, field, field_schema=models.PayloadSchemaType.KEYWORD)
 
 
 def _record(point: Any) -> Record:
