@@ -224,7 +224,9 @@ def phase_edge_build(args: argparse.Namespace) -> dict:
 
 
 def _latencies(fn, queries: np.ndarray) -> list[float]:
-    for q in queries[:10]:
+    """Steady state: 50 warm-up searches first (the first searches after an open fault in the
+    memory-mapped data; that cost is reported on its own as ``first_search_ms``)."""
+    for q in queries[:50]:
         fn(q)
     out = []
     for q in queries:
@@ -250,6 +252,9 @@ def phase_edge_serve(args: argparse.Namespace) -> dict:
     open_s = time.perf_counter() - t0
     qlist = [q.tolist() for q in queries]
     found: list[list[int]] = []
+    t0 = time.perf_counter()
+    store.search(qlist[-1], limit=K)
+    first_ms = (time.perf_counter() - t0) * 1000
 
     def search(q):
         return store.search(q, limit=K)
@@ -260,7 +265,7 @@ def phase_edge_serve(args: argparse.Namespace) -> dict:
     folder = Where(must=(FieldIn("dirs", ("dogs/",)),))
     flat = _latencies(lambda q: store.search(q, limit=K, where=folder), queries.tolist())
     result = {
-        "points": count, "open_s": open_s,
+        "points": count, "open_s": open_s, "first_search_ms": first_ms,
         "p50_ms": statistics.median(lat), "p99_ms": float(np.percentile(lat, 99)),
         "filtered_p50_ms": statistics.median(flat), "filtered_p99_ms": float(np.percentile(flat, 99)),
         f"recall@{K}": _recall(found, truth), "serve_peak_rss_mb": peak_rss_mb(),
@@ -458,12 +463,13 @@ def main() -> int:
 
     print(f"\nVector store at scale: {n:,} points of {queries.shape[1]} float32 (augmented real photos), "
           f"top {K}, {len(queries)} queries; exact numpy search {exact_ms:.1f} ms/query")
-    header = (f"{'engine / setting':<26} {'build s':>8} {'open s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+    header = (f"{'engine / setting':<26} {'build s':>8} {'open s':>7} {'1st ms':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'filt p50':>8} {'recall@10':>9} {'RSS MB':>7}")
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
-        print(f"{name:<26} {fmt(r.get('build_s'))!s:>8} {fmt(r['open_s'], 2):>7} {fmt(r['p50_ms'], 2):>7} "
+        print(f"{name:<26} {fmt(r.get('build_s'))!s:>8} {fmt(r['open_s'], 2):>7} {fmt(r.get('first_search_ms'), 1):>7} "
+              f"{fmt(r['p50_ms'], 2):>7} "
               f"{fmt(r['p99_ms'], 2):>7} {fmt(r['filtered_p50_ms'], 2):>8} {r[f'recall@{K}']:>9.4f} "
               f"{fmt(r['serve_peak_rss_mb'], 0):>7}")
     base = rows[f"local mode @ {m:,}"]
