@@ -44,17 +44,7 @@ from ..errors import CollectionMismatch, StoreError
 from .base import ScoredRecord, StorageOptions, VectorStore
 from .edge_lock import FolderLock
 from .rwlock import RWLock
-from .types import (
-    INDEXED_FIELDS,
-    Condition,
-    FieldEquals,
-    FieldIn,
-    FieldMissing,
-    IdIn,
-    Record,
-    StoredPoint,
-    Where,
-)
+from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,28 +55,32 @@ READY_MARK = "imgsim-build-complete"
 HNSW_M, HNSW_EF_CONSTRUCT, HNSW_FULL_SCAN_KB = 16, 100, 10_000
 
 
+class _Filters:
+    """Qdrant Edge's filter classes, for ``translate``."""
+
+    @staticmethod
+    def combine(must: list[Any], should: list[Any], must_not: list[Any]) -> qe.Filter:
+        return qe.Filter(must=must or None, should=should or None, must_not=must_not or None)
+
+    @staticmethod
+    def equals(field: str, value: str | int | bool) -> Any:
+        return qe.FieldCondition(key=field, match=qe.MatchValue(value))
+
+    @staticmethod
+    def any_of(field: str, values: list[str]) -> Any:
+        return qe.FieldCondition(key=field, match=qe.MatchAny(values))
+
+    @staticmethod
+    def missing(field: str) -> Any:
+        return qe.IsEmptyCondition(field)
+
+    @staticmethod
+    def has_ids(ids: list[str]) -> Any:
+        return qe.HasIdCondition(set(ids))
+
+
 def to_filter(where: Where | None) -> qe.Filter | None:
-    if where is None or not where:
-        return None
-    return qe.Filter(
-        must=[_condition(c) for c in where.must] or None,
-        should=[_condition(c) for c in where.should] or None,
-        must_not=[_condition(c) for c in where.must_not] or None,
-    )
-
-
-def _condition(c: Condition) -> Any:
-    if isinstance(c, FieldEquals):
-        return qe.FieldCondition(key=c.field, match=qe.MatchValue(c.value))
-    if isinstance(c, FieldIn):
-        return qe.FieldCondition(key=c.field, match=qe.MatchAny(list(c.values)))
-    if isinstance(c, FieldMissing):
-        return qe.IsEmptyCondition(c.field)
-    if isinstance(c, IdIn):
-        return qe.HasIdCondition(set(c.ids))
-    if isinstance(c, Where):
-        return to_filter(c) or qe.Filter()
-    raise TypeError(f"not a filter condition: {c!r}")
+    return translate(where, _Filters())
 
 
 def edge_config(dim: int, options: StorageOptions, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:

@@ -17,44 +17,38 @@ from qdrant_client import QdrantClient, models
 from ..errors import CollectionMismatch
 from .base import ScoredRecord, StorageOptions, VectorStore
 from .retry import call_with_retries
-from .types import (
-    INDEXED_FIELDS,
-    Condition,
-    FieldEquals,
-    FieldIn,
-    FieldMissing,
-    IdIn,
-    Record,
-    StoredPoint,
-    Where,
-)
+from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _Filters:
+    """qdrant-client's filter models, for ``translate``."""
+
+    @staticmethod
+    def combine(must: list[Any], should: list[Any], must_not: list[Any]) -> models.Filter:
+        return models.Filter(must=must or None, should=should or None, must_not=must_not or None)
+
+    @staticmethod
+    def equals(field: str, value: str | int | bool) -> Any:
+        return models.FieldCondition(key=field, match=models.MatchValue(value=value))
+
+    @staticmethod
+    def any_of(field: str, values: list[str]) -> Any:
+        return models.FieldCondition(key=field, match=models.MatchAny(any=values))
+
+    @staticmethod
+    def missing(field: str) -> Any:
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=field))
+
+    @staticmethod
+    def has_ids(ids: list[str]) -> Any:
+        return models.HasIdCondition(has_id=list(ids))
+
+
 def to_filter(where: Where | None) -> models.Filter | None:
-    if where is None or not where:
-        return None
-    return models.Filter(
-        must=[_condition(c) for c in where.must] or None,
-        should=[_condition(c) for c in where.should] or None,
-        must_not=[_condition(c) for c in where.must_not] or None,
-    )
-
-
-def _condition(c: Condition) -> Any:
-    if isinstance(c, FieldEquals):
-        return models.FieldCondition(key=c.field, match=models.MatchValue(value=c.value))
-    if isinstance(c, FieldIn):
-        return models.FieldCondition(key=c.field, match=models.MatchAny(any=list(c.values)))
-    if isinstance(c, FieldMissing):
-        return models.IsEmptyCondition(is_empty=models.PayloadField(key=c.field))
-    if isinstance(c, IdIn):
-        return models.HasIdCondition(has_id=list(c.ids))
-    if isinstance(c, Where):
-        return to_filter(c) or models.Filter()
-    raise TypeError(f"not a filter condition: {c!r}")
+    return translate(where, _Filters())
 
 
 def quantization_config(options: StorageOptions) -> Any:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+F_co = TypeVar("F_co", covariant=True)
 
 # Payload fields with a keyword index: exact-key lookups and "folder" prefix filters.
 KEY_FIELD = "key"
@@ -128,3 +130,40 @@ def field_unchanged(field_name: str, expected: Mapping[str, str | None]) -> Wher
         same: Condition = FieldEquals(field_name, value) if value else FieldMissing(field_name)
         per_id.append(Where(must=(IdIn((point_id,)), same)))
     return Where(should=tuple(per_id))
+
+
+class FilterBuilder(Protocol[F_co]):
+    """An engine's filter constructors; ``translate`` walks imgsim's filter with them."""
+
+    def combine(self, must: list[Any], should: list[Any], must_not: list[Any]) -> F_co: ...
+
+    def equals(self, field: str, value: str | int | bool) -> Any: ...
+
+    def any_of(self, field: str, values: list[str]) -> Any: ...
+
+    def missing(self, field: str) -> Any: ...
+
+    def has_ids(self, ids: list[str]) -> Any: ...
+
+
+def translate(where: Where | None, builder: FilterBuilder[F_co]) -> F_co | None:
+    """imgsim's filter in an engine's types (None: no filter), written once for every backend."""
+    if where is None or not where:
+        return None
+
+    def condition(c: Condition) -> Any:
+        if isinstance(c, FieldEquals):
+            return builder.equals(c.field, c.value)
+        if isinstance(c, FieldIn):
+            return builder.any_of(c.field, list(c.values))
+        if isinstance(c, FieldMissing):
+            return builder.missing(c.field)
+        if isinstance(c, IdIn):
+            return builder.has_ids(list(c.ids))
+        if isinstance(c, Where):
+            return translate(c, builder) or builder.combine([], [], [])
+        raise TypeError(f"not a filter condition: {c!r}")
+
+    return builder.combine(
+        [condition(c) for c in where.must], [condition(c) for c in where.should], [condition(c) for c in where.must_not]
+    )
