@@ -18,8 +18,8 @@ waits the full 20 s at 30k points), so running it on a thread would stop the API
 ``build_index_in_background`` therefore optimizes a *copy* of the shard in a child
 process while this one keeps serving reads and writes, journals the writes made
 meanwhile, and then swaps the built shard in: replay the journal, close, rename,
-reopen. Readers and writers wait only for that swap (about one open, ~0.3 s at
-100k), never for the build. The renames are ordered so that a crash at any step
+reopen. Writers wait for the copy, and readers and writers for the swap (measured at
+100k points in ``make bench-scale``), never for the build itself. The renames are ordered so that a crash at any step
 leaves either the old or the complete new shard, with every acknowledged write
 (``_recover`` finishes or undoes a half-done swap on open).
 """
@@ -148,6 +148,7 @@ class EdgeStore(VectorStore):
         self.dir = self._folder.root / collection
         self._shard: Any = None
         self._lock = RWLock()
+        self._writers_gate = threading.Lock()  # held by writers, and by a build while it copies the shard
         self._journal: list[Any] | None = None  # updates made while a copy is being built
         self._building = threading.Lock()
         self._params = _search_params(self.options)
@@ -244,7 +245,7 @@ class EdgeStore(VectorStore):
                 raise StoreError(f"embedded store: {exc}") from exc
 
     def _update(self, operation: Any) -> None:
-        with self._lock.write():
+        with self._writers_gate, self._lock.write():
             self._check_open()
             try:
                 self._shard.update(operation)
@@ -355,7 +356,9 @@ class EdgeStore(VectorStore):
         building = self._sidecar("building")
         try:
             shutil.rmtree(building, ignore_errors=True)
-            with self._lock.write():  # a consistent copy: no write lands while it is taken
+            # A consistent copy: writers wait at the gate (so they do not queue on the
+            # writer-preferring lock and hold back searches), searches go on under the read side.
+            with self._writers_gate, self._lock.read():
                 self._check_open()
                 self._shard.flush()
                 shutil.copytree(self.dir, building, ignore=shutil.ignore_patterns(READY_MARK))
