@@ -326,7 +326,7 @@ def phase_edge_background(args: argparse.Namespace) -> dict:
     result = {"build_s": build_s, "ok": outcome == [(True, "index built")], "unindexed_before": unindexed_before,
               "unindexed_after": store.unindexed_count(), "points": store.count(), "searches": len(searches),
               "search_p50_ms": statistics.median(searches), "search_max_ms": max(searches),
-              "write_p50_ms": statistics.median(writes), "write_max_ms": max(writes)}
+              "write_p50_ms": statistics.median(writes), "write_max_ms": max(writes), "steps": store.last_build}
     store.close()
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -539,7 +539,7 @@ def main() -> int:
         print(f"background build ({DEFAULT_SETTING}, {b['unindexed_before']:,} new points on {n:,}): {b['build_s']:.1f} s, "
               f"{'ok' if b['ok'] else 'FAILED'}; meanwhile {b['searches']} searches p50 {b['search_p50_ms']:.2f} ms, "
               f"max {b['search_max_ms']:.0f} ms; writes p50 {b['write_p50_ms']:.2f} ms, max {b['write_max_ms']:.0f} ms; "
-              f"unindexed after {b['unindexed_after']:,}")
+              f"unindexed after {b['unindexed_after']:,}; steps {json.dumps({k: round(v, 2) for k, v in b['steps'].items()})}")
     if "one_shot" in extra:
         o = extra["one_shot"]
         print(f"one-shot CLI at {m:,} points: imgsim search {o['search_s']:.2f} s, imgsim compare {o['compare_s']:.2f} s "

@@ -17,9 +17,9 @@ Building the HNSW index. ``EdgeShard.optimize()`` holds the GIL for its whole ru
 waits the full 20 s at 30k points), so running it on a thread would stop the API.
 ``build_index_in_background`` therefore optimizes a *copy* of the shard in a child
 process while this one keeps serving reads and writes, journals the writes made
-meanwhile, and then swaps the built shard in: replay the journal, close, rename,
-reopen. Writers wait for the copy, and readers and writers for the swap (measured at
-100k points in ``make bench-scale``), never for the build itself. The renames are ordered so that a crash at any step
+meanwhile, replays them into the built copy, and then swaps it in: replay the last
+few, close, rename, reopen. Writers wait for the copy, readers and writers for the
+swap (measured at 100k points: README "Scale"), never for the build itself. The renames are ordered so that a crash at any step
 leaves either the old or the complete new shard, with every acknowledged write
 (``_recover`` finishes or undoes a half-done swap on open).
 """
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,6 +155,7 @@ class EdgeStore(VectorStore):
         self._params = _search_params(self.options)
         self._indexing_threshold_kb = indexing_threshold_kb
         self._child: subprocess.Popen[str] | None = None
+        self.last_build: dict[str, float] = {}  # seconds per step of the last background build
         self._closed = False
 
     def describe(self) -> str:
@@ -354,6 +356,9 @@ class EdgeStore(VectorStore):
 
     def _build_and_swap(self, on_done: Callable[[bool, str], None] | None) -> None:
         building = self._sidecar("building")
+        steps: dict[str, float] = {}
+        mark = time.perf_counter()
+        built: Any = None
         try:
             shutil.rmtree(building, ignore_errors=True)
             # A consistent copy: writers wait at the gate (so they do not queue on the
@@ -363,6 +368,7 @@ class EdgeStore(VectorStore):
                 self._shard.flush()
                 shutil.copytree(self.dir, building, ignore=shutil.ignore_patterns(READY_MARK))
                 self._journal = []
+            steps["copy"], mark = time.perf_counter() - mark, time.perf_counter()
             self._child = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from imgsim.store.edge import _optimize_main; _optimize_main(sys.argv[1])",
                  str(building)],
@@ -372,13 +378,26 @@ class EdgeStore(VectorStore):
             _, stderr = self._child.communicate()
             if self._child.returncode != 0:
                 raise StoreError(f"index build failed ({self._child.returncode}): {stderr.strip()[-500:]}")
+            steps["build"], mark = time.perf_counter() - mark, time.perf_counter()
+            # Open the built copy and catch up with the journal while the live shard still serves;
+            # only the last few journaled writes are replayed with everything held back.
+            built = self._open(building)
+            applied = 0
+            while True:
+                pending = list((self._journal or [])[applied:])
+                for operation in pending:
+                    built.update(operation)
+                applied += len(pending)
+                if len(pending) < 16:
+                    break
+            steps["catch_up"], mark = time.perf_counter() - mark, time.perf_counter()
             with self._lock.write():
                 self._check_open()
-                built = self._open(building)
-                for operation in self._journal or []:
+                for operation in (self._journal or [])[applied:]:
                     built.update(operation)
                 built.flush()
                 built.close()
+                built = None
                 (building / READY_MARK).touch()
                 self._shard.close()
                 self._shard = None
@@ -386,12 +405,18 @@ class EdgeStore(VectorStore):
                 building.rename(self.dir)
                 self._shard = self._open(self.dir)
                 (self.dir / READY_MARK).unlink()
-                self._journal = None
+                replayed, self._journal = len(self._journal or []), None
+            steps["swap"] = time.perf_counter() - mark
             shutil.rmtree(self._sidecar("old"), ignore_errors=True)
+            self.last_build = {**steps, "replayed": replayed}
+            log.info("index built: copy %.2f s, build %.2f s (child process), swap %.2f s (%d writes replayed)",
+                     steps["copy"], steps["build"], steps["swap"], replayed)
             if on_done:
                 on_done(True, "index built")
         except Exception as exc:  # noqa: BLE001 - a failed build leaves the live shard serving as before
             log.warning("background index build failed: %s", exc)
+            if built is not None:
+                built.close()
             with self._lock.write():
                 self._journal = None
                 if self._shard is None and not self._closed:
