@@ -447,6 +447,9 @@ def test_script_ctrl_c_exits_130_after_partial_summary(tmp_path):
     proc = subprocess.Popen(
         [str(IMGSIM), "-v", "index", "--batch-size", "8", str(inputs)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A suite started as a background job inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stderr is not None
