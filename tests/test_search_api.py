@@ -612,7 +612,11 @@ def test_sample_events_run_against_the_handler(call, search_app, indexed, photos
             response = search_app.handler(json.loads((EVENTS_DIR / name).read_text()), LambdaContext())
             assert response["statusCode"] == 200, (name, response["body"])
             results[name] = json.loads(response["body"])
-        assert results["search.json"]["results"][0]["key"] == "photos/cats/photo 00000.jpg"
+        # The same photo may be indexed under other keys too (the `indexed` fixture): those tie at
+        # score 1.0 in no defined order, so check the key is among the perfect matches.
+        found = results["search.json"]["results"]
+        assert found[0]["percent"] == 100.0
+        assert "photos/cats/photo 00000.jpg" in {r["key"] for r in found if r["score"] >= 0.9999}
         by_key = results["search_by_key.json"]["results"]
         assert by_key and all(r["key"].startswith("photos/") and r["key"] != "photos/cats/photo 00000.jpg"
                               for r in by_key)
