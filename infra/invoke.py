@@ -11,7 +11,8 @@ What it reproduces (this is the point: it proves the packaging):
 * each layer's ``python/`` (and ``python/lib/python3.11/site-packages``) is on ``sys.path`` as
   ``/opt/python`` would be, and the layer's other files stay beside it as under ``/opt`` (imgsim finds
   ``<layer>/model`` by itself);
-* nothing else is importable: the handler runs in a fresh ``python -I -S`` process whose ``sys.path`` is
+* nothing else is importable: the handler runs in a fresh ``python -I -S -B`` process (no bytecode
+  written: Lambda's code directories are read-only) whose ``sys.path`` is
   the standard library + task + layers, so a dependency missing from the layer fails here;
 * the environment is the function's, from the built template (Globals merged, parameters and
   intrinsics resolved by SAM CLI's own providers, as ``sam local invoke`` does), plus the AWS_* and
@@ -347,7 +348,9 @@ def invoke(
         json.dump(spec, fh)
     try:
         # -I: no user site, no PYTHON* variables, script dir not on the path; -S: no site-packages.
-        command = [python or sys.executable, "-I", "-S", os.path.abspath(__file__), CHILD_FLAG, fh.name]
+        # -B: Lambda's code directories are read-only, so no bytecode is ever written next to the
+        # artifacts (a run must not change what the next one, or a packaging check, sees).
+        command = [python or sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), CHILD_FLAG, fh.name]
         return subprocess.run(command, env=env, capture_output=capture, text=True, check=False)
     finally:
         os.unlink(fh.name)

@@ -9,22 +9,32 @@ import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import boto3
 import numpy as np
 import pytest
 import requests
-from moto import mock_aws
-from urllib3 import encode_multipart_formdata
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from imgsim import runtime
-from imgsim.api import DEFAULT_MAX_BODY_BYTES
+from imgsim.api import (
+    DEFAULT_MAX_BODY_BYTES,
+    ApiError,
+    api_error_from,
+    json_object,
+    parse_compare_body,
+    parse_search_body,
+)
+from imgsim.errors import ImageError
 from imgsim.http_events import http_api_event
 from imgsim.ids import point_id_for_object
 from imgsim.points import image_payload
 from imgsim.store import StoredPoint
-from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path
+from moto import mock_aws
+from support import SEARCH_APP_PATH as APP_PATH
+from support import load_module_from_path
+from urllib3 import encode_multipart_formdata
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
@@ -497,7 +507,7 @@ def unreachable_store(search_app, monkeypatch):
     """The service with a Qdrant server that refuses connections (a closed local port)."""
     from imgsim.api import SearchService
     from imgsim.config import Settings
-    from imgsim.store import VectorStore, open_store
+    from imgsim.store import open_store
 
     store = open_store(
         Settings(qdrant_url="http://127.0.0.1:9", qdrant_retries=1, qdrant_timeout=1), dim=runtime.get_embedder().dim
@@ -568,7 +578,9 @@ SAMPLE_EVENTS = ["search.json", "search_by_key.json", "health.json", "compare.js
 
 @pytest.mark.parametrize("name", SAMPLE_EVENTS)
 def test_sample_events_are_http_api_v2_events(name):
-    from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
+    from aws_lambda_powertools.utilities.parser.models import (
+        APIGatewayProxyEventV2Model,
+    )
 
     event = json.loads((EVENTS_DIR / name).read_text())
     parsed = APIGatewayProxyEventV2Model.model_validate(event)
@@ -577,7 +589,9 @@ def test_sample_events_are_http_api_v2_events(name):
 
 
 def test_event_builder_matches_aws_conventions():
-    from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
+    from aws_lambda_powertools.utilities.parser.models import (
+        APIGatewayProxyEventV2Model,
+    )
 
     event = http_api_event("POST", "/search", query="limit=5&prefix=a&prefix=b",
                            headers={"Content-Type": "image/png", "X-Api-Key": "k", "Cookie": "a=1; b=2"},
@@ -647,3 +661,77 @@ def test_s3_refusal_is_502_without_internals(call, search_app, monkeypatch):
         store.delete([point_id])
         monkeypatch.undo()
         search_app.reset()
+
+
+# -- no 5xx from any request (property-based) ------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+# Bodies shaped like each route's JSON, with any value where a field goes.
+SHAPED_JSON = st.fixed_dictionaries({}, optional={
+    name: JSON_VALUES | st.text(max_size=80) for name in ("image", "id", "key", "a", "b", "filename", "content_type")
+})
+CONTENT_TYPES = st.sampled_from([
+    "application/json", "image/jpeg", "image/png", "multipart/form-data", "multipart/form-data; boundary=x",
+    "multipart/form-data; boundary=", "text/plain", "application/json; charset=latin-1", "",
+]) | st.text(max_size=60)
+
+
+def any_body() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.binary(max_size=600),
+        SHAPED_JSON.map(lambda obj: json.dumps(obj).encode()),
+        JSON_VALUES.map(lambda obj: json.dumps(obj).encode()),
+        st.builds(lambda boundary, name, data: (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n".encode()
+            + data + f"\r\n--{boundary}--\r\n".encode()), st.text("abcXYZ-_0123", min_size=1, max_size=20),
+            st.sampled_from(["image", "a", "b", "x", ""]), st.binary(max_size=200)),
+    )
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id": ' + b"9" * 5000 + b"}",  # past Python's int conversion limit
+    b"[" * 100_000,  # past the recursion limit
+    b'{"filename": ' + b"1" * 5000 + b', "content_type": "image/jpeg"}',
+    b"\xff\xfe{}",
+])
+def test_pathological_json_is_400_bad_json(call, body):
+    for path in ("/search", "/compare", "/uploads"):
+        assert_error(call("POST", path, body=body, content_type="application/json"), 400, "bad_json")
+
+
+@settings(max_examples=300, deadline=None)
+@given(content_type=st.none() | CONTENT_TYPES, body=any_body())
+def test_body_parsers_answer_4xx_or_parse(content_type, body):
+    """Every parser, any content type and body: parsed, or an ApiError/ImageError below 500."""
+    for parse in (parse_search_body, parse_compare_body):
+        try:
+            parse(content_type, body, 4_500_000)
+        except (ApiError, ImageError) as exc:
+            assert api_error_from(exc).status < 500
+    try:
+        json_object(body)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.code == "bad_json"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from([("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{}"),
+                           ("DELETE", "/images/{}"), ("GET", "/health"), ("GET", "/openapi.json")]),
+    path_value=st.text(max_size=60),
+    query=st.dictionaries(st.sampled_from(["limit", "min_score", "prefix", "other"]), st.text(max_size=30), max_size=3),
+    content_type=st.none() | CONTENT_TYPES,
+    body=st.none() | any_body(),
+)
+def test_no_request_gets_a_5xx(call, route, path_value, query, content_type, body):
+    method, path = route
+    path = path.format(quote(path_value, safe="") or "x")
+    text = body.decode("latin-1") if body is not None else None
+    status, headers, parsed = call(method, path, body=text, content_type=content_type, query=query or None)
+    assert status < 500, (method, path, query, content_type, body, parsed)
+    if status >= 400:
+        assert headers["content-type"].startswith("application/json") and "error" in parsed

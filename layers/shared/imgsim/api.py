@@ -137,8 +137,14 @@ def read_body(body: str | None, is_base64_encoded: bool | None, max_bytes: int) 
 
 
 def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
-    """``"Multipart/Form-Data; boundary=x"`` -> ``("multipart/form-data", {"boundary": "x"})``."""
-    mime, params = parse_options_header(content_type or "")
+    """``"Multipart/Form-Data; boundary=x"`` -> ``("multipart/form-data", {"boundary": "x"})``.
+
+    A header value outside Latin-1 (HTTP's header charset) names no media type: ``("", {})``,
+    which every route answers with 415."""
+    try:
+        mime, params = parse_options_header(content_type or "")
+    except UnicodeEncodeError:
+        return "", {}
     return mime.decode("latin-1").lower(), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
 
 
@@ -176,10 +182,16 @@ def form_fields(content_type: str, body: bytes, max_bytes: int) -> dict[str, byt
 
 
 def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; anything else is 400 ``bad_json``.
+
+    ``ValueError`` covers malformed JSON, bad UTF-8 and integers longer than Python's
+    4,300-digit conversion limit; ``RecursionError`` covers deep nesting (``[[[[...``).
+    """
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {reason}") from exc
     if not isinstance(value, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")
     return value
