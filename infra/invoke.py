@@ -176,7 +176,7 @@ def _embedded_store_path() -> str:
     folder = os.path.join(tempfile.gettempdir(), f"imgsim-invoke-edge-{os.getuid()}")
     os.makedirs(folder, exist_ok=True)
     link = os.path.join(folder, "qdrant_edge")
-    target = list(spec.submodule_search_locations)[0]
+    target = next(iter(spec.submodule_search_locations))
     if os.path.realpath(link) != os.path.realpath(target):
         if os.path.lexists(link):
             os.remove(link)

@@ -8,6 +8,7 @@ from .errors import (
     CollectionMismatch,
     ConfigError,
     CorruptImage,
+    DecodeTooCostly,
     EmptyImage,
     ImageError,
     ImageTooLarge,
@@ -23,7 +24,7 @@ from .scoring import percent_from_score, score_from_cosine
 from .store import Record, SearchHit, StoredPoint, VectorStore, open_store
 
 __all__ = [
-    "ChecksumMismatch", "CollectionMismatch", "ConfigError", "CorruptImage", "DecodedImage", "EmptyImage",
+    "ChecksumMismatch", "CollectionMismatch", "ConfigError", "CorruptImage", "DecodeTooCostly", "DecodedImage", "EmptyImage",
     "Embedder", "ImageError", "ImageTooLarge", "ImgsimError", "ModelNotFound", "NotAnImage", "Record", "SearchHit",
     "Settings", "StoreError", "StoreUnavailable", "StoredPoint", "TooManyPixels", "VectorStore",
     "decode_image", "open_store", "percent_from_score", "point_id_for_file", "point_id_for_object", "score_from_cosine",

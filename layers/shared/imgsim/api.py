@@ -28,7 +28,7 @@ from python_multipart.multipart import parse_options_header
 
 from .config import env_int
 from .decode import FORMAT_CONTENT_TYPES
-from .errors import ImageError, ImageTooLarge, StoreUnavailable
+from .errors import DecodeTooCostly, ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
 
@@ -92,7 +92,7 @@ def api_error_from(exc: Exception) -> ApiError:
     """Map imgsim's own exceptions to HTTP errors (the handler catches everything else as 500)."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, ImageTooLarge):
+    if isinstance(exc, (ImageTooLarge, DecodeTooCostly)):
         return ApiError(413, exc.code, str(exc))
     if isinstance(exc, ImageError):
         return ApiError(400, exc.code, str(exc))

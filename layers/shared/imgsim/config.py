@@ -64,6 +64,8 @@ class Settings:
     # Guard rails
     max_image_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 64_000_000
+    max_decode_mb: int = 320  # estimated peak memory of one decode (imgsim.decode_cost)
+    max_decode_ms: float = 1500.0  # estimated decode time on one core
     # Qdrant
     qdrant_url: str | None = None
     qdrant_api_key: str | None = field(default=None, repr=False)
@@ -88,6 +90,8 @@ class Settings:
             batch_size=env_int("IMGSIM_BATCH_SIZE", 16),
             max_image_bytes=env_int("IMGSIM_MAX_IMAGE_BYTES", 25 * 1024 * 1024),
             max_pixels=env_int("IMGSIM_MAX_PIXELS", 64_000_000),
+            max_decode_mb=env_int("IMGSIM_MAX_DECODE_MB", 320, minimum=1),
+            max_decode_ms=env_float("IMGSIM_MAX_DECODE_MS", 1500.0, minimum=1.0),
             qdrant_url=_str("QDRANT_URL", None),
             qdrant_api_key=_str("QDRANT_API_KEY", None),
             qdrant_path=_str("QDRANT_PATH", "./.data/qdrant"),

@@ -18,12 +18,14 @@ from __future__ import annotations
 import io
 import warnings
 from struct import error as struct_error  # Pillow leaks struct.error on some corrupt files
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage, TooManyPixels
+from . import decode_cost
+from .errors import CorruptImage, DecodeTooCostly, EmptyImage, ImageTooLarge, NotAnImage, TooManyPixels
 
 # Pillow format names we accept. MPO is what many cameras write for JPEG.
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP"})
@@ -85,19 +87,44 @@ def _reduced_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+BAND_ROWS = 256  # rows converted at a time: temporaries stay a few MB at any width
+
+
+def _row_bands(img: Image.Image, rows: int) -> Iterator[tuple[int, Image.Image]]:
+    width, height = img.size
+    for top in range(0, height, rows):
+        yield top, img.crop((0, top, width, min(height, top + rows)))
+
+
+def wide_gray_scale(img: Image.Image) -> float:
+    """The factor that maps a 16-bit, 32-bit or float greyscale image onto 0..255 (one pass over
+    row bands: no full-size copy). Pillow's own convert("L") clips at 255 instead of scaling."""
+    if img.mode == "F":
+        peak = max((float(np.nanmax(np.asarray(band))) for _, band in _row_bands(img, BAND_ROWS)), default=0.0)
+        return 255.0 if peak <= 1.0 else 1.0
+    if img.mode == "I":
+        peak = max((int(np.asarray(band).max()) for _, band in _row_bands(img, BAND_ROWS)), default=0)
+        return 255.0 / 65535.0 if peak > 255 else 1.0
+    return 255.0 / 65535.0
+
+
+def _wide_gray_to_l(img: Image.Image, scale: float | None = None) -> Image.Image:
+    """Wide greyscale to 8-bit, band by band (float32 temporaries of BAND_ROWS rows at most)."""
+    scale = wide_gray_scale(img) if scale is None else scale
+    width, height = img.size
+    out = np.empty((height, width), dtype=np.uint8)
+    for top, band in _row_bands(img, BAND_ROWS):
+        scaled = np.nan_to_num(np.asarray(band).astype(np.float32) * np.float32(scale), nan=0.0)
+        out[top:top + band.size[1]] = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "L")
+
+
+def _to_rgb(img: Image.Image, wide_scale: float | None = None) -> Image.Image:
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: Pillow's convert("L") clips at 255 instead of scaling.
-        wide = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16).astype(np.float64)
-        peak = 65535.0 if img.mode != "I" or wide.max() > 255 else 255.0
-        gray = np.clip(np.round(wide * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if img.mode == "F":
-        gray = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if gray.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(np.round(gray * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode in WIDE_GRAY_MODES:
+        return _wide_gray_to_l(img, wide_scale).convert("RGB")
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         img.mode == "P" and "transparency" in img.info
     ) or (img.mode in ("L", "RGB") and "transparency" in img.info)
@@ -108,8 +135,58 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Decode ``data`` to upright RGB pixels or raise one ``ImageError`` subclass."""
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def reduce_factor(width: int, height: int) -> int:
+    """The integer box-reduction a large image gets before anything else: the long side stays at
+    least twice REDUCE_TO_LONG_SIDE (what Pillow's resize with reducing_gap=2 does itself)."""
+    return max(1, int(max(width, height) / (REDUCE_TO_LONG_SIDE * 2.0)))
+
+
+def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
+    """Convert to RGB and box-reduce by ``factor``, band by band: the only full-size buffer is the
+    decoded image itself (README "Decoding": bytes per pixel before and after)."""
+    width, height = img.size
+    rows = max(factor, BAND_ROWS // factor * factor)
+    scale = wide_gray_scale(img) if img.mode in WIDE_GRAY_MODES else None
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top, band in _row_bands(img, rows):
+        out.paste(_to_rgb(band, scale).reduce(factor), (0, top // factor))
+    return out
+
+
+# Defaults of IMGSIM_MAX_DECODE_MB / IMGSIM_MAX_DECODE_MS: every accepted image decodes within
+# ~384 MB above the process baseline and, with the ~2 ms embedding, within 2 s on one core.
+DEFAULT_MAX_DECODE_BYTES = 320 * 1024 * 1024
+DEFAULT_MAX_DECODE_MS = 1500.0
+
+
+def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_bytes: int, max_ms: float) -> None:
+    progressive = bool(img.info.get("progressive") or img.info.get("progression"))
+    cost = decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive)
+    if cost.bytes > max_bytes or cost.ms > max_ms:
+        width, height = full_size
+        raise DecodeTooCostly(
+            f"decoding this {width}x{height} {fmt} ({img.mode}) would take about {cost.bytes / 2**20:.0f} MB "
+            f"and {cost.ms:.0f} ms; the limits are {max_bytes / 2**20:.0f} MB and {max_ms:.0f} ms "
+            "(IMGSIM_MAX_DECODE_MB, IMGSIM_MAX_DECODE_MS); send a smaller image"
+        )
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, max_decode_ms: float = DEFAULT_MAX_DECODE_MS,
+) -> DecodedImage:
+    """Decode ``data`` to upright RGB pixels or raise one ``ImageError`` subclass.
+
+    Before decoding, the cost is estimated from the header (``decode_cost``) and an image
+    over either budget is refused with ``DecodeTooCostly`` naming the figures."""
     if not data:
         raise EmptyImage("empty file: 0 bytes")
     if len(data) > max_bytes:
@@ -122,6 +199,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             # Damaged EXIF in an otherwise readable file: the image still decodes, or
             # fails below with CorruptImage; the warning would only be log noise.
             warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
+            # Likewise one warning per bogus EXIF/TIFF tag (an EXIF bomb: thousands per file).
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             if fmt not in SUPPORTED_FORMATS:
@@ -131,15 +210,31 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             # image when the EXIF chunk comes after the pixels, bomb included.
             if width * height > max_pixels:
                 raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+            # The budget, before anything decodes pixels (PNG's getexif() below may decode the
+            # whole image). JPEG is checked once DCT scaling has set its decoded size (its EXIF
+            # sits in the header, so getexif() decodes nothing).
+            is_jpeg = fmt in ("JPEG", "MPO")
+            if not is_jpeg:
+                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
             # EXIF orientations 5-8 rotate by 90 degrees: the upright picture is height x width.
             orientation = img.getexif().get(0x0112, 1)
             upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-            if max(width, height) > REDUCE_TO_LONG_SIDE and fmt in ("JPEG", "MPO"):
+            if max(width, height) > REDUCE_TO_LONG_SIDE and is_jpeg:
                 # DCT scaling: decode at the smallest 1/2^k scale still >= the reduction target.
                 img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
+            if is_jpeg:
+                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            factor = reduce_factor(*img.size)
+            if factor > 1:
+                # Large: reduce first, so conversion, alpha compositing and the upright turn
+                # work on the small image, never on a second full-size copy.
+                img = _reduce_to_rgb(img, factor)
+                if orientation in _ORIENTATION_TRANSPOSE:
+                    img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
+            else:
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:

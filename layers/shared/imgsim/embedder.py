@@ -86,7 +86,10 @@ class Embedder:
         return self.spec.output_dim
 
     def decode(self, data: bytes) -> DecodedImage:
-        return decode_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels)
+        return decode_image(
+            data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
+            max_decode_bytes=self.settings.max_decode_mb * 2**20, max_decode_ms=self.settings.max_decode_ms,
+        )
 
     def embed(self, data: bytes) -> np.ndarray:
         """One image's bytes -> (dim,) float32, unit length. Raises ``ImageError`` on bad input."""

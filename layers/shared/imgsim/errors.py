@@ -45,6 +45,13 @@ class TooManyPixels(ImageError):
     code = "too_many_pixels"
 
 
+class DecodeTooCostly(ImageError):
+    """Decoding would take more memory or time than the budget (``IMGSIM_MAX_DECODE_MB`` /
+    ``IMGSIM_MAX_DECODE_MS``), estimated from the header before any pixel is decoded."""
+
+    code = "decode_too_costly"
+
+
 class NotAnImage(ImageError):
     """Not a format imgsim decodes (JPEG, PNG, GIF, WebP, TIFF, BMP)."""
 

@@ -1,0 +1,60 @@
+"""What decoding an image will cost, from its header alone: peak memory and time.
+
+Measured on this machine class (2 cores, one decode at a time, Pillow 12, tests/bench and
+README "Decoding"): 16 MP and 36 MP files of every format and mode, peak RSS above the
+process baseline (VmHWM) and wall time of ``decode_image``. The figures below are those
+measurements rounded up by ~15-25 %, so an estimate is an upper bound. Large images are
+reduced band by band (``decode._reduce_to_rgb``), so the peak is the decoded image in its
+own mode plus small temporaries; WebP is the exception (libwebp decodes into its own
+full-size RGBA buffers: ~16 bytes/pixel, and Pillow offers no reduced WebP decode).
+
+JPEG is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling): a baseline file costs little at
+any size, a progressive one keeps every coefficient of the full image (~3 bytes/pixel).
+Only the first frame of a multi-frame GIF, WebP or TIFF is ever decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Peak bytes per pixel of the decoded (post-draft) image, by Pillow mode.
+BYTES_PER_PIXEL = {
+    "1": 1.8, "L": 1.8, "P": 1.8,
+    "I;16": 3.9, "I;16B": 3.9, "I;16L": 3.9, "I;16N": 3.9,
+    "RGB": 5.0, "YCbCr": 5.0, "LAB": 5.0, "HSV": 5.0,
+    "CMYK": 5.2, "RGBA": 5.8, "RGBa": 5.8, "RGBX": 5.8, "LA": 5.8, "La": 5.8, "PA": 5.8,
+    "I": 6.3, "F": 6.3,
+}
+UNKNOWN_MODE_BYTES = 8.0
+WEBP_BYTES_PER_PIXEL = 17.0
+# JPEG: per pixel of the full image (coefficients), plus BYTES_PER_PIXEL of the draft size.
+JPEG_PROGRESSIVE_BYTES = 3.4
+JPEG_BASELINE_BYTES = 0.3
+
+# Nanoseconds per pixel of the full image, by format (8-bit; 16-bit/float and alpha cost more).
+NS_PER_PIXEL = {"PNG": 26.0, "GIF": 9.0, "BMP": 4.0, "WEBP": 24.0, "TIFF": 26.0}
+PNG_NS_BY_MODE = {"L": 12.0, "P": 12.0, "1": 12.0, "I;16": 23.0, "I;16B": 23.0, "RGBA": 42.0, "LA": 42.0, "PA": 42.0}
+JPEG_PROGRESSIVE_NS = 11.0
+JPEG_BASELINE_NS = 3.0
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    bytes: int
+    ms: float
+
+
+def estimate(fmt: str, mode: str, full_size: tuple[int, int], decoded_size: tuple[int, int],
+             *, progressive: bool = False) -> DecodeCost:
+    """``full_size``: the file's pixel size; ``decoded_size``: after JPEG's draft (else the same)."""
+    full = full_size[0] * full_size[1]
+    decoded = decoded_size[0] * decoded_size[1]
+    per_pixel = BYTES_PER_PIXEL.get(mode, UNKNOWN_MODE_BYTES)
+    if fmt in ("JPEG", "MPO"):
+        coefficients = JPEG_PROGRESSIVE_BYTES if progressive else JPEG_BASELINE_BYTES
+        return DecodeCost(int(full * coefficients + decoded * per_pixel),
+                          full * (JPEG_PROGRESSIVE_NS if progressive else JPEG_BASELINE_NS) / 1e6)
+    if fmt == "WEBP":
+        return DecodeCost(int(full * WEBP_BYTES_PER_PIXEL), full * NS_PER_PIXEL["WEBP"] / 1e6)
+    ns = PNG_NS_BY_MODE.get(mode, NS_PER_PIXEL["PNG"]) if fmt == "PNG" else NS_PER_PIXEL.get(fmt, 26.0)
+    return DecodeCost(int(full * per_pixel), full * ns / 1e6)
