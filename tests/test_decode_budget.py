@@ -16,11 +16,10 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
-
 from imgsim import decode_cost
 from imgsim.decode import decode_image
 from imgsim.errors import CorruptImage, DecodeTooCostly, ImageError
+from PIL import Image, PngImagePlugin
 
 SIDE = 2000
 BIG = 10**9
@@ -40,7 +39,7 @@ def noise_rgb(width: int, height: int, seed: int = 0) -> Image.Image:
 
 def every_format_and_mode(side: int) -> dict[str, bytes]:
     rgb = noise_rgb(side, side)
-    gray16 = Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257))
+    gray16 = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
     return {
         "PNG RGB": encoded(rgb, "PNG", compress_level=1),
         "PNG RGBA": encoded(rgb.convert("RGBA"), "PNG", compress_level=1),

@@ -4,6 +4,8 @@ The whole batch is indexed at once (concurrent fetch, one embed batch, one
 upsert), then powertools' BatchProcessor reports each SQS message from the
 batch's outcome: messages with a transient failure go into
 ``batchItemFailures`` and are redelivered; everything else is acknowledged.
+Messages delivered before (ApproximateReceiveCount >= 2) are decoded each in a child
+process, and the context's remaining time bounds the work (see imgsim.indexing).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def emit_metrics(report: BatchReport) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     indexer: Indexer = indexer_from_runtime(logger=logger)
     sqs_event = SQSEvent(event)
-    report = indexer.process_messages((record.message_id, record.body) for record in sqs_event.records)
+    report = indexer.process_messages(
+        ((record.message_id, record.body, record.attributes.approximate_receive_count) for record in sqs_event.records),
+        remaining_ms=context.get_remaining_time_in_millis,
+    )
     emit_metrics(report)
     tracer.put_annotation("failed_messages", len(report.failed_message_ids))
     counts = {status: report.count(status) for status in ("indexed", "deleted", "skipped", "failed")}

@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import io
 import warnings
-from struct import error as struct_error  # Pillow leaks struct.error on some corrupt files
 from collections.abc import Iterator
 from dataclasses import dataclass
+from struct import (
+    error as struct_error,  # Pillow leaks struct.error on some corrupt files
+)
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import decode_cost
-from .errors import CorruptImage, DecodeTooCostly, EmptyImage, ImageTooLarge, NotAnImage, TooManyPixels
+from .errors import (
+    CorruptImage,
+    DecodeTooCostly,
+    EmptyImage,
+    ImageTooLarge,
+    NotAnImage,
+    TooManyPixels,
+)
 
 # Pillow format names we accept. MPO is what many cameras write for JPEG.
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP"})
@@ -177,6 +186,41 @@ def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_byte
             f"and {cost.ms:.0f} ms; the limits are {max_bytes / 2**20:.0f} MB and {max_ms:.0f} ms "
             "(IMGSIM_MAX_DECODE_MB, IMGSIM_MAX_DECODE_MS); send a smaller image"
         )
+
+
+def probe_cost(data: bytes) -> decode_cost.DecodeCost | None:
+    """The estimated cost of decoding ``data`` (which may be only the first bytes of a file),
+    from its header; None when the header cannot be read from what is there."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            width, height = img.size
+            if fmt in ("JPEG", "MPO") and max(width, height) > REDUCE_TO_LONG_SIDE:
+                img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
+            progressive = bool(img.info.get("progressive") or img.info.get("progression"))
+            return decode_cost.estimate(fmt, img.mode, (width, height), img.size, progressive=progressive)
+    except Exception:  # noqa: BLE001 - a partial or odd header: no estimate, the full decode decides
+        return None
+
+
+def check_header(data: bytes, *, max_pixels: int, max_decode_bytes: int, max_decode_ms: float) -> None:
+    """Refuse from the first bytes of a file alone, when they already show the decode is over a
+    limit (``TooManyPixels`` / ``DecodeTooCostly``); silent when they show nothing conclusive."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - not enough of the file to tell: the full download decides
+        return
+    if width * height > max_pixels:
+        raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+    if fmt in ("JPEG", "MPO") and max(width, height) > REDUCE_TO_LONG_SIDE:
+        img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
+    _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
 
 
 def decode_image(

@@ -25,19 +25,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import env_int
-from .decode import DecodedImage
+from .config import env_float, env_int
+from .decode import DecodedImage, check_header, probe_cost
 from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
+from .isolation import IsolatedDecodeFailed, decode_in_child
 from .ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
 from .points import image_payload
 from .store import StoredPoint, VectorStore
@@ -58,6 +61,12 @@ ROUTINE_SKIPS = frozenset(
 
 PUT = "put"
 DELETE = "delete"
+
+# Work not started with this much of the invocation left fails for redelivery (the upsert
+# and the response still need a moment).
+DEADLINE_MARGIN_S = 5.0
+# Bytes fetched to judge a large object from its header before downloading it whole.
+PRECHECK_RANGE = 64 * 1024
 
 # S3 error codes meaning "the object is gone": not an error for a put event,
 # the delete event that removed it follows (or already came) and wins.
@@ -83,6 +92,8 @@ class ObjectEvent:
     event_name: str = ""
     # Backfill: skip the object when the stored point has this etag and model already.
     only_if_changed: bool = False
+    # SQS's ApproximateReceiveCount of the message: >= 2 means a delivery before this one failed.
+    receive_count: int = 1
 
     @property
     def point_id(self) -> str:
@@ -133,7 +144,9 @@ class BatchReport:
         return "; ".join(reasons)
 
 
-def parse_message(message_id: str, body: str | Mapping[str, Any]) -> tuple[list[ObjectEvent], list[EventOutcome]]:
+def parse_message(
+    message_id: str, body: str | Mapping[str, Any], receive_count: int = 1
+) -> tuple[list[ObjectEvent], list[EventOutcome]]:
     """One SQS message body (an S3 notification) -> object events, plus outcomes for what is skipped."""
     try:
         doc = json.loads(body) if isinstance(body, str) else dict(body)
@@ -178,6 +191,7 @@ def parse_message(message_id: str, body: str | Mapping[str, Any]) -> tuple[list[
                 size=int(size) if size not in (None, "") else None,
                 event_name=name,
                 only_if_changed=bool(record.get("imgsimBackfill")),
+                receive_count=receive_count,
             )
         )
     return events, skipped
@@ -228,7 +242,13 @@ class Indexer:
         ignore_prefixes: Iterable[str] = (),
         fetch_concurrency: int = 8,
         logger: logging.Logger | Any | None = None,
+        isolate_after: int = 2,
+        isolated_timeout_s: float = 30.0,
+        precheck_bytes: int = 1024 * 1024,
     ) -> None:
+        """``isolate_after``: records delivered this many times or more are decoded each in a forked
+        child (``imgsim.isolation``); ``precheck_bytes``: larger objects are first judged from a
+        ranged GET of their header (``PRECHECK_RANGE``) and not downloaded when it rules them out."""
         self.store = store
         self.ordered = OrderedStore(store)
         self.tombstones = self.ordered.tombstones
@@ -237,16 +257,28 @@ class Indexer:
         self.ignore_prefixes = tuple(ignore_prefixes)
         self.fetch_concurrency = max(1, fetch_concurrency)
         self.log = logger or log
+        self.isolate_after = max(1, isolate_after)
+        self.isolated_timeout_s = isolated_timeout_s
+        self.precheck_bytes = precheck_bytes
+        self._deadline: float | None = None
 
     # -- entry points ---------------------------------------------------------
 
-    def process_messages(self, messages: Iterable[tuple[str, str | Mapping[str, Any]]]) -> BatchReport:
-        """``(message_id, body)`` pairs of one SQS batch -> report."""
+    def process_messages(
+        self, messages: Iterable[tuple[Any, ...]], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        """``(message_id, body[, receive_count])`` of one SQS batch -> report.
+
+        ``remaining_ms`` (the Lambda context's ``get_remaining_time_in_millis``) bounds the work:
+        objects not started with ``DEADLINE_MARGIN_S`` left fail for redelivery instead of the
+        function being killed mid-batch (which would redeliver every message).
+        """
         report = BatchReport()
         events: list[ObjectEvent] = []
-        for message_id, body in messages:
+        self._deadline = time.monotonic() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S if remaining_ms else None
+        for message_id, body, *rest in messages:
             report.message_ids.append(message_id)
-            parsed, skipped = parse_message(message_id, body)
+            parsed, skipped = parse_message(message_id, body, int(rest[0]) if rest and rest[0] else 1)
             events.extend(parsed)
             for outcome in skipped:
                 self._record(report, outcome)
@@ -355,13 +387,13 @@ class Indexer:
         with ThreadPoolExecutor(max_workers=min(self.fetch_concurrency, max(1, len(pending)))) as pool:
             list(pool.map(lambda item: self._fetch(item, max_bytes), pending))
         report.timings_ms["fetch"] = _ms_since(t0)
-        # Pillow releases the GIL while decoding, so decoding runs in parallel too, but
-        # only one image per CPU: more gains nothing, and each large PNG in flight can
-        # take a few hundred MB of pixels before it is reduced.
+        # Pillow releases the GIL while decoding, so decoding runs in parallel too: one image
+        # per CPU, and only while the estimated peaks in flight fit the decode budget together.
         pending = [i for i in items if i.outcome is None]
         t0 = time.perf_counter()
+        gate = BudgetGate(self.embedder.settings.max_decode_mb * 2**20)
         with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
-            list(pool.map(self._decode, pending))
+            list(pool.map(lambda item: self._decode(item, gate), pending))
         report.timings_ms["decode"] = _ms_since(t0)
 
         replaced = [i for i in items if i.poison and i.event.point_id in state.points]
@@ -389,6 +421,7 @@ class Indexer:
             # A backfill event has no sequencer: keep the stored one so that
             # notifications still in flight keep their order against it.
             sequencer = event.sequencer or state.points.get(event.point_id, {}).get("sequencer")
+            assert item.image is not None  # "good" items are the decoded ones
             payload = image_payload(
                 key=event.key,
                 image=item.image,
@@ -419,7 +452,12 @@ class Indexer:
 
     def _fetch(self, item: _Fetched, max_bytes: int) -> None:
         event = item.event
+        if self._out_of_time():
+            item.outcome = self._outcome(event, FAILED, "deadline: not enough time left in this invocation")
+            return
         try:
+            if (event.size is None or event.size > self.precheck_bytes) and self._refused_from_header(item):
+                return
             response = self.s3.get_object(Bucket=event.bucket, Key=event.key)
             length = int(response.get("ContentLength") or 0)
             if length > max_bytes:
@@ -442,14 +480,47 @@ class Indexer:
         except (BotoCoreError, OSError) as exc:  # connection errors, timeouts, truncated reads
             item.outcome = self._outcome(event, FAILED, f"s3_error: {type(exc).__name__}: {exc}")
 
-    def _decode(self, item: _Fetched) -> None:
+    def _refused_from_header(self, item: _Fetched) -> bool:
+        """Judge a large object from its first PRECHECK_RANGE bytes: poison over a limit is skipped
+        without downloading it. Anything inconclusive leaves the decision to the full decode."""
+        settings = self.embedder.settings
+        head = self.s3.get_object(Bucket=item.event.bucket, Key=item.event.key, Range=f"bytes=0-{PRECHECK_RANGE - 1}")
         try:
-            item.image = self.embedder.decode(item.data or b"")
+            check_header(head["Body"].read(), max_pixels=settings.max_pixels,
+                         max_decode_bytes=settings.max_decode_mb * 2**20, max_decode_ms=settings.max_decode_ms)
+        except ImageError as exc:
+            item.outcome = self._outcome(item.event, SKIPPED, f"{exc.code}: {exc} (judged from the header)")
+            item.poison = True
+            return True
+        return False
+
+    def _decode(self, item: _Fetched, gate: BudgetGate | None = None) -> None:
+        data = item.data or b""
+        try:
+            if self._out_of_time():
+                item.outcome = self._outcome(item.event, FAILED, "deadline: not enough time left in this invocation")
+                return
+            cost = probe_cost(data)
+            with gate.hold(cost.bytes if cost else 0) if gate else nullcontext():
+                if item.event.receive_count >= self.isolate_after:
+                    # Delivered before: a previous attempt may have died on this batch.
+                    timeout = self.isolated_timeout_s
+                    if self._deadline is not None:
+                        timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
+                    item.image = decode_in_child(self.embedder.decode, data, timeout_s=timeout)
+                else:
+                    item.image = self.embedder.decode(data)
         except ImageError as exc:
             item.outcome = self._outcome(item.event, SKIPPED, f"{exc.code}: {exc}")
             item.poison = True
+        except IsolatedDecodeFailed as exc:
+            # Fails alone; after maxReceiveCount deliveries SQS moves it to the DLQ for a look.
+            item.outcome = self._outcome(item.event, FAILED, f"isolated_decode_failed: {exc}")
         finally:
             item.data = None  # the encoded bytes are not needed any more
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -472,6 +543,31 @@ class Indexer:
             self.log.info(f"object {outcome.status}", extra=extra)
 
 
+class BudgetGate:
+    """Decodes start only while the estimated peaks in flight fit ``budget`` bytes together (one
+    over budget on its own still runs, alone). Hand-written: a weighted semaphore is 20 lines and
+    no library in the layer has one."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        cost = min(max(0, cost), self.budget)
+        with self._cond:
+            while self._used and self._used + cost > self.budget:
+                self._cond.wait()
+            self._used += cost
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= cost
+                self._cond.notify_all()
+
+
 def _ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
 
@@ -479,8 +575,9 @@ def _ms_since(t0: float) -> float:
 def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | None = None) -> Indexer:
     """An Indexer on the per-process singletons of ``imgsim.runtime`` (built once, reused).
 
-    ``IMGSIM_IGNORE_PREFIXES`` (default empty) and ``IMGSIM_FETCH_CONCURRENCY``
-    (default 8) are read here: they only concern indexing.
+    ``IMGSIM_IGNORE_PREFIXES`` (default empty), ``IMGSIM_FETCH_CONCURRENCY`` (default 8),
+    ``IMGSIM_ISOLATE_AFTER`` (default 2) and ``IMGSIM_ISOLATED_TIMEOUT`` (seconds, default 30)
+    are read here: they only concern indexing.
     """
     from . import runtime
 
@@ -493,4 +590,6 @@ def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | 
         ignore_prefixes=parse_ignore_prefixes(os.environ.get("IMGSIM_IGNORE_PREFIXES")),
         fetch_concurrency=fetch_concurrency,
         logger=logger,
+        isolate_after=env_int("IMGSIM_ISOLATE_AFTER", 2, minimum=1),
+        isolated_timeout_s=env_float("IMGSIM_ISOLATED_TIMEOUT", 30.0, minimum=1.0),
     )
