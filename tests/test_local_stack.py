@@ -258,7 +258,8 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
         status, body = serve.request("GET", "/inferred")
         assert status == 200 and body == {"hello": "world"}
         status, body = serve.request("GET", "/boom")
-        assert status == 500 and body == {"message": "Internal Server Error"}
+        # The documented error shape (API Gateway itself says {"message": "Internal Server Error"}).
+        assert status == 500 and body == {"error": {"code": "internal_error", "message": "Internal Server Error"}}
 
         # -- SQS event source mapping ----------------------------------------------------------------------------
         s3 = serve.s3()
