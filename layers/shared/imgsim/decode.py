@@ -188,9 +188,9 @@ def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_byte
         )
 
 
-def probe_cost(data: bytes) -> decode_cost.DecodeCost | None:
-    """The estimated cost of decoding ``data`` (which may be only the first bytes of a file),
-    from its header; None when the header cannot be read from what is there."""
+def _read_header(data: bytes) -> tuple[Image.Image, str, tuple[int, int]] | None:
+    """Open ``data`` (possibly only a file's first bytes) for its header: the image (JPEG already
+    set to its DCT-scaled size), format and full size; None when the header is not all there."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -199,27 +199,30 @@ def probe_cost(data: bytes) -> decode_cost.DecodeCost | None:
             width, height = img.size
             if fmt in ("JPEG", "MPO") and max(width, height) > REDUCE_TO_LONG_SIDE:
                 img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
-            progressive = bool(img.info.get("progressive") or img.info.get("progression"))
-            return decode_cost.estimate(fmt, img.mode, (width, height), img.size, progressive=progressive)
-    except Exception:  # noqa: BLE001 - a partial or odd header: no estimate, the full decode decides
+            return img, fmt, (width, height)
+    except Exception:  # noqa: BLE001 - a partial or odd header: nothing to judge, the full decode decides
         return None
+
+
+def probe_cost(data: bytes) -> decode_cost.DecodeCost | None:
+    """The estimated cost of decoding ``data`` from its header (None: no readable header)."""
+    header = _read_header(data)
+    if header is None:
+        return None
+    img, fmt, full_size = header
+    progressive = bool(img.info.get("progressive") or img.info.get("progression"))
+    return decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive)
 
 
 def check_header(data: bytes, *, max_pixels: int, max_decode_bytes: int, max_decode_ms: float) -> None:
     """Refuse from the first bytes of a file alone, when they already show the decode is over a
     limit (``TooManyPixels`` / ``DecodeTooCostly``); silent when they show nothing conclusive."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or "unknown"
-            width, height = img.size
-    except Exception:  # noqa: BLE001 - not enough of the file to tell: the full download decides
+    header = _read_header(data)
+    if header is None:
         return
+    img, fmt, (width, height) = header
     if width * height > max_pixels:
         raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
-    if fmt in ("JPEG", "MPO") and max(width, height) > REDUCE_TO_LONG_SIDE:
-        img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
     _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
 
 
@@ -245,7 +248,7 @@ def decode_image(
             warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             # Likewise one warning per bogus EXIF/TIFF tag (an EXIF bomb: thousands per file).
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             if fmt not in SUPPORTED_FORMATS:
                 raise NotAnImage(f"unsupported image format {fmt}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}")
