@@ -293,13 +293,17 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
         assert ctx["function_name"].endswith("IndexFunction") and 0 < ctx["remaining_ms"] <= 60_000
         assert ctx["invoked_function_arn"].startswith("arn:aws:lambda:us-east-1:")
 
-        # The message reported in batchItemFailures stays in the queue (in flight until its visibility
-        # timeout ends, then redelivered); the acknowledged ones are deleted.
+        # The event source drains moto's queue into its own buffer; the message reported in
+        # batchItemFailures waits for the queue's visibility timeout, then is redelivered
+        # (redelivery and the DLQ: test_event_source_redelivers_failures_then_dead_letters).
         def queue_counts():
             attrs = serve.sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
             return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
-        wait_until(lambda: queue_counts() == (0, 1), timeout=10, what="only the failed message to stay in the queue")
+        wait_until(lambda: queue_counts() == (0, 0), timeout=10, what="moto's queue to be drained")
+        wait_until(lambda: "1 of 1 messages failed; they will be redelivered in 360 s" in serve.stderr() + serve.stdout()
+                   or "1 of 2 messages failed; they will be redelivered in 360 s" in serve.stderr() + serve.stdout(),
+                   timeout=10, what="the failed message to be held for redelivery")
         attrs = serve.sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
         assert int(attrs["VisibilityTimeout"]) == 6 * 60
@@ -346,3 +350,46 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
     )
     local_stack.LocalStack._index_builder(fake_self)
     assert len(builds) == 2  # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy)
+
+
+def test_event_source_redelivers_failures_then_dead_letters():
+    """The local event source mapping: batches of up to 10, ApproximateReceiveCount per delivery,
+    batchItemFailures redelivered after the visibility timeout, the DLQ after maxReceiveCount."""
+    import threading
+    from types import SimpleNamespace
+
+    import boto3
+    from moto import mock_aws
+
+    from imgsim.cli import load_local_stack
+
+    local_stack = load_local_stack()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        for i in range(12):
+            sqs.send_message(QueueUrl=queue, MessageBody=f"body-{i}")
+        deliveries: list[list[tuple[str, str]]] = []
+
+        def invoke(handler, event, function, timeout_s):
+            deliveries.append([(r["body"], r["attributes"]["ApproximateReceiveCount"]) for r in event["Records"]])
+            failed = [r["messageId"] for r in event["Records"] if r["body"] == "body-3"]
+            return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+        stack = SimpleNamespace(_stopping=threading.Event(), mirror=None, index_handler=None, invoke=invoke)
+        poller = local_stack.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", stack, dlq_url=dlq,
+                                       redelivery_delay_s=0.01, max_receive_count=5)
+        while poller.drain_once():
+            pass
+        assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"]["ApproximateNumberOfMessages"] == "0"
+        for _ in range(20):
+            if not poller.pending():
+                break
+            poller.poll_once(wait_s=0.2)
+        assert [len(batch) for batch in deliveries[:2]] == [10, 2]
+        assert sorted(body for batch in deliveries[:2] for body, _ in batch) == sorted(f"body-{i}" for i in range(12))
+        assert [count for batch in deliveries for body, count in batch if body == "body-3"] == ["1", "2", "3", "4", "5"]
+        dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+        assert [m["Body"] for m in dead] == ["body-3"] and poller.pending() == 0
