@@ -63,10 +63,53 @@ BUCKET = "imgsim-images"
 QUEUE = "imgsim-index-queue"
 DLQ = "imgsim-index-dlq"
 ACCOUNT_ID = "123456789012"  # moto's default account
-MAX_RECEIVE_COUNT = 5  # as template.yaml's redrive policy
-INDEX_TIMEOUT_S = 60  # IndexFunction's timeout in template.yaml
-SEARCH_TIMEOUT_S = 15  # SearchFunction's timeout in template.yaml
-INDEX_BATCH_SIZE = 10
+TEMPLATE = REPO_ROOT / "template.yaml"
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """What the stack emulates, read from template.yaml rather than copied (a change there shows here)."""
+
+    index_timeout_s: int
+    search_timeout_s: int
+    index_batch_size: int
+    visibility_timeout_s: int
+    max_receive_count: int
+    queue_retention_s: int
+    dlq_retention_s: int
+
+    @classmethod
+    def read(cls, path: Path = TEMPLATE) -> TemplateSettings:
+        import yaml
+
+        class TemplateLoader(yaml.SafeLoader):
+            """CloudFormation's short intrinsics (!Ref, !Sub, ...) read as None: only literal values are used."""
+
+        TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=TemplateLoader)  # noqa: S506 - SafeLoader subclass
+        resources = doc["Resources"]
+        defaults = (doc.get("Globals") or {}).get("Function") or {}
+
+        def function(name: str, key: str) -> Any:
+            return resources[name]["Properties"].get(key, defaults.get(key))
+
+        sqs_events = [e["Properties"] for e in (function("IndexFunction", "Events") or {}).values() if e.get("Type") == "SQS"]
+        queue = resources["IndexQueue"]["Properties"]
+        return cls(
+            index_timeout_s=int(function("IndexFunction", "Timeout")),
+            search_timeout_s=int(function("SearchFunction", "Timeout")),
+            index_batch_size=int(sqs_events[0].get("BatchSize", 10)),
+            visibility_timeout_s=int(queue["VisibilityTimeout"]),
+            max_receive_count=int(queue["RedrivePolicy"]["maxReceiveCount"]),
+            queue_retention_s=int(queue["MessageRetentionPeriod"]),
+            dlq_retention_s=int(resources["IndexDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]),
+        )
+
+
+SETTINGS = TemplateSettings.read()
+INDEX_TIMEOUT_S = SETTINGS.index_timeout_s
+SEARCH_TIMEOUT_S = SETTINGS.search_timeout_s
+INDEX_BATCH_SIZE = SETTINGS.index_batch_size
 # Lambda rejects invocation payloads over 6 MB; HTTP APIs reject request bodies over 10 MB.
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 HTTP_API_BODY_LIMIT = 10 * 1024 * 1024
@@ -339,16 +382,18 @@ class LocalStack:
         region = os.environ["AWS_DEFAULT_REGION"]
         s3 = boto3.client("s3")
         sqs = boto3.client("sqs")
-        dlq_url = sqs.create_queue(QueueName=DLQ, Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
+        dlq_url = sqs.create_queue(QueueName=DLQ, Attributes={"MessageRetentionPeriod": str(SETTINGS.dlq_retention_s)})[
+            "QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.dlq_url = dlq_url
         self.queue_url = sqs.create_queue(
             QueueName=QUEUE,
             Attributes={
                 # AWS's advice for an SQS event source: visibility timeout = 6 x the function timeout.
-                "VisibilityTimeout": str(6 * INDEX_TIMEOUT_S),
-                "MessageRetentionPeriod": str(4 * 24 * 3600),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
+                "VisibilityTimeout": str(SETTINGS.visibility_timeout_s),
+                "MessageRetentionPeriod": str(SETTINGS.queue_retention_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                             "maxReceiveCount": SETTINGS.max_receive_count}),
             },
         )["QueueUrl"]
         self.queue_arn = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{QUEUE}"
@@ -625,7 +670,8 @@ class SqsPoller:
     """
 
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stack: LocalStack, *, dlq_url: str = "",
-                 redelivery_delay_s: float = 6 * INDEX_TIMEOUT_S, max_receive_count: int = int(MAX_RECEIVE_COUNT)) -> None:
+                 redelivery_delay_s: float = SETTINGS.visibility_timeout_s,
+                 max_receive_count: int = SETTINGS.max_receive_count) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn

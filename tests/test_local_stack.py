@@ -393,3 +393,20 @@ def test_event_source_redelivers_failures_then_dead_letters():
         assert [count for batch in deliveries for body, count in batch if body == "body-3"] == ["1", "2", "3", "4", "5"]
         dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
         assert [m["Body"] for m in dead] == ["body-3"] and poller.pending() == 0
+
+
+def test_queue_timeouts_and_batch_size_come_from_the_template():
+    from cfnlint.decode import decode  # CloudFormation's own reading of the template, for comparison
+
+    from imgsim.cli import load_local_stack
+
+    settings = load_local_stack().SETTINGS
+    text, problems = decode(str(Path(__file__).resolve().parents[1] / "template.yaml"))
+    assert not problems
+    queue = text["Resources"]["IndexQueue"]["Properties"]
+    index = text["Resources"]["IndexFunction"]["Properties"]
+    assert settings.visibility_timeout_s == queue["VisibilityTimeout"] == 6 * index["Timeout"]
+    assert settings.max_receive_count == queue["RedrivePolicy"]["maxReceiveCount"]
+    assert settings.index_timeout_s == index["Timeout"]
+    assert settings.search_timeout_s == text["Resources"]["SearchFunction"]["Properties"]["Timeout"]
+    assert settings.index_batch_size == index["Events"]["ImageEvents"]["Properties"]["BatchSize"]
