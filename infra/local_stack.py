@@ -307,6 +307,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.poller is not None:
+            self.poller.wake()
         if self._http_server is not None:
             self._http_server.shutdown()
         for thread in self._threads:
@@ -691,7 +693,9 @@ class SqsPoller:
     def drain(self) -> None:
         while not self.stack._stopping.is_set():
             try:
-                self.drain_once()
+                if not self.drain_once():
+                    # Short polls with a pause rather than a 1 s long poll: a stop is noticed in 0.1 s.
+                    self.stack._stopping.wait(0.1)
             except Exception as exc:  # noqa: BLE001 - the drain must survive a hiccup of the emulator
                 if self.stack._stopping.is_set():
                     return
@@ -700,7 +704,7 @@ class SqsPoller:
 
     def drain_once(self) -> int:
         response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=INDEX_BATCH_SIZE, WaitTimeSeconds=RECEIVE_WAIT_S,
+            QueueUrl=self.queue_url, MaxNumberOfMessages=INDEX_BATCH_SIZE, WaitTimeSeconds=0,
             AttributeNames=["All"], MessageAttributeNames=["All"],
         )
         messages = response.get("Messages", [])
@@ -736,6 +740,10 @@ class SqsPoller:
                     self.stack.mirror.sync_from_messages(messages)
             except Exception as exc:  # noqa: BLE001 - logged; the next start reconciles the mirror
                 log.warning("mirroring objects to disk failed: %s", exc)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:
