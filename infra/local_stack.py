@@ -46,6 +46,7 @@ import time
 import traceback
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -376,7 +377,8 @@ class LocalStack:
             self.host, self.s3_port, app, threaded=True, request_handler=MotoRequestHandler,
             fd=self._moto_socket.fileno(),
         )
-        self._spawn("moto-server", self._moto_server.serve_forever)
+        # A short poll interval: shutdown() waits up to one interval (the default 0.5 s is a quarter of the stop budget).
+        self._spawn("moto-server", lambda: self._moto_server.serve_forever(poll_interval=0.05))
 
     def _create_resources(self) -> None:
         import boto3
@@ -724,14 +726,12 @@ class SqsPoller:
         return len(messages)
 
     def mirror_loop(self) -> None:
-        """Copies new objects to the data dir; ends once stopping with nothing left to copy
-        (stop() then reconciles the mirror with the bucket once more)."""
-        while True:
+        """Copies new objects to the data dir. Ends as soon as the stack stops: stop() reconciles the
+        mirror with the whole bucket, which covers whatever is still queued here."""
+        while not self.stack._stopping.is_set():
             try:
                 messages = self._to_mirror.get(timeout=0.2)
             except queue.Empty:
-                if self.stack._stopping.is_set():
-                    return
                 continue
             if messages is None:
                 return
@@ -1034,7 +1034,7 @@ class ObjectMirror:
         self.s3 = s3
         self.bucket = bucket
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._locks = [threading.Lock() for _ in range(64)]
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         stem = hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -1071,7 +1071,7 @@ class ObjectMirror:
     def sync_key(self, key: str) -> None:
         """Make the mirror match the bucket for one key (idempotent, so event order does not matter)."""
         data_path, meta_path = self._paths(key)
-        with self._lock:
+        with self._locks[hash(key) % len(self._locks)]:  # one key at a time; different keys in parallel
             try:
                 obj = self.s3.get_object(Bucket=self.bucket, Key=key)
             except self.s3.exceptions.NoSuchKey:
@@ -1109,9 +1109,10 @@ class ObjectMirror:
             for obj in page.get("Contents", []):
                 listed[obj["Key"]] = obj.get("ETag", "").strip('"')
         stored = {meta["key"]: meta.get("etag") for meta in self._meta()}
-        for key, etag in listed.items():
-            if stored.get(key) != etag or not self._paths(key)[0].exists():
-                self.sync_key(key)
+        stale = [key for key, etag in listed.items() if stored.get(key) != etag or not self._paths(key)[0].exists()]
+        # S3 round trips dominate: 8 at a time (measured at stop with 350 unmirrored objects: 1.5 s -> see README).
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self.sync_key, stale))
         for key in set(stored) - set(listed):
             for path in self._paths(key):
                 path.unlink(missing_ok=True)
