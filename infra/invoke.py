@@ -50,26 +50,17 @@ EMPTY_PARAMETER = "__invoke_empty_parameter__"
 # ----------------------------------------------------------------------------- child (stdlib only)
 
 
-class LambdaContext:
-    """The attributes and method of the Python runtime's context object."""
+def _lambda_emulation():
+    """``infra/lambda_emulation.py``, the context shared with ``imgsim serve`` and the tests. Loaded by
+    path: the child runs under ``-I``, so this file's directory is not on ``sys.path``."""
+    import importlib.util
 
-    def __init__(self, spec: dict, request_id: str) -> None:
-        self.function_name = spec["function_name"]
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = (
-            f"arn:aws:lambda:{spec['region']}:123456789012:function:{self.function_name}"
-        )
-        self.memory_limit_in_mb = str(spec["memory"])
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + request_id.replace("-", "")
-        self.identity = None
-        self.client_context = None
-        self.tenant_id = None
-        self._deadline = time.monotonic() + float(spec["timeout"])
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lambda_emulation.py")
+    spec = importlib.util.spec_from_file_location("_imgsim_lambda_emulation", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class _TimedOut(BaseException):
@@ -95,6 +86,7 @@ def child_main(spec_path: str) -> int:
 
     with open(spec_path) as fh:
         spec = json.load(fh)
+    emulation = _lambda_emulation()
     # Keep the real stdout for the result; everything the handler prints or logs goes to stderr
     # (on Lambda both end up in CloudWatch Logs; here stdout is reserved for the result, like sam local).
     result_fd = os.dup(1)
@@ -125,7 +117,8 @@ def child_main(spec_path: str) -> int:
             events.append(json.load(fh))
     for attempt, event in enumerate(events * spec["repeat"] if handler else []):
         request_id = str(uuid.uuid4())
-        context = LambdaContext(spec, request_id)
+        context = emulation.LambdaContext(spec["function_name"], timeout_s=float(spec["timeout"]),
+                                          memory_mb=spec["memory"], region=spec["region"], request_id=request_id)
         started = time.perf_counter()
         signal.setitimer(signal.ITIMER_REAL, float(spec["timeout"]))
         try:

@@ -44,10 +44,9 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -513,7 +512,7 @@ class LocalStack:
     # -- invocations -------------------------------------------------------------------------------------------------
 
     def invoke(self, handler: Callable[[dict, Any], Any], event: dict, function: str, timeout_s: int) -> Any:
-        context = LambdaContext.for_function(function, os.environ["AWS_DEFAULT_REGION"], timeout_s)
+        context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s)
         with self.invoke_lock:
             if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
                 raise StackStopping()
@@ -551,52 +550,30 @@ def s3_removed_event(key: str, region: str) -> dict:
 # -- Lambda emulation ---------------------------------------------------------------------------------------------------
 
 
-def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
-    """Import ``handler`` from a function's app.py the way Lambda does: its directory first on sys.path."""
-    function_dir = str(path.parent.resolve())
-    if function_dir not in sys.path:
-        sys.path.insert(0, function_dir)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
+def _lambda_emulation() -> Any:
+    """``infra/lambda_emulation.py``: the context and handler loading shared with the invoke runner and
+    the tests (this file is itself loaded by path, so its directory is not necessarily importable)."""
+    name = "imgsim_lambda_emulation"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "lambda_emulation.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
-        raise StackError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
-    handler = getattr(module, "handler", None)
-    if not callable(handler):
-        raise StackError(f"{path} has no callable `handler`")
-    return handler
+    return sys.modules[name]
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that handlers and powertools read."""
+def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
+    emulation = _lambda_emulation()
+    try:
+        return emulation.load_handler(path, module_name)
+    except emulation.HandlerLoadError as exc:
+        raise StackError(str(exc)) from exc
 
-    function_name: str
-    function_version: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    aws_request_id: str
-    log_group_name: str
-    log_stream_name: str
-    deadline: float = field(repr=False)
 
-    @classmethod
-    def for_function(cls, function: str, region: str, timeout_s: int) -> "LambdaContext":
-        name = f"imgsim-local-{function}"
-        return cls(
-            function_name=name, function_version="$LATEST",
-            invoked_function_arn=f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}",
-            memory_limit_in_mb=1024, aws_request_id=str(uuid.uuid4()),
-            log_group_name=f"/aws/lambda/{name}",
-            log_stream_name=f"{datetime.now(timezone.utc):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}",
-            deadline=time.monotonic() + timeout_s,
-        )
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+def lambda_context(function: str, region: str, timeout_s: int) -> Any:
+    return _lambda_emulation().LambdaContext(f"imgsim-local-{function}", timeout_s=timeout_s, memory_mb=1024,
+                                             region=region, account_id=ACCOUNT_ID)
 
 
 def sqs_event(messages: list[dict], queue_arn: str, region: str) -> dict:

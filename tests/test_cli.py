@@ -164,7 +164,7 @@ def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, e
     assert {r["key"] for r in second.values()} == {r["key"] for r in first.values()}
 
     from imgsim.config import Settings
-    from imgsim.store import VectorStore, open_store
+    from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
     try:
@@ -216,7 +216,7 @@ def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_d
     assert out.startswith("interrupted: indexed 2, skipped 0, failed 0")
 
     from imgsim.config import Settings
-    from imgsim.store import VectorStore, open_store
+    from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
     try:
@@ -302,7 +302,7 @@ def test_compare_two_images(capsys, embedder):
 
 def test_collection_with_another_dimension_exits_1(capsys, qdrant_env, image_dir):
     from imgsim.config import Settings
-    from imgsim.store import VectorStore, open_store
+    from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=8)
     store.ensure_collection()
@@ -325,7 +325,7 @@ def test_unreachable_qdrant_server_exits_1(capsys, monkeypatch, image_dir):
 
 def test_store_failure_during_index_stops_with_partial_summary(capsys, monkeypatch, image_dir):
     from imgsim.errors import StoreUnavailable
-    from imgsim.store import VectorStore, open_store
+    from imgsim.store import VectorStore
 
     real = VectorStore.upsert
     calls = {"n": 0}

@@ -12,15 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 from imgsim import runtime
 from imgsim.ids import point_id_for_object
-from support import INDEX_APP_PATH, load_module_from_path
+from support import INDEX_APP_PATH, lambda_context, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "imgsim-images"
@@ -33,21 +31,8 @@ def load_handler_module():
     return load_module_from_path("index_app", INDEX_APP_PATH)
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "IndexFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:IndexFunction"
-    aws_request_id: str = ""
-    log_group_name: str = "/aws/lambda/IndexFunction"
-    log_stream_name: str = "2026/01/01/[$LATEST]0"
-
-    def __post_init__(self):
-        self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def FakeLambdaContext():  # noqa: N802 - reads as the class it stood for
+    return lambda_context("IndexFunction", timeout_s=60)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from imgsim.points import image_payload
 from imgsim.store import StoredPoint
 from moto import mock_aws
 from support import SEARCH_APP_PATH as APP_PATH
-from support import load_module_from_path
+from support import lambda_context, load_module_from_path
 from urllib3 import encode_multipart_formdata
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
@@ -112,18 +112,8 @@ def indexed(search_app, photos):
             for (key, data, _), vector in zip(items, vectors)}
 
 
-class LambdaContext:
-    function_name = "imgsim-search"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:imgsim-search"
-    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    log_group_name = "/aws/lambda/imgsim-search"
-    log_stream_name = "2026/11/25/[$LATEST]abc"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 29_000
+def LambdaContext():  # noqa: N802 - reads as the class it stood for
+    return lambda_context("imgsim-search", timeout_s=29)
 
 
 @pytest.fixture

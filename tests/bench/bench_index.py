@@ -42,19 +42,11 @@ for _name, _value in {
 os.environ.pop("QDRANT_URL", None)
 sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support import INDEX_APP_PATH, load_module_from_path  # noqa: E402
+from support import INDEX_APP_PATH, lambda_context, load_module_from_path  # noqa: E402
 
 
-class FakeLambdaContext:
-    function_name = "IndexFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1769
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:IndexFunction"
-    aws_request_id = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 900_000
+def FakeLambdaContext():  # noqa: N802 - reads as the class it stood for
+    return lambda_context("IndexFunction", timeout_s=60)
 
 
 def load_handler_module():
