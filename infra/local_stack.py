@@ -243,6 +243,7 @@ class LocalStack:
         self.queue_arn = ""
         self.dlq_url = ""
         self.poller: SqsPoller | None = None
+        self._write_through: WriteThrough | None = None
 
     # public URLs (a wildcard listen address is reached through loopback)
     @property
@@ -326,6 +327,9 @@ class LocalStack:
             self._moto_server.shutdown()
             self._moto_server.server_close()
             self._moto_server = None
+        if self._write_through is not None:
+            self._write_through.uninstall()
+            self._write_through = None
         if self._moto_socket is not None:
             self._moto_socket.close()
             self._moto_socket = None
@@ -418,6 +422,9 @@ class LocalStack:
         # Restore the stored images while the bucket has no notifications yet: they are indexed already.
         self.mirror = ObjectMirror(self.data_dir / "s3" / BUCKET, s3, BUCKET)
         self.restored = self.mirror.restore()
+        # From here on every acknowledged write is on disk before moto answers it (see WriteThrough).
+        self._write_through = WriteThrough(self.mirror, BUCKET)
+        self._write_through.install()
         s3.put_bucket_notification_configuration(
             Bucket=BUCKET,
             NotificationConfiguration={"QueueConfigurations": [
@@ -997,7 +1004,75 @@ class ApiServer:
         self.sock.close()
 
 
-# -- persistence of stored images ---------------------------------------------------------------------------------
+# -- persistence of stored images
+
+def _durable_write(path: Path, content: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteThrough:
+    """Every S3 write or delete that moto acknowledges is on disk first.
+
+    moto keeps S3 in memory, and mirroring objects after the fact lost acknowledged uploads to
+    ``kill -9`` (447 of 500 one second after they were acknowledged). moto funnels every write
+    through ``S3Backend.put_object`` (PUT, copy, multipart completion) and every removal through
+    ``S3Backend.delete_object`` (DELETE, DeleteObjects), and sets a new key's Content-Type with
+    ``FakeKey.set_metadata``, all inside the request, before the response: wrapping those three
+    makes the acknowledgement come after the fsync. Hand-written because moto has no persistence;
+    the wrapped methods are moto's, pinned by tests/test_local_stack.py's kill -9 test.
+    """
+
+    def __init__(self, mirror: ObjectMirror, bucket: str) -> None:
+        self.mirror = mirror
+        self.bucket = bucket
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        from moto.s3.models import FakeKey, S3Backend
+
+        mirror, bucket = self.mirror, self.bucket
+        real_put, real_delete, real_meta = S3Backend.put_object, S3Backend.delete_object, FakeKey.set_metadata
+
+        def put_object(backend: Any, bucket_name: str, key_name: str, value: bytes, *args: Any, **kwargs: Any) -> Any:
+            key = real_put(backend, bucket_name, key_name, value, *args, **kwargs)
+            if bucket_name == bucket:
+                mirror.write(key_name, key.value, key.etag, key.metadata.get("Content-Type"))
+            return key
+
+        def delete_object(backend: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+            result = real_delete(backend, bucket_name, key_name, *args, **kwargs)
+            if bucket_name == bucket and result and result[0]:
+                mirror.remove(key_name)
+            return result
+
+        def set_metadata(key: Any, metadata: Any, *args: Any, **kwargs: Any) -> None:
+            real_meta(key, metadata, *args, **kwargs)
+            if getattr(key, "bucket_name", None) == bucket and "Content-Type" in key.metadata:
+                mirror.set_content_type(key.name, key.metadata.get("Content-Type"))
+
+        self._saved = [(S3Backend, "put_object", real_put), (S3Backend, "delete_object", real_delete),
+                       (FakeKey, "set_metadata", real_meta)]
+        S3Backend.put_object = put_object  # type: ignore[method-assign]
+        S3Backend.delete_object = delete_object  # type: ignore[method-assign]
+        FakeKey.set_metadata = set_metadata  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        for owner, name, original in self._saved:
+            setattr(owner, name, original)
+        self._saved = []
 
 
 class ObjectMirror:
@@ -1044,6 +1119,33 @@ class ObjectMirror:
         meta = json.loads(meta_path.read_text("utf-8"))
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data_path.read_bytes(),
                            ContentType=meta.get("content_type") or "binary/octet-stream")
+
+    def write(self, key: str, data: bytes, etag: str, content_type: str | None = None) -> None:
+        """Store one object durably: data and metadata written, fsynced and renamed into place, then the
+        folder fsynced, so a power cut or ``kill -9`` after this returns cannot lose it."""
+        data_path, meta_path = self._paths(key)
+        meta = {"key": key, "etag": etag.strip('"'), "content_type": content_type}
+        with self._locks[hash(key) % len(self._locks)]:
+            for path, content in ((data_path, data), (meta_path, json.dumps(meta).encode())):
+                _durable_write(path, content)
+            _fsync_dir(self.root)
+
+    def set_content_type(self, key: str, content_type: str | None) -> None:
+        _, meta_path = self._paths(key)
+        with self._locks[hash(key) % len(self._locks)]:
+            try:
+                meta = json.loads(meta_path.read_text("utf-8"))
+            except (OSError, ValueError):
+                return
+            if meta.get("content_type") != content_type:
+                meta["content_type"] = content_type
+                _durable_write(meta_path, json.dumps(meta).encode())
+
+    def remove(self, key: str) -> None:
+        with self._locks[hash(key) % len(self._locks)]:
+            for path in self._paths(key):
+                path.unlink(missing_ok=True)
+            _fsync_dir(self.root)
 
     def sync_key(self, key: str) -> None:
         """Make the mirror match the bucket for one key (idempotent, so event order does not matter)."""

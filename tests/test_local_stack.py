@@ -410,3 +410,41 @@ def test_queue_timeouts_and_batch_size_come_from_the_template():
     assert settings.index_timeout_s == index["Timeout"]
     assert settings.search_timeout_s == text["Resources"]["SearchFunction"]["Properties"]["Timeout"]
     assert settings.index_batch_size == index["Events"]["ImageEvents"]["Properties"]["BatchSize"]
+
+
+def test_kill_9_loses_no_acknowledged_upload_or_delete(tmp_path, photos):
+    """Bounded chaos: 80 uploads and 15 deletes acknowledged by `imgsim serve`'s S3, then kill -9 at
+    once (nothing waits for indexing), restart on the same data dir: S3 and the index agree with
+    every acknowledged write. (The issue measured 447 of 500 uploads gone.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import ClientError
+
+    data_dir = tmp_path / "data"
+    first = Serve(data_dir).wait_ready()
+    s3 = first.s3()
+    keys = [f"photos/chaos-{i}.jpg" for i in range(80)]
+    bodies = {key: photos[i * 20].read_bytes() for i, key in enumerate(keys)}
+    with ThreadPoolExecutor(8) as pool:
+        etags = dict(zip(keys, pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=bodies[k])["ETag"], keys)))
+    deleted = keys[::6][:15]
+    for key in deleted:
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    first.kill()  # SIGKILL: no shutdown code runs
+
+    second = Serve(data_dir).wait_ready()
+    try:
+        s3 = second.s3()
+        kept = [k for k in keys if k not in deleted]
+        for key in kept:
+            assert s3.head_object(Bucket=BUCKET, Key=key)["ETag"] == etags[key], key
+        for key in deleted:
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket=BUCKET, Key=key)
+        wait_until(lambda: second.json_request("GET", "/health", None)[1].get("points") == len(kept), timeout=45,
+                   what="the index to hold exactly the kept objects")
+        for key in kept[:5] + deleted[:3]:
+            status, _ = second.request("GET", f"/images/{point_id_for_object(BUCKET, key)}")
+            assert status == (200 if key in kept else 404), key
+    finally:
+        assert second.stop() == 0
