@@ -16,11 +16,12 @@ One process runs what AWS runs in several services:
 The handlers run unchanged: they are configured only through the environment variables of the contract
 (``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
 
-Persistence: Qdrant persists by itself. moto keeps S3 in memory, so the stack mirrors every object it is notified
-about into ``<data-dir>/s3/`` (and reconciles the whole bucket on shutdown); on start the objects are put back
-*before* the bucket notifications are configured, so restoring them does not re-index anything. Objects that are
-not in the index (e.g. uploaded just before a crash, their queue message lost with moto's memory) are put once
-more after the notifications are on, so the normal path indexes them.
+Persistence: Qdrant persists by itself (its write-ahead log). moto keeps S3 in memory, so every write and delete
+it acknowledges is first fsynced into ``<data-dir>/s3/`` (``WriteThrough``; the whole bucket is reconciled once
+more on shutdown). On start the objects are put back through moto's backend *before* the bucket notifications are
+configured, so restoring them re-indexes nothing; for objects the index lacks (uploaded just before a crash, their
+queue message lost with moto's memory) and points whose object is gone, the event source gets the notification
+S3 would have sent, so the normal path brings the index in line.
 
 Kept to the standard library, ``imgsim`` and libraries in the venv: the CLI loads this file by path.
 """
@@ -36,7 +37,6 @@ import importlib.util
 import json
 import logging
 import os
-import queue
 import secrets
 import signal
 import socket
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote_plus, unquote_plus, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -489,7 +489,6 @@ class LocalStack:
     def _start_poller(self) -> None:
         assert self.poller is not None
         self._spawn("queue-drain", self.poller.drain)
-        self._spawn("object-mirror", self.poller.mirror_loop)
         self._spawn("index-poller", self.poller.run)
 
     def _index_builder(self) -> None:
@@ -661,7 +660,8 @@ class SqsPoller:
     as the event source mapping would: batches of up to INDEX_BATCH_SIZE, each message's
     ApproximateReceiveCount, messages in ``batchItemFailures`` redelivered after the queue's
     visibility timeout (``redelivery_delay_s``), and after ``max_receive_count`` receives moved
-    to the DLQ (a real message in moto's DLQ, inspectable with the AWS CLI).
+    to the DLQ (a real message in moto's DLQ, inspectable with the AWS CLI). Objects reach the
+    data dir when they are written (``WriteThrough``), not from here.
     """
 
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stack: LocalStack, *, dlq_url: str = "",
@@ -678,7 +678,6 @@ class SqsPoller:
         self._ready: list[dict] = []  # messages to deliver, oldest first
         self._waiting: list[tuple[float, dict]] = []  # (visible again at, message) after a failure
         self._cond = threading.Condition()
-        self._to_mirror: queue.SimpleQueue[list[dict] | None] = queue.SimpleQueue()
         self.invocations = 0
 
     # -- ingress: moto's queue -> the buffer ---------------------------------------------------------------------
@@ -712,25 +711,7 @@ class SqsPoller:
             QueueUrl=self.queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
         )
-        if self.stack.mirror is not None:
-            self._to_mirror.put(messages)  # copying objects to disk must not slow the event source
         return len(messages)
-
-    def mirror_loop(self) -> None:
-        """Copies new objects to the data dir. Ends as soon as the stack stops: stop() reconciles the
-        mirror with the whole bucket, which covers whatever is still queued here."""
-        while not self.stack._stopping.is_set():
-            try:
-                messages = self._to_mirror.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if messages is None:
-                return
-            try:
-                if self.stack.mirror is not None:
-                    self.stack.mirror.sync_from_messages(messages)
-            except Exception as exc:  # noqa: BLE001 - logged; the next start reconciles the mirror
-                log.warning("mirroring objects to disk failed: %s", exc)
 
     def enqueue(self, bodies: list[str]) -> None:
         """Messages for the function as if they had arrived on the queue (the start-up catch-up's)."""
@@ -1193,23 +1174,6 @@ class ObjectMirror:
                 tmp = path.with_suffix(path.suffix + ".tmp")
                 tmp.write_bytes(content)
                 os.replace(tmp, path)
-
-    def sync_from_messages(self, messages: list[dict]) -> None:
-        keys: set[str] = set()
-        for message in messages:
-            try:
-                body = json.loads(message["Body"])
-            except ValueError:
-                continue
-            for record in body.get("Records", []) if isinstance(body, dict) else []:
-                s3 = record.get("s3", {})
-                if s3.get("bucket", {}).get("name") == self.bucket and "key" in s3.get("object", {}):
-                    keys.add(unquote_plus(s3["object"]["key"]))
-        for key in keys:
-            try:
-                self.sync_key(key)
-            except Exception as exc:  # noqa: BLE001 - the mirror must never stop indexing
-                log.warning("could not mirror %r to %s: %s", key, self.root, exc)
 
     def reconcile(self) -> None:
         """Mirror the whole bucket (shutdown): write what is new or changed, remove what is gone."""
