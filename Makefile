@@ -57,7 +57,7 @@ INVOKE_ENV ?= infra/invoke.env.json
 invoke: setup
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json] [REPEAT=n]" >&2; exit 2; }
 	@test -f .aws-sam/build/template.yaml || $(MAKE) --no-print-directory build
-	$(SAM_ENV) $(PY) infra/invoke.py $(FN) $(EVENT) --env-vars $(if $(filter command line,$(origin ENV)),$(ENV),$(INVOKE_ENV)) $(if $(REPEAT),--repeat $(REPEAT))
+	$(SAM_ENV) $(VENV)/bin/imgsim-invoke $(FN) $(EVENT) --env-vars $(if $(filter command line,$(origin ENV)),$(ENV),$(INVOKE_ENV)) $(if $(REPEAT),--repeat $(REPEAT))
 
 lint: setup
 	$(VENV)/bin/cfn-lint template.yaml

@@ -12,15 +12,15 @@ INDEX_APP_PATH = REPO_ROOT / "functions" / "index" / "app.py"
 SEARCH_APP_PATH = REPO_ROOT / "functions" / "search" / "app.py"
 
 
-LAMBDA_EMULATION_PATH = REPO_ROOT / "infra" / "lambda_emulation.py"
+LAMBDA_EMULATION_PATH = REPO_ROOT / "infra" / "imgsim_tools" / "lambda_emulation.py"
 
 
 def lambda_context(function_name: str, *, timeout_s: float = 60.0, memory_mb: int = 1024, request_id: str | None = None):
-    """The Lambda context object every test and benchmark hands a handler: infra/lambda_emulation.py's,
+    """The Lambda context object every test and benchmark hands a handler: imgsim_tools.lambda_emulation's,
     the one `make invoke` and `imgsim serve` use too."""
-    module = sys.modules.get("imgsim_lambda_emulation") or load_module_from_path(
-        "imgsim_lambda_emulation", LAMBDA_EMULATION_PATH, register=True)
-    return module.LambdaContext(function_name, timeout_s=timeout_s, memory_mb=memory_mb, request_id=request_id)
+    from imgsim_tools import lambda_emulation
+
+    return lambda_emulation.LambdaContext(function_name, timeout_s=timeout_s, memory_mb=memory_mb, request_id=request_id)
 
 
 def load_module_from_path(name: str, path: Path, *, register: bool = False) -> ModuleType:

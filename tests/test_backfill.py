@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from imgsim import backfill, runtime
+from imgsim import runtime
+from imgsim_tools import backfill
 from imgsim.errors import ConfigError
 from imgsim.ids import point_id_for_object
 from imgsim.indexing import INDEXED, SKIPPED

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import cli
+from imgsim_tools import cli
 from imgsim.ids import point_id_for_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -372,15 +372,17 @@ def test_serve_and_backfill_help(capsys):
 
 
 def test_serve_without_a_checkout_exits_2(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "repo_root", lambda: tmp_path)
+    monkeypatch.setenv("IMGSIM_PROJECT_DIR", str(tmp_path))
     code, out, err = run(capsys, "serve")
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "needs a checkout" in err and "local_stack.py" in err
+    assert err.count("\n") == 1 and "not an imgsim checkout" in err and str(tmp_path) in err
 
 
 def test_serve_runs_local_stack_with_global_options(capsys, monkeypatch, tmp_path):
-    (tmp_path / "infra").mkdir()
-    (tmp_path / "infra" / "local_stack.py").write_text(
+    import types
+
+    fake = types.ModuleType("fake_local_stack")
+    exec(  # noqa: S102 - a stand-in module for the delegate
         '"""Fake local stack."""\n'
         "import json, os\n"
         "def add_arguments(parser):\n"
@@ -388,18 +390,22 @@ def test_serve_runs_local_stack_with_global_options(capsys, monkeypatch, tmp_pat
         "def run(args):\n"
         "    print(json.dumps({'port': args.port, 'collection': args.collection, 'verbose': args.verbose,\n"
         "                      'env': os.environ['QDRANT_COLLECTION'], 'path': os.environ['QDRANT_PATH']}))\n"
-        "    return 7\n"
+        "    return 7\n", fake.__dict__,
     )
-    monkeypatch.setattr(cli, "repo_root", lambda: tmp_path)
+    monkeypatch.setitem(cli.DELEGATED, "serve", ("fake", lambda: fake))
     monkeypatch.setenv("QDRANT_COLLECTION", "before")
     code, out, _ = run(capsys, "--collection", "pics", "serve", "--port", "8080", "-v", "--qdrant-path", "/tmp/q")
     assert code == 7
     assert json.loads(out) == {"port": 8080, "collection": "pics", "verbose": True, "env": "pics", "path": "/tmp/q"}
 
 
-def test_repo_root_is_the_checkout():
-    assert (cli.repo_root() / "infra" / "local_stack.py").is_file()
-    assert (cli.repo_root() / "layers" / "shared" / "imgsim" / "cli.py").is_file()
+def test_project_root_is_the_checkout(monkeypatch):
+    from imgsim_tools.project import project_root, template_path
+
+    monkeypatch.delenv("IMGSIM_PROJECT_DIR", raising=False)
+    root = Path(__file__).resolve().parents[1]
+    assert project_root() == root
+    assert template_path(root).name == "template.yaml" and template_path(root).is_file()
 
 
 # -- the installed console script -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one Lambda-runtime emulation (infra/lambda_emulation.py) that `make invoke`, `imgsim serve`
+"""The one Lambda-runtime emulation (imgsim_tools.lambda_emulation) that `make invoke`, `imgsim serve`
 and the tests share: the context object and handler loading."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import LAMBDA_EMULATION_PATH, lambda_context, load_module_from_path
 
-from imgsim.cli import load_local_stack
+from imgsim_tools.local import stack as local_stack
 
 emulation = load_module_from_path("lambda_emulation_under_test", LAMBDA_EMULATION_PATH)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +46,10 @@ def test_handler_loading_and_its_errors(tmp_path):
 
 
 def test_runner_stack_and_tests_share_it():
-    stack = load_local_stack()
-    assert Path(inspect.getsourcefile(type(stack.lambda_context("IndexFunction", "us-east-1", 60)))) == LAMBDA_EMULATION_PATH
+    assert Path(inspect.getsourcefile(type(local_stack.lambda_context("IndexFunction", "us-east-1", 60)))) == LAMBDA_EMULATION_PATH
     assert Path(inspect.getsourcefile(type(lambda_context("x")))) == LAMBDA_EMULATION_PATH
-    runner = (REPO_ROOT / "infra" / "invoke.py").read_text()
+    tools = REPO_ROOT / "infra" / "imgsim_tools"
+    runner = (tools / "invoke.py").read_text()
     assert "class LambdaContext" not in runner and "lambda_emulation.py" in runner
-    assert "class LambdaContext" not in (REPO_ROOT / "infra" / "local_stack.py").read_text()
+    defined = [path.relative_to(tools) for path in tools.rglob("*.py") if "class LambdaContext" in path.read_text()]
+    assert defined == [Path("lambda_emulation.py")]

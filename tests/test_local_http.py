@@ -14,9 +14,7 @@ import time
 
 import pytest
 
-from imgsim.cli import load_local_stack
-
-local_stack = load_local_stack()
+from imgsim_tools.local import http_front as local_stack
 
 
 class FakeStack:

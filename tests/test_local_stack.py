@@ -318,9 +318,8 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
     import threading
     from types import SimpleNamespace
 
-    from imgsim.cli import load_local_stack
+    from imgsim_tools.local import stack as local_stack
 
-    local_stack = load_local_stack()
     builds: list[object] = []
     pending = iter([3, 7, 9])
 
@@ -361,9 +360,8 @@ def test_event_source_redelivers_failures_then_dead_letters():
     import boto3
     from moto import mock_aws
 
-    from imgsim.cli import load_local_stack
+    from imgsim_tools.local import event_source
 
-    local_stack = load_local_stack()
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         queue = sqs.create_queue(QueueName="q")["QueueUrl"]
@@ -378,7 +376,7 @@ def test_event_source_redelivers_failures_then_dead_letters():
             return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
         stack = SimpleNamespace(_stopping=threading.Event(), mirror=None, index_handler=None, invoke=invoke)
-        poller = local_stack.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", stack, dlq_url=dlq,
+        poller = event_source.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", stack, dlq_url=dlq,
                                        redelivery_delay_s=0.01, max_receive_count=5)
         while poller.drain_once():
             pass
@@ -398,9 +396,7 @@ def test_event_source_redelivers_failures_then_dead_letters():
 def test_queue_timeouts_and_batch_size_come_from_the_template():
     from cfnlint.decode import decode  # CloudFormation's own reading of the template, for comparison
 
-    from imgsim.cli import load_local_stack
-
-    settings = load_local_stack().SETTINGS
+    from imgsim_tools.local.common import SETTINGS as settings
     text, problems = decode(str(Path(__file__).resolve().parents[1] / "template.yaml"))
     assert not problems
     queue = text["Resources"]["IndexQueue"]["Properties"]

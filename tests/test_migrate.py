@@ -10,7 +10,8 @@ from unittest import mock
 import imgsim.store.server
 import numpy as np
 import pytest
-from imgsim import StoredPoint, cli, point_id_for_file
+from imgsim import StoredPoint, point_id_for_file
+from imgsim_tools import cli
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
 from imgsim.store import key_dirs

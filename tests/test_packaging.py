@@ -30,8 +30,7 @@ API_KEY = "local-dev-key"  # what events/*.json send in x-api-key
 # SAM CLI's template providers (used by the runner) call deprecated samtranslator/jsonschema APIs.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-sys.path.insert(0, str(REPO_ROOT / "infra"))
-import invoke  # noqa: E402  (infra/invoke.py, the runner under test)
+from imgsim_tools import invoke  # noqa: E402  (the runner under test)
 
 
 # ---------------------------------------------------------------- layer requirements (fast)
@@ -306,6 +305,16 @@ def test_layer_layout(sam_build):
     assert not (python / "bin").exists()
     # The embedded engine is for laptops and tests: deployed functions always use a Qdrant server.
     assert not list(python.glob("qdrant_edge*")), "qdrant-edge-py must not be in the Lambda layer"
+    # Developer tooling (imgsim_tools: CLI, backfill, migrate, local stack, runner, event builders) stays out.
+    assert not list(python.glob("imgsim_tools*"))
+    assert not {"cli.py", "backfill.py", "migrate.py", "http_events.py"} & {p.name for p in (python / "imgsim").iterdir()}
+
+
+def test_the_layer_package_never_imports_the_tooling():
+    """imgsim (what the layer carries) must import without imgsim_tools: the dependency goes one way."""
+    offenders = [str(path.relative_to(LAYER_SRC)) for path in (LAYER_SRC / "imgsim").rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+imgsim_tools", path.read_text(), re.M)]
+    assert offenders == []
 
 
 @pytest.mark.slow
@@ -454,8 +463,7 @@ def test_put_secrets_stores_securestrings(monkeypatch, capsys):
     import boto3
     from moto import mock_aws
 
-    sys.path.insert(0, str(REPO_ROOT / "infra"))
-    import put_secrets
+    from imgsim_tools import put_secrets
 
     monkeypatch.setenv("QDRANT_API_KEY", "qdrant-secret")
     monkeypatch.delenv("IMGSIM_API_KEY", raising=False)
@@ -471,8 +479,7 @@ def test_put_secrets_stores_securestrings(monkeypatch, capsys):
 
 
 def test_setup_collection_creates_the_collection(monkeypatch, tmp_path, capsys):
-    sys.path.insert(0, str(REPO_ROOT / "infra"))
-    import setup_collection
+    from imgsim_tools import setup_collection
     from imgsim import runtime
 
     monkeypatch.delenv("QDRANT_URL", raising=False)

@@ -27,7 +27,7 @@ from imgsim.api import (
     parse_search_body,
 )
 from imgsim.errors import ImageError
-from imgsim.http_events import http_api_event
+from imgsim_tools.events import http_api_event
 from imgsim.ids import point_id_for_object
 from imgsim.points import image_payload
 from imgsim.store import StoredPoint

@@ -8,7 +8,7 @@ import sys
 import pytest
 from openapi_spec_validator import validate
 
-from imgsim.http_events import http_api_event
+from imgsim_tools.events import http_api_event
 from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path
 
 PUBLIC = {("/health", "get"), ("/", "get"), ("/openapi.json", "get")}

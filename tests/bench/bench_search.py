@@ -89,7 +89,7 @@ def fill_store(store, base_vectors: np.ndarray, base_keys: list[str], count: int
 
 
 def measure(app, runtime, queries: list[bytes], query_vectors: np.ndarray) -> dict[str, list[float]]:
-    from imgsim.http_events import http_api_event
+    from imgsim_tools.events import http_api_event
 
     embedder, store = runtime.get_embedder(), runtime.get_store()
     out: dict[str, list[float]] = {k: [] for k in ("total", "embed", "qdrant", "rest", "embed_alone",

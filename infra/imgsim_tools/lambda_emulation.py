@@ -1,8 +1,8 @@
 """The one emulation of the Lambda Python runtime's own pieces: the context object and handler loading.
 
-Shared by the local invoke runner's child process (``infra/invoke.py``, which runs under
+Shared by the local invoke runner's child process (``invoke.py``, which runs under
 ``python -I -S -B`` with only the layer on its path, hence standard library only), by
-``imgsim serve`` (``infra/local_stack.py``), and by the tests and benchmarks (through
+``imgsim serve`` (``local/stack.py``), and by the tests and benchmarks (through
 ``tests/support.py``), so every handler in this repository meets the same context.
 """
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ordering import TOMBSTONE_SUFFIX
-from .store import StoredPoint, VectorStore
+from imgsim.ordering import TOMBSTONE_SUFFIX
+from imgsim.store import StoredPoint, VectorStore
 
 DEFAULT_PAGE = 256
 

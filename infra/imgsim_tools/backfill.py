@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus, urlparse
 
-from .errors import ConfigError
-from .indexing import FAILED, INDEXED, PUT, SKIPPED, BatchReport, ObjectEvent, indexer_from_runtime
+from imgsim.errors import ConfigError
+from imgsim.indexing import FAILED, INDEXED, PUT, SKIPPED, BatchReport, ObjectEvent, indexer_from_runtime
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ def _progress(total: int | None, quiet: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import runtime
+    from imgsim import runtime
 
     bucket, prefix = parse_s3_uri(args.uri)
     s3 = runtime.get_boto3_client("s3")

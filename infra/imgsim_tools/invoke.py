@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a function from the ``sam build`` output the way Lambda lays it out, without Docker.
 
-    python infra/invoke.py IndexFunction events/index_put.json [more events...] [--env-vars env.json] [--repeat 3]
+    imgsim-invoke IndexFunction events/index_put.json [more events...] [--env-vars env.json] [--repeat 3]
     make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json]
 
 What it reproduces (this is the point: it proves the packaging):
@@ -44,15 +44,14 @@ import time
 
 PYTHON_VERSION = "3.11"
 CHILD_FLAG = "--child"
-EMPTY_PARAMETER = "__invoke_empty_parameter__"
 
 
 # ----------------------------------------------------------------------------- child (stdlib only)
 
 
 def _lambda_emulation():
-    """``infra/lambda_emulation.py``, the context shared with ``imgsim serve`` and the tests. Loaded by
-    path: the child runs under ``-I``, so this file's directory is not on ``sys.path``."""
+    """``lambda_emulation.py`` beside this file, the context shared with ``imgsim serve`` and the tests.
+    Loaded from this package's folder by path: the child runs under ``-I -S``, so no package is importable."""
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lambda_emulation.py")
@@ -223,12 +222,9 @@ def build_spec(
     repeat: int = 1,
 ) -> tuple[dict, dict[str, str]]:
     """Resolve the function from the built template: (spec for the child, child environment)."""
-    # SAM CLI's providers are what `sam local invoke` uses to read a template: Globals merged,
-    # parameters and intrinsics resolved, CodeUri/ContentUri relative to the built template.
-    from samcli.lib.providers.sam_function_provider import SamFunctionProvider
-    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
     from samcli.local.lambdafn.env_vars import EnvironmentVariables
-    from samcli.yamlhelper import yaml_parse
+
+    from .template_functions import EMPTY_PARAMETER, TemplateError, read_function
 
     template_path = os.path.join(build_dir, "template.yaml")
     if not os.path.isfile(template_path):
@@ -237,38 +233,21 @@ def build_spec(
     for path in event_paths:
         if not os.path.isfile(path):
             raise InvokeError(f"event file {path} not found")
-    with open(template_path) as fh:
-        template = yaml_parse(fh.read())
-    overrides = dict(parameter_overrides or {})
-    for name, declared in (template.get("Parameters") or {}).items():
-        if name not in overrides and "Default" not in declared:
-            print(f"invoke: parameter {name} has no default; using an empty string", file=sys.stderr)
-            # SAM's resolver ignores empty overrides (the Ref would become the parameter's name), so a
-            # placeholder goes in and is blanked out of the resolved values below.
-            overrides[name] = EMPTY_PARAMETER
     creds = _aws_creds()
-    stacks, _ = SamLocalStackProvider.get_stacks(
-        template_path,
-        parameter_overrides=overrides,
-        global_parameter_overrides={"AWS::Region": creds["region"]},
-    )
-    provider = SamFunctionProvider(stacks, use_raw_codeuri=True)
-    fn = provider.get(function)
-    if fn is None:
-        known = sorted(f.name for f in provider.get_all())
-        raise InvokeError(f"no function {function!r} in {template_path}; known: {', '.join(known)}")
+    try:
+        fn = read_function(function, template_path, parameter_overrides=parameter_overrides, region=creds["region"])
+    except TemplateError as exc:
+        raise InvokeError(str(exc)) from exc
     if fn.runtime != f"python{PYTHON_VERSION}":
         raise InvokeError(f"{function} has runtime {fn.runtime}; this runner runs python{PYTHON_VERSION}")
-
-    base = os.path.dirname(os.path.abspath(template_path))
-    task_dir = os.path.join(base, fn.codeuri)
+    task_dir = str(fn.code_dir)
     if not os.path.isdir(task_dir):
         raise InvokeError(f"{task_dir} (CodeUri of {function}) not found: run `sam build`")
     sys_path = [task_dir]
-    for layer in fn.layers:
-        layer_dir = os.path.join(base, layer.codeuri)
+    for layer_path in fn.layer_dirs:
+        layer_dir = str(layer_path)
         if not os.path.isdir(layer_dir):
-            raise InvokeError(f"{layer_dir} (layer {layer.name}) not found: run `sam build`")
+            raise InvokeError(f"{layer_dir} (a layer of {function}) not found: run `sam build`")
         # Lambda puts both of these on sys.path for python3.11 layers.
         sys_path += [
             os.path.join(layer_dir, "python", "lib", f"python{PYTHON_VERSION}", "site-packages"),
@@ -278,11 +257,11 @@ def build_spec(
     env_files = _load_env_overrides(env_vars_path)
     env_overrides = dict(env_files.get("Parameters", {}))
     env_overrides.update(env_files.get(function, {}))
-    variables = dict((fn.environment or {}).get("Variables") or {})
+    variables = dict(fn.variables)
     env = EnvironmentVariables(
         fn.name,
-        fn.memory,
-        fn.timeout,
+        fn.memory_mb,
+        fn.timeout_s,
         fn.handler,
         fn.logging_config,
         variables=variables,
@@ -314,8 +293,8 @@ def build_spec(
         "task_dir": task_dir,
         "sys_path": sys_path,
         "event_paths": [os.path.abspath(p) for p in event_paths],
-        "memory": fn.memory or 128,
-        "timeout": fn.timeout or 3,
+        "memory": fn.memory_mb,
+        "timeout": fn.timeout_s,
         "region": creds["region"],
         "repeat": repeat,
     }

@@ -1,7 +1,7 @@
 """The ``imgsim`` command: embed, index, search and compare local images.
 
-``imgsim backfill`` and ``imgsim serve`` delegate to ``imgsim.backfill`` and to
-the repository's ``infra/local_stack.py``; each of those modules brings its own
+``imgsim backfill`` and ``imgsim serve`` delegate to ``imgsim_tools.backfill`` and
+``imgsim_tools.local.command``; each of those modules brings its own
 options through ``add_arguments(parser)`` and does its work in ``run(args)``.
 
 Exit codes: 0 success, 1 failure (store unreachable, model missing, files that
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -30,12 +29,11 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from .config import Settings
-from .decode import DecodedImage
-from .errors import ImageError, StoreError
-from .ids import point_id_for_file
-from .scoring import percent_from_score, score_from_cosine
+from imgsim.config import Settings
+from imgsim.decode import DecodedImage
+from imgsim.errors import ImageError, StoreError
+from imgsim.ids import point_id_for_file
+from imgsim.scoring import percent_from_score, score_from_cosine
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -71,7 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         settings = dataclasses.replace(settings, collection=collection)
     param = os.environ.get("QDRANT_API_KEY_PARAM")
     if settings.qdrant_url and param and not settings.qdrant_api_key:
-        from .runtime import read_secret_parameter
+        from imgsim.runtime import read_secret_parameter
 
         settings = dataclasses.replace(settings, qdrant_api_key=read_secret_parameter(param))
     return settings
@@ -90,7 +88,7 @@ class Session:
     @property
     def embedder(self):
         if self._embedder is None:
-            from .embedder import Embedder
+            from imgsim.embedder import Embedder
 
             with _fd2_silenced(enabled=not self.verbose):
                 self._embedder = Embedder(settings=self.settings)
@@ -99,7 +97,7 @@ class Session:
     @property
     def store(self):
         if self._store is None:
-            from .store import open_store
+            from imgsim.store import open_store
 
             self._store = open_store(
                 self.settings, dim=self.embedder.dim, one_shot=getattr(self.args, "command", None) == "search"
@@ -240,7 +238,7 @@ def cmd_embed(session: Session, args: argparse.Namespace) -> int:
     embedder = session.embedder
     bad = 0
     paths = [Path(p) for p in args.files]
-    load = lambda p: load_file(p, embedder)  # noqa: E731
+    load = lambda p: load_file(p, embedder)
     for batch in load_batches(paths, DEFAULT_INDEX_BATCH, load):
         good = [f for f in batch if f.image is not None]
         vectors = iter(embedder.embed_decoded([f.image for f in good]))
@@ -316,8 +314,8 @@ class BackgroundWriter:
 
 
 def cmd_index(session: Session, args: argparse.Namespace) -> int:
-    from .points import image_payload
-    from .store import StoredPoint
+    from imgsim.points import image_payload
+    from imgsim.store import StoredPoint
 
     files = collect_files(args.paths)
     embedder, store = session.embedder, session.store
@@ -341,7 +339,7 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
             bar.close()
         print(f"{prefix}{summary.line()}")
 
-    load = lambda p: load_file(p, embedder)  # noqa: E731
+    load = lambda p: load_file(p, embedder)
     writer = BackgroundWriter(store, written)
     started = time.perf_counter()
     try:
@@ -395,8 +393,9 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
     """Copy the embedded store to a Qdrant server (--to) or a server's collection here (--from)."""
+    from imgsim.store import open_store
+
     from .migrate import migrate
-    from .store import open_store
 
     url = args.to or args.from_url
     key = os.environ.get(args.api_key_env or "QDRANT_API_KEY") or None
@@ -490,11 +489,6 @@ def cmd_compare(session: Session, args: argparse.Namespace) -> int:
 # -- delegated commands (backfill, serve) ------------------------------------------------
 
 
-def repo_root() -> Path:
-    """The checkout this package lives in: <repo>/layers/shared/imgsim/cli.py."""
-    return Path(__file__).resolve().parents[3]
-
-
 def load_backfill() -> ModuleType:
     from . import backfill
 
@@ -502,23 +496,17 @@ def load_backfill() -> ModuleType:
 
 
 def load_local_stack() -> ModuleType:
-    """``infra/local_stack.py`` is not part of the package (it needs the repository's
-    functions/ and events/), so it is loaded by path from the checkout."""
-    path = repo_root() / "infra" / "local_stack.py"
-    if not path.is_file():
-        raise UsageError(
-            f"imgsim serve needs a checkout of the imgsim repository; {path} does not exist "
-            "(install with `pip install -e .` from the checkout)"
-        )
-    name = "imgsim_local_stack"
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # before exec: dataclasses and pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+    """The local stack runs the project's handlers and reads its template: it needs the checkout
+    (found as imgsim_tools.project says), reported in one line when there is none."""
+    from .project import ProjectNotFound, project_root
+
+    try:
+        project_root()
+    except ProjectNotFound as exc:
+        raise UsageError(f"imgsim serve: {exc}") from exc
+    from .local import command
+
+    return command
 
 
 DELEGATED: dict[str, tuple[str, Callable[[], ModuleType]]] = {
@@ -553,7 +541,7 @@ def run_delegated(command: str, argv: list[str], global_args: argparse.Namespace
             os.environ[variable] = value
     if getattr(args, "qdrant_path", None):
         os.environ.pop("QDRANT_URL", None)
-    from . import runtime
+    from imgsim import runtime
 
     runtime.reset()
     return int(module.run(args) or 0)

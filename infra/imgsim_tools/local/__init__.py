@@ -1,0 +1,1 @@
+"""`imgsim serve`: the whole stack on one machine (see ``stack``)."""

@@ -1,0 +1,81 @@
+"""Run the whole stack on this machine: local S3, queue, API and web page (see imgsim_tools.local.stack)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .common import INDEX_HANDLER, SEARCH_HANDLER, StackError, log
+from .stack import LocalStack
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=3000, help="HTTP port of the page and the API (default 3000)")
+    parser.add_argument("--s3-port", type=int, default=4566, help="port of the S3 + SQS emulator (default 4566)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--data-dir", default="./.data",
+        help="where the index (qdrant/, unless QDRANT_PATH is set) and the stored images (s3/) persist "
+        "(default ./.data)",
+    )
+    # Hidden: run the stack around other handlers (the stack's own tests use tiny stand-ins).
+    parser.add_argument("--index-handler", default=str(INDEX_HANDLER), help=argparse.SUPPRESS)
+    parser.add_argument("--search-handler", default=str(SEARCH_HANDLER), help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging()
+    stack = LocalStack(
+        host=args.host, port=args.port, s3_port=args.s3_port, data_dir=Path(args.data_dir),
+        index_handler=Path(args.index_handler), search_handler=Path(args.search_handler),
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            # A second Ctrl-C while stopping: give up waiting (embedded Qdrant is consistent after every write).
+            print("imgsim serve: forced stop", file=sys.stderr, flush=True)
+            os._exit(130)
+        print(f"\n{signal.Signals(signum).name}: stopping ...", flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            stack.start()
+        except StackError as exc:
+            print(f"imgsim serve: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(stack.banner(), flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if stack.started:
+            print("imgsim serve: stopped", flush=True)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # Metrics are off locally (no CloudWatch), so powertools' "no metrics to publish" warning is noise here.
+    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+    # moto's WSGI server logs every S3/SQS request (the poller makes one a second): keep only problems.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+

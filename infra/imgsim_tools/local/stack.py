@@ -1,0 +1,427 @@
+"""`imgsim serve`: the whole stack on one machine, no cloud account.
+
+One process runs what AWS runs in several services:
+
+- S3 + SQS: moto's server (the WSGI app behind ``moto.server.ThreadedMotoServer``) on ``--s3-port``, with the
+  bucket, the indexing queue, its DLQ (redrive policy) and the bucket notifications set up as in template.yaml.
+- Lambda's SQS event source mapping: a thread long-polls the queue (up to 10 messages), builds the SQS event
+  exactly as Lambda does, calls IndexFunction's ``handler`` with a Lambda-like context and deletes the messages
+  that are not reported in ``batchItemFailures`` (the others become visible again and are redelivered, then go to
+  the DLQ after ``maxReceiveCount`` receives, as on AWS).
+- API Gateway HTTP API: an HTTP server on ``--port`` turning each request into a payload-format-2.0 event for
+  SearchFunction's ``handler`` and its response back into HTTP.
+- Qdrant: embedded, under the data dir (``QDRANT_PATH``, default ``<data-dir>/qdrant``), or the server named by
+  ``QDRANT_URL`` if set.
+
+The handlers run unchanged: they are configured only through the environment variables of the contract
+(``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
+
+Persistence: Qdrant persists by itself (its write-ahead log). moto keeps S3 in memory, so every write and delete
+it acknowledges is first fsynced into ``<data-dir>/s3/`` (``WriteThrough``; the whole bucket is reconciled once
+more on shutdown). On start the objects are put back through moto's backend *before* the bucket notifications are
+configured, so restoring them re-indexes nothing; for objects the index lacks (uploaded just before a crash, their
+queue message lost with moto's memory) and points whose object is gone, the event source gets the notification
+S3 would have sent, so the normal path brings the index in line.
+
+Kept to the standard library, ``imgsim`` and libraries in the venv: the CLI loads this file by path.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import lambda_emulation
+from .common import (
+    ACCOUNT_ID,
+    BUCKET,
+    DLQ,
+    INDEX_CHECK_SECONDS,
+    INDEX_HANDLER,
+    QUEUE,
+    SEARCH_HANDLER,
+    SETTINGS,
+    StackError,
+    StackStopping,
+    log,
+)
+from .durable_s3 import ObjectMirror, WriteThrough
+from .event_source import SqsPoller, s3_object_event
+from .http_front import ApiServer
+
+# -- the stack --------------------------------------------------------------------------------------------------------
+
+
+def _listening_socket(host: str, port: int, what: str, option: str) -> socket.socket:
+    """Bind now, in this thread, so a busy port is one clear error instead of a server thread's crash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart right after a stop (TIME_WAIT)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StackError(f"{what} port {port} on {host} is already in use; choose another with {option}", 2)
+        raise StackError(f"cannot listen on {host}:{port} for {what}: {exc.strerror or exc}", 2) from exc
+    return sock
+
+
+class LocalStack:
+    def __init__(
+        self, *, host: str, port: int, s3_port: int, data_dir: Path,
+        index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.s3_port = s3_port
+        self.data_dir = data_dir.resolve()
+        self.index_handler_path = index_handler
+        self.search_handler_path = search_handler
+        self.started = False
+        self.start_seconds = 0.0
+        self.api_key = ""
+        self.api_key_generated = False
+        self.mirror: ObjectMirror | None = None
+        self.restored: list[str] = []
+        # One process plays two execution environments that share imgsim.runtime's singletons (the embedded
+        # Qdrant client and the TFLite interpreter), and neither is thread-safe. Lambda runs one invocation per
+        # environment at a time anyway, so invocations are serialized here.
+        self.invoke_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._closed = False  # the runtime is closed: no more invocations
+        self._threads: list[threading.Thread] = []
+        self._moto_server: Any = None
+        self._moto_socket: socket.socket | None = None
+        self._http_server: ApiServer | None = None
+        self._runtime: Any = None
+        self.queue_url = ""
+        self.queue_arn = ""
+        self.dlq_url = ""
+        self.poller: SqsPoller | None = None
+        self._write_through: WriteThrough | None = None
+
+    # public URLs (a wildcard listen address is reached through loopback)
+    @property
+    def public_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.public_host}:{self.port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{self.public_host}:{self.s3_port}"
+
+    def start(self) -> None:
+        began = time.perf_counter()
+        for path in (self.index_handler_path, self.search_handler_path):
+            if not path.is_file():
+                raise StackError(f"handler not found: {path}")
+        # Both ports first: a busy port fails before anything else happens.
+        self._moto_socket = _listening_socket(self.host, self.s3_port, "S3 emulator", "--s3-port")
+        try:
+            api_socket = _listening_socket(self.host, self.port, "API", "--port")
+        except StackError:
+            self._moto_socket.close()
+            self._moto_socket = None
+            raise
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._configure_environment()
+            self._open_runtime()  # first: a data dir in use by another process fails before anything starts
+            self._start_moto()
+            self._create_resources()
+            self.index_handler = load_handler(self.index_handler_path, "imgsim_local_index_app")
+            self.search_handler = load_handler(self.search_handler_path, "imgsim_local_search_app")
+            self.poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, self, dlq_url=self.dlq_url)
+            self._catch_up()
+            self._start_poller()
+            self._spawn("index-builder", self._index_builder)
+        except BaseException:
+            api_socket.close()
+            raise
+        self._http_server = ApiServer(api_socket, self)
+        self._spawn("api-server", self._http_server.serve_forever)
+        self.started = True
+        self.start_seconds = time.perf_counter() - began
+
+    def banner(self) -> str:
+        key_note = "generated; set IMGSIM_API_KEY to choose it" if self.api_key_generated else "from IMGSIM_API_KEY"
+        settings = self._runtime.get_settings()
+        qdrant = settings.qdrant_url or f"embedded at {settings.qdrant_path}"
+        return "\n".join([
+            f"imgsim local stack ready in {self.start_seconds:.1f} s",
+            f"  Web page     {self.api_url}/",
+            f"  API          {self.api_url}  (header x-api-key)",
+            f"  API key      {self.api_key}  ({key_note})",
+            f"  S3 endpoint  {self.s3_url}  (bucket {BUCKET})",
+            f"               aws --endpoint-url {self.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/",
+            f"  Qdrant       {qdrant}, collection {settings.collection}",
+            f"  Stored images mirrored in {self.data_dir / 's3'}",
+            "Press Ctrl-C to stop.",
+        ])
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.poller is not None:
+            self.poller.wake()
+        if self._http_server is not None:
+            self._http_server.shutdown()
+        for thread in self._threads:
+            if thread.name != "moto-server":
+                thread.join()
+        if self.mirror is not None and self._moto_server is not None:
+            try:
+                self.mirror.reconcile()
+            except Exception as exc:  # noqa: BLE001 - never lose the shutdown over the mirror
+                log.warning("could not save the bucket to %s: %s", self.mirror.root, exc)
+        if self._http_server is not None:
+            self._http_server.server_close()
+            self._http_server = None
+        if self._moto_server is not None:
+            self._moto_server.shutdown()
+            self._moto_server.server_close()
+            self._moto_server = None
+        if self._write_through is not None:
+            self._write_through.uninstall()
+            self._write_through = None
+        if self._moto_socket is not None:
+            self._moto_socket.close()
+            self._moto_socket = None
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._runtime is not None:
+            # After any in-flight invocation: closes the embedded Qdrant (flush + file lock).
+            with self.invoke_lock:
+                self._runtime.reset()
+                self._closed = True
+
+    # -- start-up steps ----------------------------------------------------------------------------------------------
+
+    def _configure_environment(self) -> None:
+        env = os.environ
+        # Every AWS call of this process (and of the handlers) goes to the emulator, signed with dummy
+        # credentials, so a developer's real credentials or profile are never used.
+        env["AWS_ENDPOINT_URL"] = self.s3_url
+        env["AWS_ACCESS_KEY_ID"] = "imgsim-local"
+        env["AWS_SECRET_ACCESS_KEY"] = "imgsim-local"
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            env.pop(name, None)
+        env["AWS_DEFAULT_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+        env["IMAGES_BUCKET"] = BUCKET
+        env.setdefault("QDRANT_PATH", str(self.data_dir / "qdrant"))
+        env.setdefault("POWERTOOLS_SERVICE_NAME", "imgsim-local")
+        env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imgsim")
+        env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon on a laptop
+        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch: keep EMF lines off the console
+        # The deployed stack reads keys from SSM; locally they come from the environment.
+        env.pop("IMGSIM_API_KEY_PARAM", None)
+        self.api_key = env.get("IMGSIM_API_KEY", "")
+        if not self.api_key:
+            self.api_key = secrets.token_urlsafe(24)
+            self.api_key_generated = True
+            env["IMGSIM_API_KEY"] = self.api_key
+
+    def _start_moto(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        # What ThreadedMotoServer does, but on the socket bound above (its thread would die on a busy port).
+        assert self._moto_socket is not None
+        app = DomainDispatcherApplication(create_backend_app)
+        self._moto_server = make_server(
+            self.host, self.s3_port, app, threaded=True, request_handler=MotoRequestHandler,
+            fd=self._moto_socket.fileno(),
+        )
+        # A short poll interval: shutdown() waits up to one interval (the default 0.5 s is a quarter of the stop budget).
+        self._spawn("moto-server", lambda: self._moto_server.serve_forever(poll_interval=0.05))
+
+    def _create_resources(self) -> None:
+        import boto3
+
+        region = os.environ["AWS_DEFAULT_REGION"]
+        s3 = boto3.client("s3")
+        sqs = boto3.client("sqs")
+        dlq_url = sqs.create_queue(QueueName=DLQ, Attributes={"MessageRetentionPeriod": str(SETTINGS.dlq_retention_s)})[
+            "QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.dlq_url = dlq_url
+        self.queue_url = sqs.create_queue(
+            QueueName=QUEUE,
+            Attributes={
+                # AWS's advice for an SQS event source: visibility timeout = 6 x the function timeout.
+                "VisibilityTimeout": str(SETTINGS.visibility_timeout_s),
+                "MessageRetentionPeriod": str(SETTINGS.queue_retention_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                             "maxReceiveCount": SETTINGS.max_receive_count}),
+            },
+        )["QueueUrl"]
+        self.queue_arn = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{QUEUE}"
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=BUCKET)
+        else:
+            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": region})
+        origins = sorted({os.environ.get("IMGSIM_CORS_ORIGIN") or "*", self.api_url})
+        s3.put_bucket_cors(
+            Bucket=BUCKET,
+            CORSConfiguration={"CORSRules": [{
+                "AllowedOrigins": ["*"] if "*" in origins else origins,
+                "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
+                "AllowedHeaders": ["*"],
+                "ExposeHeaders": ["ETag"],
+                "MaxAgeSeconds": 3000,
+            }]},
+        )
+        # Restore the stored images while the bucket has no notifications yet: they are indexed already.
+        self.mirror = ObjectMirror(self.data_dir / "s3" / BUCKET, s3, BUCKET)
+        self.restored = self.mirror.restore()
+        # From here on every acknowledged write is on disk before moto answers it (see WriteThrough).
+        self._write_through = WriteThrough(self.mirror, BUCKET)
+        self._write_through.install()
+        s3.put_bucket_notification_configuration(
+            Bucket=BUCKET,
+            NotificationConfiguration={"QueueConfigurations": [
+                {"Id": "index-created", "QueueArn": self.queue_arn, "Events": ["s3:ObjectCreated:*"]},
+                {"Id": "index-removed", "QueueArn": self.queue_arn, "Events": ["s3:ObjectRemoved:*"]},
+            ]},
+        )
+        self._sqs = sqs
+        self._s3 = s3
+
+    def _open_runtime(self) -> None:
+        from imgsim import runtime
+        from imgsim.errors import ImgsimError
+
+        self._runtime = runtime
+        runtime.reset()  # the environment changed: rebuild settings and boto3 clients from it
+        try:
+            # Open the store and the model now, so a locked data dir or a missing model is a start-up error,
+            # not the first request's.
+            runtime.get_embedder()
+            runtime.get_store().count()
+        except ImgsimError as exc:
+            raise StackError(str(exc)) from exc
+        except RuntimeError as exc:  # qdrant-client: "Storage folder ... is already accessed by another instance"
+            raise StackError(f"cannot open the index: {exc} (stop the other imgsim process using it, "
+                             "or choose another --data-dir)") from exc
+
+    def _catch_up(self) -> None:
+        """Make the index agree with the restored bucket through the normal event path.
+
+        moto's queue lives in memory too: events not yet handled when the stack last stopped (or crashed) are
+        gone. Restored objects missing from the index are put again (S3 then notifies ObjectCreated), and
+        points of this bucket whose object is gone get the ObjectRemoved event S3 would have sent. Only for
+        the embedded index: a Qdrant server (QDRANT_URL) may be shared, and is never cleaned from here.
+        """
+        from imgsim.ids import point_id_for_object
+
+        store = self._runtime.get_store()
+        by_id = {point_id_for_object(BUCKET, key): key for key in self.restored}
+        ids = list(by_id)
+        known: set[str] = set()
+        for start in range(0, len(ids), 256):
+            known.update(str(record.id) for record in store.retrieve(ids[start:start + 256]))
+        missing = [by_id[i] for i in ids if i not in known]
+        region = os.environ["AWS_DEFAULT_REGION"]
+        assert self.poller is not None
+        # The notifications S3 would have sent, straight to the event source (re-putting each object
+        # only to provoke one cost ~5 ms an object: 1,692 objects took 13.7 s to restart).
+        self.poller.enqueue([json.dumps(s3_object_event(key, region, created=True, **self.mirror.describe(key)))
+                             for key in missing])
+        gone: list[str] = []
+        if not self._runtime.get_settings().qdrant_url:
+            present = set(self.restored)
+            gone = [key for key in indexed_keys(store, BUCKET) if key not in present]
+            self.poller.enqueue([json.dumps(s3_object_event(key, region, created=False)) for key in gone])
+        if self.restored or gone:
+            log.info("restored %d stored images from %s; %d queued for indexing, %d for removal from the index",
+                     len(self.restored), self.mirror.root, len(missing), len(gone))
+
+    def _start_poller(self) -> None:
+        assert self.poller is not None
+        self._spawn("queue-drain", self.poller.drain)
+        self._spawn("index-poller", self.poller.run)
+
+    def _index_builder(self) -> None:
+        """Embedded store: build the HNSW index in the background whenever IMGSIM_INDEX_THRESHOLD points
+        are not in it yet (searches scan those one by one). The build runs in a child process on a copy,
+        so the API and the indexer keep working meanwhile (see imgsim.store.edge)."""
+        from imgsim.errors import ImgsimError
+
+        store = self._runtime.get_store()
+        if store.backend != "edge":
+            return  # a server indexes on its own
+        threshold = self._runtime.get_settings().index_threshold
+
+        def done(ok: bool, message: str) -> None:
+            (log.info if ok else log.warning)("search index: %s", message)
+
+        while not self._stopping.is_set():
+            try:
+                pending = store.unindexed_count()
+                if pending >= threshold and store.build_index_in_background(done) is not None:
+                    log.info("search index: building for %d new points in the background", pending)
+            except ImgsimError as exc:
+                log.warning("search index check failed: %s", exc)
+            self._stopping.wait(INDEX_CHECK_SECONDS)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- invocations -------------------------------------------------------------------------------------------------
+
+    def invoke(self, handler: Callable[[dict, Any], Any], event: dict, function: str, timeout_s: int) -> Any:
+        context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s)
+        with self.invoke_lock:
+            if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
+                raise StackStopping()
+            return handler(event, context)
+
+
+def indexed_keys(store: Any, bucket: str) -> list[str]:
+    """Keys of every point of ``bucket`` (a scroll over payloads only)."""
+    from imgsim.store import in_bucket
+
+    keys: list[str] = []
+    offset = None
+    while True:
+        points, offset = store.scroll(where=in_bucket(bucket), limit=1000, offset=offset, fields=["key"])
+        keys.extend(str((point.payload or {}).get("key")) for point in points)
+        if offset is None:
+            return keys
+
+
+# -- Lambda emulation ---------------------------------------------------------------------------------------------------
+
+
+def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
+    emulation = lambda_emulation
+    try:
+        return emulation.load_handler(path, module_name)
+    except emulation.HandlerLoadError as exc:
+        raise StackError(str(exc)) from exc
+
+
+def lambda_context(function: str, region: str, timeout_s: int) -> Any:
+    return lambda_emulation.LambdaContext(f"imgsim-local-{function}", timeout_s=timeout_s, memory_mb=1024,
+                                             region=region, account_id=ACCOUNT_ID)
+
