@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ import traceback
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from .common import (
     BUCKET,
@@ -25,6 +26,29 @@ from .common import (
 
 if TYPE_CHECKING:
     from .stack import LocalStack
+
+
+def s3_changes(bodies: list[str]) -> list[tuple[str, str, str | None]]:
+    """(key, "put" | "delete", ETag) for each S3 record in these queue messages (test events and anything
+    else ignored): what the stack's durable bucket needs to know was handled."""
+    changes: list[tuple[str, str, str | None]] = []
+    for body in bodies:
+        try:
+            records = json.loads(body).get("Records") or []
+        except (ValueError, AttributeError):
+            continue
+        for record in records:
+            try:
+                name = str(record["eventName"])
+                obj = record["s3"]["object"]
+                key = unquote_plus(str(obj["key"]))
+            except (KeyError, TypeError):
+                continue
+            if name.startswith("ObjectCreated:"):
+                changes.append((key, "put", str(obj.get("eTag") or "") or None))
+            elif name.startswith("ObjectRemoved:"):
+                changes.append((key, "delete", None))
+    return changes
 
 
 def s3_object_event(key: str, region: str, *, created: bool, size: int | None = None, etag: str | None = None) -> dict:
@@ -240,11 +264,15 @@ class SqsPoller:
             log.error("IndexFunction failed; the batch of %d will be redelivered\n%s", len(ids), traceback.format_exc())
             failed = set(ids)
         self.invocations += 1
+        dead: list[dict] = []
         if failed:
-            self._redeliver_or_dead_letter([m for m in messages if m["MessageId"] in failed], len(ids))
+            dead = self._redeliver_or_dead_letter([m for m in messages if m["MessageId"] in failed], len(ids))
+        settle = getattr(self.stack, "settle", None)
+        if settle is not None:  # handled, or in the DLQ: either way no longer owed to the function
+            settle([m["Body"] for m in messages if m["MessageId"] not in failed or m in dead])
         return len(messages)
 
-    def _redeliver_or_dead_letter(self, failed: list[dict], batch_size: int) -> None:
+    def _redeliver_or_dead_letter(self, failed: list[dict], batch_size: int) -> list[dict]:
         dead = [m for m in failed if int(m["Attributes"]["ApproximateReceiveCount"]) >= self.max_receive_count]
         retry = [m for m in failed if m not in dead]
         if retry:
@@ -258,5 +286,6 @@ class SqsPoller:
                         message["Attributes"]["ApproximateReceiveCount"])
             if self.dlq_url:
                 self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=message["Body"])
+        return dead
 
 

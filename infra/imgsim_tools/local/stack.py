@@ -17,13 +17,10 @@ The handlers run unchanged: they are configured only through the environment var
 (``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
 
 Persistence: Qdrant persists by itself (its write-ahead log). moto keeps S3 in memory, so every write and delete
-it acknowledges is first fsynced into ``<data-dir>/s3/`` (``WriteThrough``; the whole bucket is reconciled once
-more on shutdown). On start the objects are put back through moto's backend *before* the bucket notifications are
-configured, so restoring them re-indexes nothing; for objects the index lacks (uploaded just before a crash, their
-queue message lost with moto's memory) and points whose object is gone, the event source gets the notification
-S3 would have sent, so the normal path brings the index in line.
-
-Kept to the standard library, ``imgsim`` and libraries in the venv: the CLI loads this file by path.
+it acknowledges is first committed under ``<data-dir>/s3/`` with the notification it owes the event source
+(``durable_s3``). On start the bucket's listing goes back into moto (bytes read on first access) *before* the
+bucket notifications are configured, so restoring re-indexes nothing, and the event source gets again only the
+notifications that were never handled (moto's queue lived in memory too): no scan of the bucket or the index.
 """
 
 from __future__ import annotations
@@ -53,8 +50,8 @@ from .common import (
     StackStopping,
     log,
 )
-from .durable_s3 import ObjectMirror, WriteThrough
-from .event_source import SqsPoller, s3_object_event
+from .durable_s3 import PUT, DurableBucket, WriteThrough
+from .event_source import SqsPoller, s3_changes, s3_object_event
 from .http_front import ApiServer
 
 # -- the stack --------------------------------------------------------------------------------------------------------
@@ -91,8 +88,8 @@ class LocalStack:
         self.start_seconds = 0.0
         self.api_key = ""
         self.api_key_generated = False
-        self.mirror: ObjectMirror | None = None
-        self.restored: list[str] = []
+        self.durable: DurableBucket | None = None
+        self.restored = 0
         # One process plays two execution environments that share imgsim.runtime's singletons (the embedded
         # Qdrant client and the TFLite interpreter), and neither is thread-safe. Lambda runs one invocation per
         # environment at a time anyway, so invocations are serialized here.
@@ -168,7 +165,7 @@ class LocalStack:
             f"  S3 endpoint  {self.s3_url}  (bucket {BUCKET})",
             f"               aws --endpoint-url {self.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/",
             f"  Qdrant       {qdrant}, collection {settings.collection}",
-            f"  Stored images mirrored in {self.data_dir / 's3'}",
+            f"  Stored images in {self.data_dir / 's3'} ({self.restored} restored)",
             "Press Ctrl-C to stop.",
         ])
 
@@ -181,11 +178,6 @@ class LocalStack:
         for thread in self._threads:
             if thread.name != "moto-server":
                 thread.join()
-        if self.mirror is not None and self._moto_server is not None:
-            try:
-                self.mirror.reconcile()
-            except Exception as exc:  # noqa: BLE001 - never lose the shutdown over the mirror
-                log.warning("could not save the bucket to %s: %s", self.mirror.root, exc)
         if self._http_server is not None:
             self._http_server.server_close()
             self._http_server = None
@@ -196,6 +188,9 @@ class LocalStack:
         if self._write_through is not None:
             self._write_through.uninstall()
             self._write_through = None
+        if self.durable is not None:
+            self.durable.close()
+            self.durable = None
         if self._moto_socket is not None:
             self._moto_socket.close()
             self._moto_socket = None
@@ -290,10 +285,12 @@ class LocalStack:
             }]},
         )
         # Restore the stored images while the bucket has no notifications yet: they are indexed already.
-        self.mirror = ObjectMirror(self.data_dir / "s3" / BUCKET, s3, BUCKET)
-        self.restored = self.mirror.restore()
+        from moto.s3.models import s3_backends
+
+        self.durable = DurableBucket(self.data_dir / "s3" / BUCKET, BUCKET)
+        self.restored = self.durable.restore_into(s3_backends[ACCOUNT_ID]["aws"], ACCOUNT_ID, region)
         # From here on every acknowledged write is on disk before moto answers it (see WriteThrough).
-        self._write_through = WriteThrough(self.mirror, BUCKET)
+        self._write_through = WriteThrough(self.durable)
         self._write_through.install()
         s3.put_bucket_notification_configuration(
             Bucket=BUCKET,
@@ -323,36 +320,33 @@ class LocalStack:
                              "or choose another --data-dir)") from exc
 
     def _catch_up(self) -> None:
-        """Make the index agree with the restored bucket through the normal event path.
+        """Send again the notifications that were owed when the stack last stopped or crashed.
 
-        moto's queue lives in memory too: events not yet handled when the stack last stopped (or crashed) are
-        gone. Restored objects missing from the index are put again (S3 then notifies ObjectCreated), and
-        points of this bucket whose object is gone get the ObjectRemoved event S3 would have sent. Only for
-        the embedded index: a Qdrant server (QDRANT_URL) may be shared, and is never cleaned from here.
+        moto's queue lives in memory: an event not yet handled by IndexFunction is lost with the process.
+        Each acknowledged write or delete is recorded as pending with its object (``DurableBucket``) and
+        cleared once its event is handled (``settle``), so only those go to the event source again: the
+        start-up cost does not grow with the bucket. Re-sent writes carry the backfill flag, so one that
+        was indexed after all is skipped by its unchanged ETag instead of embedded again.
         """
-        from imgsim.ids import point_id_for_object
-
-        store = self._runtime.get_store()
-        by_id = {point_id_for_object(BUCKET, key): key for key in self.restored}
-        ids = list(by_id)
-        known: set[str] = set()
-        for start in range(0, len(ids), 256):
-            known.update(str(record.id) for record in store.retrieve(ids[start:start + 256]))
-        missing = [by_id[i] for i in ids if i not in known]
+        assert self.poller is not None and self.durable is not None
+        pending = self.durable.pending()
         region = os.environ["AWS_DEFAULT_REGION"]
-        assert self.poller is not None
-        # The notifications S3 would have sent, straight to the event source (re-putting each object
-        # only to provoke one cost ~5 ms an object: 1,692 objects took 13.7 s to restart).
-        self.poller.enqueue([json.dumps(s3_object_event(key, region, created=True, **self.mirror.describe(key)))
-                             for key in missing])
-        gone: list[str] = []
-        if not self._runtime.get_settings().qdrant_url:
-            present = set(self.restored)
-            gone = [key for key in indexed_keys(store, BUCKET) if key not in present]
-            self.poller.enqueue([json.dumps(s3_object_event(key, region, created=False)) for key in gone])
-        if self.restored or gone:
-            log.info("restored %d stored images from %s; %d queued for indexing, %d for removal from the index",
-                     len(self.restored), self.mirror.root, len(missing), len(gone))
+        bodies = []
+        for item in pending:
+            event = s3_object_event(item.key, region, created=item.action == PUT, size=item.size, etag=item.etag)
+            event["Records"][0]["imgsimBackfill"] = item.action == PUT
+            bodies.append(json.dumps(event))
+        self.poller.enqueue(bodies)
+        if self.restored or pending:
+            log.info("restored %d stored images from %s; %d events owed to the indexer sent again",
+                     self.restored, self.durable.root, len(pending))
+
+    def settle(self, bodies: list[str]) -> None:
+        """IndexFunction handled (or dead-lettered) these messages: their writes are no longer owed."""
+        if self.durable is None:
+            return
+        for key, action, etag in s3_changes(bodies):
+            self.durable.settle(key, action, etag)
 
     def _start_poller(self) -> None:
         assert self.poller is not None
@@ -395,22 +389,6 @@ class LocalStack:
             if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
                 raise StackStopping()
             return handler(event, context)
-
-
-def indexed_keys(store: Any, bucket: str) -> list[str]:
-    """Keys of every point of ``bucket`` (a scroll over payloads only)."""
-    from imgsim.store import in_bucket
-
-    keys: list[str] = []
-    offset = None
-    while True:
-        points, offset = store.scroll(where=in_bucket(bucket), limit=1000, offset=offset, fields=["key"])
-        keys.extend(str((point.payload or {}).get("key")) for point in points)
-        if offset is None:
-            return keys
-
-
-# -- Lambda emulation ---------------------------------------------------------------------------------------------------
 
 
 def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
