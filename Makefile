@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test bench bench-scale clean build invoke lint browser
+.PHONY: setup model serve test bench bench-scale bench-restart clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: setup
 # The vector store at scale (README "Scale"): 100k points by default; SCALE_POINTS=1000000 for the 1M run.
 bench-scale: setup
 	$(PY) tests/bench/scale.py $(SCALE_ARGS)
+	$(PY) tests/bench/restart.py
+
+# `imgsim serve` start/stop against the bucket size (100k stored objects; README "Reliability").
+bench-restart: setup
+	$(PY) tests/bench/restart.py $(RESTART_ARGS)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .bench
