@@ -215,3 +215,50 @@ def test_png_metadata_text_within_pillow_s_limits_still_decodes():
     decoded = decode_image(encoded(Image.new("RGB", (40, 30), (1, 2, 3)), "PNG", pnginfo=info),
                            max_bytes=BIG, max_pixels=BIG)
     assert decoded.pixels.shape == (30, 40, 3)
+
+
+def progressive_with_extra_scans(side: int, extra: int) -> bytes:
+    """A flat progressive JPEG whose last refinement scan is repeated ``extra`` times: each repeat is a
+    few bytes, yet another pass over every block (libjpeg only warns about the bogus progression)."""
+    data = encoded(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", quality=90, progressive=True)
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    last = data[starts[-1]:len(data) - 2]  # the last scan, without EOI
+    return data[:-2] + last * extra + b"\xff\xd9"
+
+
+def spy_loads(monkeypatch) -> list[str]:
+    loads: list[str] = []
+    from PIL import ImageFile
+
+    real = ImageFile.ImageFile.load
+
+    def spy(self, *args, **kwargs):
+        loads.append(self.format or "?")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return loads
+
+
+def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding(monkeypatch):
+    data = progressive_with_extra_scans(1000, 3000)
+    assert len(data) < 200_000 and decode_cost.jpeg_scans(data) == 3010
+    loads = spy_loads(monkeypatch)
+    with pytest.raises(DecodeTooCostly, match="1000x1000 progressive JPEG has 3010 scans, more than the limit of 500") as info:
+        decode_image(data, max_bytes=BIG, max_pixels=BIG)
+    assert info.value.code == "decode_too_costly" and loads == []
+
+
+def test_scans_count_towards_the_time_budget(monkeypatch):
+    # 16 MP with 300 extra scans: measured 1.7 s to decode (bench_decode), estimated above the 1.5 s default.
+    heavy = progressive_with_extra_scans(4000, 300)
+    loads = spy_loads(monkeypatch)
+    with pytest.raises(DecodeTooCostly, match=r"4000x4000 JPEG \(RGB, 310 scans\) would take about \d+ MB and \d+ ms"):
+        decode_image(heavy, max_bytes=BIG, max_pixels=BIG)
+    assert loads == []
+    # A few extra scans stay within the budget and decode normally.
+    light = progressive_with_extra_scans(4000, 20)
+    cost = decode_cost.estimate("JPEG", "RGB", (4000, 4000), (500, 500), progressive=True, scans=30)
+    assert cost.ms < 1500
+    image = decode_image(light, max_bytes=BIG, max_pixels=BIG)
+    assert image.pixels.shape[2] == 3 and set(loads) == {"JPEG"}

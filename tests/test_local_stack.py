@@ -206,7 +206,10 @@ def handler(event, context):
         log.write(json.dumps({"event": event, "context": {
             "function_name": context.function_name, "aws_request_id": context.aws_request_id,
             "invoked_function_arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
-            "remaining_ms": context.get_remaining_time_in_millis()}}) + "\\n")
+            "remaining_ms": context.get_remaining_time_in_millis()},
+            "env": {name: os.environ.get(name) for name in (
+                "IMGSIM_FETCH_CONCURRENCY", "QDRANT_COLLECTION", "QDRANT_TIMEOUT", "IMGSIM_UPLOAD_PREFIX",
+                "QDRANT_API_KEY_PARAM", "IMAGES_BUCKET", "IMGSIM_MAX_PIXELS")}}) + "\\n")
     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"] if "fail" in r["body"]]}
 '''
 
@@ -236,7 +239,7 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
         (functions / name).mkdir(parents=True)
         (functions / name / "app.py").write_text(textwrap.dedent(source))
     log = tmp_path / "index-events.jsonl"
-    serve = Serve(tmp_path / "data", env={"STANDIN_LOG": str(log)}, extra_args=[
+    serve = Serve(tmp_path / "data", env={"STANDIN_LOG": str(log), "IMGSIM_MAX_PIXELS": "1000000"}, extra_args=[
         "--index-handler", str(functions / "index" / "app.py"),
         "--search-handler", str(functions / "search" / "app.py")]).wait_ready()
     try:
@@ -307,6 +310,18 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
         ctx = invocations()[-1]["context"]
         assert ctx["function_name"].endswith("IndexFunction") and 0 < ctx["remaining_ms"] <= 60_000
         assert ctx["invoked_function_arn"].startswith("arn:aws:lambda:us-east-1:")
+        # The functions' environment and MemorySize come from the template (the reader `make invoke` uses);
+        # what names AWS resources is the stack's; a variable set in the shell wins (IMGSIM_MAX_PIXELS here).
+        from imgsim_tools.template_functions import read_function
+
+        declared = read_function("IndexFunction", Path(__file__).resolve().parents[1] / "template.yaml", quiet=True)
+        assert ctx["memory"] == str(declared.memory_mb)
+        assert invocations()[-1]["env"] == {
+            "IMGSIM_FETCH_CONCURRENCY": declared.variables["IMGSIM_FETCH_CONCURRENCY"],
+            "QDRANT_COLLECTION": declared.variables["QDRANT_COLLECTION"],
+            "QDRANT_TIMEOUT": "3",  # SearchFunction's, where the two differ
+            "IMGSIM_UPLOAD_PREFIX": "uploads/", "QDRANT_API_KEY_PARAM": None, "IMAGES_BUCKET": BUCKET,
+            "IMGSIM_MAX_PIXELS": "1000000"}
 
         # The event source drains moto's queue into its own buffer; the message reported in
         # batchItemFailures waits for the queue's visibility timeout, then is redelivered

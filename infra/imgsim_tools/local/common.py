@@ -74,6 +74,10 @@ HTTP_API_BODY_LIMIT = 10 * 1024 * 1024
 RECEIVE_WAIT_S = 1  # short long-poll so Ctrl-C is quick; Lambda's poller waits up to 20 s
 
 log = logging.getLogger("imgsim.serve")
+# Template variables the local stack sets itself: they name AWS resources (the bucket, SSM parameters, a Qdrant
+# server) or the deployed service. QDRANT_URL, IMGSIM_API_KEY and the like still come from this shell if set.
+LOCAL_VARIABLES = ("AWS_ENDPOINT_URL", "IMAGES_BUCKET", "QDRANT_URL", "QDRANT_API_KEY_PARAM", "IMGSIM_API_KEY_PARAM",
+                   "POWERTOOLS_SERVICE_NAME")
 # How often `imgsim serve` checks whether the embedded index needs a background build.
 INDEX_CHECK_SECONDS = 10
 

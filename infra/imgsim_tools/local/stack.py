@@ -45,7 +45,9 @@ from .common import (
     INDEX_HANDLER,
     QUEUE,
     SEARCH_HANDLER,
+    LOCAL_VARIABLES,
     SETTINGS,
+    TEMPLATE,
     StackError,
     StackStopping,
     log,
@@ -89,6 +91,7 @@ class LocalStack:
         self.api_key = ""
         self.api_key_generated = False
         self.durable: DurableBucket | None = None
+        self.memory_mb = {"IndexFunction": 1024, "SearchFunction": 1024}  # the template's MemorySize, once read
         self.restored = 0
         # One process plays two execution environments that share imgsim.runtime's singletons (the embedded
         # Qdrant client and the TFLite interpreter), and neither is thread-safe. Lambda runs one invocation per
@@ -205,6 +208,25 @@ class LocalStack:
 
     # -- start-up steps ----------------------------------------------------------------------------------------------
 
+    def _function_environment(self) -> dict[str, str]:
+        """The two functions' variables as the template (the built one after `make build`) declares them,
+        resolved by the reader the invoke runner uses. One process plays both functions, so where they
+        differ (service name, Qdrant timeouts) SearchFunction's interactive values win. Variables that
+        point at AWS (the bucket, SSM parameter names, a Qdrant server) are the stack's to set."""
+        from ..template_functions import TemplateError, read_function
+
+        merged: dict[str, str] = {}
+        for function in ("IndexFunction", "SearchFunction"):
+            try:
+                config = read_function(function, TEMPLATE, region=os.environ["AWS_DEFAULT_REGION"], quiet=True)
+            except TemplateError as exc:
+                raise StackError(str(exc)) from exc
+            merged.update(config.variables)
+            self.memory_mb[function] = config.memory_mb
+        for name in LOCAL_VARIABLES:
+            merged.pop(name, None)
+        return merged
+
     def _configure_environment(self) -> None:
         env = os.environ
         # Every AWS call of this process (and of the handlers) goes to the emulator, signed with dummy
@@ -216,6 +238,9 @@ class LocalStack:
             env.pop(name, None)
         env["AWS_DEFAULT_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+        # The template's settings for the functions; a variable set in this shell wins (e.g. IMGSIM_QUANTIZATION).
+        for name, value in self._function_environment().items():
+            env.setdefault(name, value)
         env["IMAGES_BUCKET"] = BUCKET
         env.setdefault("QDRANT_PATH", str(self.data_dir / "qdrant"))
         env.setdefault("POWERTOOLS_SERVICE_NAME", "imgsim-local")
@@ -384,7 +409,7 @@ class LocalStack:
     # -- invocations -------------------------------------------------------------------------------------------------
 
     def invoke(self, handler: Callable[[dict, Any], Any], event: dict, function: str, timeout_s: int) -> Any:
-        context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s)
+        context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s, self.memory_mb[function])
         with self.invoke_lock:
             if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
                 raise StackStopping()
@@ -399,7 +424,7 @@ def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
         raise StackError(str(exc)) from exc
 
 
-def lambda_context(function: str, region: str, timeout_s: int) -> Any:
-    return lambda_emulation.LambdaContext(f"imgsim-local-{function}", timeout_s=timeout_s, memory_mb=1024,
+def lambda_context(function: str, region: str, timeout_s: int, memory_mb: int = 1024) -> Any:
+    return lambda_emulation.LambdaContext(f"imgsim-local-{function}", timeout_s=timeout_s, memory_mb=memory_mb,
                                              region=region, account_id=ACCOUNT_ID)
 

@@ -176,13 +176,25 @@ DEFAULT_MAX_DECODE_BYTES = 320 * 1024 * 1024
 DEFAULT_MAX_DECODE_MS = 1500.0
 
 
-def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_bytes: int, max_ms: float) -> None:
+def _estimate(img: Image.Image, fmt: str, full_size: tuple[int, int], data: bytes) -> decode_cost.DecodeCost:
     progressive = bool(img.info.get("progressive") or img.info.get("progression"))
-    cost = decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive)
-    if cost.bytes > max_bytes or cost.ms > max_ms:
-        width, height = full_size
+    scans = decode_cost.jpeg_scans(data) if progressive and fmt in ("JPEG", "MPO") else 0
+    return decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive, scans=scans)
+
+
+def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_bytes: int, max_ms: float,
+                data: bytes) -> None:
+    cost = _estimate(img, fmt, full_size, data)
+    width, height = full_size
+    if cost.scans > decode_cost.MAX_JPEG_SCANS:
         raise DecodeTooCostly(
-            f"decoding this {width}x{height} {fmt} ({img.mode}) would take about {cost.bytes / 2**20:.0f} MB "
+            f"this {width}x{height} progressive JPEG has {cost.scans} scans, more than the limit of "
+            f"{decode_cost.MAX_JPEG_SCANS} (each scan is another pass over the whole image); send a baseline JPEG"
+        )
+    if cost.bytes > max_bytes or cost.ms > max_ms:
+        scans = f", {cost.scans} scans" if cost.scans else ""
+        raise DecodeTooCostly(
+            f"decoding this {width}x{height} {fmt} ({img.mode}{scans}) would take about {cost.bytes / 2**20:.0f} MB "
             f"and {cost.ms:.0f} ms; the limits are {max_bytes / 2**20:.0f} MB and {max_ms:.0f} ms "
             "(IMGSIM_MAX_DECODE_MB, IMGSIM_MAX_DECODE_MS); send a smaller image"
         )
@@ -210,8 +222,7 @@ def probe_cost(data: bytes) -> decode_cost.DecodeCost | None:
     if header is None:
         return None
     img, fmt, full_size = header
-    progressive = bool(img.info.get("progressive") or img.info.get("progression"))
-    return decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive)
+    return _estimate(img, fmt, full_size, data)
 
 
 def check_header(data: bytes, *, max_pixels: int, max_decode_bytes: int, max_decode_ms: float) -> None:
@@ -223,7 +234,7 @@ def check_header(data: bytes, *, max_pixels: int, max_decode_bytes: int, max_dec
     img, fmt, (width, height) = header
     if width * height > max_pixels:
         raise TooManyPixels(f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
-    _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
+    _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms, data)
 
 
 def decode_image(
@@ -262,7 +273,7 @@ def decode_image(
             # sits in the header, so getexif() decodes nothing).
             is_jpeg = fmt in ("JPEG", "MPO")
             if not is_jpeg:
-                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
+                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms, data)
             # EXIF orientations 5-8 rotate by 90 degrees: the upright picture is height x width.
             orientation = img.getexif().get(0x0112, 1)
             upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
@@ -270,7 +281,7 @@ def decode_image(
                 # DCT scaling: decode at the smallest 1/2^k scale still >= the reduction target.
                 img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
             if is_jpeg:
-                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms)
+                _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms, data)
             img.load()
             factor = reduce_factor(*img.size)
             if factor > 1:
