@@ -6,7 +6,8 @@ Issue 9 asks for a restart ready in <= 3 s at any bucket size and one Ctrl-C sto
 (default 100,000: the 1,692 shared photos, hard-linked under the durable bucket's layout so the corpus costs
 no disk), then on the same data dir with ``--pending`` writes whose events were never handled (what a
 ``kill -9`` leaves). For each: seconds to answer /health (wall, process start included), the stack's own
-"ready in" figure, one GET of a restored object, and seconds from one SIGINT to exit. Ratios are against the
+"ready in" figure, GETs of restored objects, the first listing page (which brings every key into memory,
+once), and seconds from one SIGINT to exit. Ratios are against the
 empty start.
 
     python tests/bench/restart.py [--objects 100000] [--pending 200]
@@ -75,16 +76,21 @@ def measure(label: str, data_dir: Path, sample: list[tuple[str, Path]], baseline
             body = serve.s3().get_object(Bucket=BUCKET, Key=key)["Body"].read()
             got.append(body == photo.read_bytes())
         began = time.monotonic()
+        page = serve.s3().list_objects_v2(Bucket=BUCKET, MaxKeys=1000)
+        first_list_s = time.monotonic() - began
+        assert page["KeyCount"] == min(1000, int(restored.group(1)) if restored else 0)
+        began = time.monotonic()
         code = serve.stop(signal.SIGINT, timeout=120)
         stop_s = time.monotonic() - began
     finally:
         serve.kill()
     result = {"label": label, "wall": serve.ready_seconds, "ready": float(banner.group(1)) if banner else float("nan"),
-              "stop": stop_s, "restored": int(restored.group(1)) if restored else -1, "gets_ok": all(got), "exit": code}
+              "stop": stop_s, "first_list": first_list_s, "restored": int(restored.group(1)) if restored else -1, "gets_ok": all(got), "exit": code}
     ratio = f"  x{result['wall'] / baseline['wall']:.2f} of empty" if baseline else ""
     print(f"{label:<34} /health after {result['wall']:5.2f} s (stack 'ready in' {result['ready']:4.1f} s){ratio}; "
           f"restored {result['restored']:>7}; GETs {'ok' if result['gets_ok'] else 'WRONG'}; "
-          f"one SIGINT -> exit {result['exit']} in {stop_s:4.2f} s", flush=True)
+          f"first listing page {first_list_s:5.2f} s; one SIGINT -> exit {result['exit']} in {stop_s:4.2f} s",
+          flush=True)
     return result
 
 

@@ -5,10 +5,10 @@ response (447 of 500 acknowledged uploads were lost to ``kill -9`` when objects 
 fact). ``DurableBucket`` is where they go: one file per object version under ``objects/`` and one SQLite
 database (``bucket.sqlite``, WAL, ``synchronous=FULL``) holding the listing (key, ETag, size, Content-Type,
 Last-Modified) and the *pending* notifications: a write or delete whose event IndexFunction has not handled
-yet. On start the listing goes back into moto as keys whose bytes are read from disk on first access
-(``StoredKey``), and only the pending events are sent again, so a restart costs the same whether the bucket
-holds a hundred objects or a hundred thousand (measured: README "Reliability"), with no scan of the bucket
-and no comparison against the index.
+yet. On start moto's bucket gets a key store backed by that listing (``LazyKeyStore``): a key is made when
+first asked for, its bytes read from disk when first read (``StoredKey``), and only the pending events are
+sent again, so a restart costs the same whether the bucket holds a hundred objects or a million (measured:
+README "Reliability"), with no scan of the bucket and no comparison against the index.
 
 Hand-written because moto has no persistence; the moto internals it relies on (``S3Backend.put_object`` /
 ``delete_object``, ``FakeKey.set_metadata``, ``FakeKey._value_buffer``) are pinned by the kill -9 tests in
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from moto.s3.models import FakeKey
+from moto.s3.utils import _VersionedKeyStore
 from moto.utilities.utils import LowercaseDict
 
 from .common import log
@@ -239,18 +240,30 @@ class DurableBucket:
     # -- start-up -------------------------------------------------------------------------------------------------
 
     def restore_into(self, backend: Any, account_id: str, region: str) -> int:
-        """Put the listing back into moto's bucket (no notification: these objects are indexed or pending).
-        Bytes stay on disk until read."""
+        """Give moto's bucket a key store backed by this listing (no notification: these objects are indexed
+        or pending). Nothing is read now: a key is made when first asked for, all of them when first listed."""
         bucket = backend.get_bucket(self.bucket)
         _share_defaults(self.bucket, account_id, region)
-        folder = str(self.objects)
+        if len(bucket.keys):
+            raise RuntimeError(f"bucket {self.bucket} already holds keys: restore into an empty one")
+        bucket.keys = LazyKeyStore(self)
+        return self.count()
+
+    def stored_key(self, key: str) -> StoredKey | None:
+        with self._db_lock:
+            row = self._db.execute("SELECT key, file, etag, size, content_type, modified FROM objects WHERE key = ?",
+                                   (key,)).fetchone()
+        return _stored_key(row[0], str(self.objects), *row[1:]) if row else None
+
+    def stored_keys(self) -> Iterator[StoredKey]:
         with self._db_lock:
             rows = self._db.execute("SELECT key, file, etag, size, content_type, modified FROM objects").fetchall()
-        store = bucket.keys
-        for key, file, etag, size, content_type, modified in rows:
-            # moto's versioned store holds a list of versions per key
-            dict.__setitem__(store, key, [_stored_key(key, folder, file, etag, size, content_type, modified)])
-        return len(rows)
+        folder = str(self.objects)
+        for row in rows:
+            yield _stored_key(row[0], folder, *row[1:])
+
+    def all_key_locks(self) -> list[threading.RLock]:
+        return self._key_locks
 
     def pending(self) -> list[Pending]:
         with self._db_lock:
@@ -293,6 +306,74 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LazyKeyStore(_VersionedKeyStore):
+    """moto's key store for a restored bucket: a key not yet in memory is looked up in the durable listing
+    when moto asks for it; anything that walks the whole bucket (a listing, a count) first brings every key
+    in, once (~0.9 s per 100,000 keys). So a restart costs the same at any bucket size.
+
+    A lookup takes the key's lock, which moto's write and the durable one hold together (``WriteThrough``):
+    a key being deleted is never brought back from a listing row about to go.
+    """
+
+    def __init__(self, durable: DurableBucket) -> None:
+        super().__init__()
+        self._durable = durable
+        self._complete = False
+        self._all_lock = threading.Lock()
+
+    def _load(self, key: str) -> None:
+        if self._complete or dict.__contains__(self, key):
+            return
+        with self._durable.key_lock(key):
+            if not dict.__contains__(self, key):
+                stored = self._durable.stored_key(key)
+                if stored is not None:
+                    dict.__setitem__(self, key, [stored])  # one version per key, as moto keeps them
+
+    def _load_all(self) -> None:
+        if self._complete:
+            return
+        with self._all_lock:
+            if self._complete:
+                return
+            locks = self._durable.all_key_locks()
+            for lock in locks:  # always in this order; writers hold one at a time and never list
+                lock.acquire()
+            try:
+                for stored in self._durable.stored_keys():
+                    if not dict.__contains__(self, stored.name):
+                        dict.__setitem__(self, stored.name, [stored])
+                self._complete = True
+            finally:
+                for lock in reversed(locks):
+                    lock.release()
+
+    def __sgetitem__(self, key: str) -> list[Any]:
+        self._load(key)
+        return super().__sgetitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self._load(key)
+        return dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        self._load_all()
+        return dict.__len__(self)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self._load_all()
+        return dict.keys(self)
+
+    def _self_iterable(self) -> dict[str, Any]:
+        self._load_all()
+        return super()._self_iterable()
 
 
 class WriteThrough:
