@@ -23,7 +23,7 @@ class FakeStack:
     def __init__(self) -> None:
         self.events: list[dict] = []
 
-    def invoke(self, handler, event, function, timeout_s):
+    def invoke(self, function, event, timeout_s):
         self.events.append(event)
         body = event.get("body")
         if body is not None and event.get("isBase64Encoded"):

@@ -400,12 +400,12 @@ def test_event_source_redelivers_failures_then_dead_letters():
             sqs.send_message(QueueUrl=queue, MessageBody=f"body-{i}")
         deliveries: list[list[tuple[str, str]]] = []
 
-        def invoke(handler, event, function, timeout_s):
+        def invoke(function, event, timeout_s):
             deliveries.append([(r["body"], r["attributes"]["ApproximateReceiveCount"]) for r in event["Records"]])
             failed = [r["messageId"] for r in event["Records"] if r["body"] == "body-3"]
             return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
-        stack = SimpleNamespace(_stopping=threading.Event(), mirror=None, index_handler=None, invoke=invoke)
+        stack = SimpleNamespace(_stopping=threading.Event(), invoke=invoke)
         poller = event_source.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", stack, dlq_url=dlq,
                                        redelivery_delay_s=0.01, max_receive_count=5)
         while poller.drain_once():

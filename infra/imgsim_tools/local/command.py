@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the index (qdrant/, unless QDRANT_PATH is set) and the stored images (s3/) persist "
         "(default ./.data)",
     )
+    parser.add_argument(
+        "--search-concurrency", type=int, default=4, metavar="N",
+        help="SearchFunction environments started on demand when requests overlap, as Lambda scales out "
+        "(default 4; 1 serializes every request)",
+    )
     # Hidden: run the stack around other handlers (the stack's own tests use tiny stand-ins).
     parser.add_argument("--index-handler", default=str(INDEX_HANDLER), help=argparse.SUPPRESS)
     parser.add_argument("--search-handler", default=str(SEARCH_HANDLER), help=argparse.SUPPRESS)
@@ -37,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     stack = LocalStack(
         host=args.host, port=args.port, s3_port=args.s3_port, data_dir=Path(args.data_dir),
         index_handler=Path(args.index_handler), search_handler=Path(args.search_handler),
+        search_concurrency=args.search_concurrency,
     )
     stop = threading.Event()
 

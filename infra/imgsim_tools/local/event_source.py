@@ -253,7 +253,7 @@ class SqsPoller:
         ids = [m["MessageId"] for m in messages]
         began = time.perf_counter()
         try:
-            result = self.stack.invoke(self.stack.index_handler, event, "IndexFunction", INDEX_TIMEOUT_S)
+            result = self.stack.invoke("IndexFunction", event, INDEX_TIMEOUT_S)
             failed = failed_message_ids(result, ids)
             log.info("IndexFunction: batch of %d in %.1f ms", len(ids), (time.perf_counter() - began) * 1000)
         except StackStopping:

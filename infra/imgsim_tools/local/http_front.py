@@ -192,7 +192,7 @@ class ApiApp:
 
     def _invoke(self, event: dict, method: str, path: str) -> HttpResponse:
         try:
-            result = self.stack.invoke(self.stack.search_handler, event, "SearchFunction", SEARCH_TIMEOUT_S)
+            result = self.stack.invoke("SearchFunction", event, SEARCH_TIMEOUT_S)
             return http_response(result)
         except StackStopping:
             return _json_error(503, "stopping", "imgsim serve is stopping")

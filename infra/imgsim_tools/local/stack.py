@@ -43,9 +43,9 @@ from .common import (
     DLQ,
     INDEX_CHECK_SECONDS,
     INDEX_HANDLER,
+    LOCAL_VARIABLES,
     QUEUE,
     SEARCH_HANDLER,
-    LOCAL_VARIABLES,
     SETTINGS,
     TEMPLATE,
     StackError,
@@ -53,6 +53,7 @@ from .common import (
     log,
 )
 from .durable_s3 import PUT, DurableBucket, WriteThrough
+from .environments import EnvironmentPool, PoolClosed
 from .event_source import SqsPoller, s3_changes, s3_object_event
 from .http_front import ApiServer
 
@@ -78,7 +79,7 @@ def _listening_socket(host: str, port: int, what: str, option: str) -> socket.so
 class LocalStack:
     def __init__(
         self, *, host: str, port: int, s3_port: int, data_dir: Path,
-        index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER,
+        index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER, search_concurrency: int = 4,
     ) -> None:
         self.host = host
         self.port = port
@@ -86,6 +87,8 @@ class LocalStack:
         self.data_dir = data_dir.resolve()
         self.index_handler_path = index_handler
         self.search_handler_path = search_handler
+        self.search_concurrency = search_concurrency
+        self.pools: dict[str, EnvironmentPool] = {}
         self.started = False
         self.start_seconds = 0.0
         self.api_key = ""
@@ -93,10 +96,6 @@ class LocalStack:
         self.durable: DurableBucket | None = None
         self.memory_mb = {"IndexFunction": 1024, "SearchFunction": 1024}  # the template's MemorySize, once read
         self.restored = 0
-        # One process plays two execution environments that share imgsim.runtime's singletons (the embedded
-        # Qdrant client and the TFLite interpreter), and neither is thread-safe. Lambda runs one invocation per
-        # environment at a time anyway, so invocations are serialized here.
-        self.invoke_lock = threading.Lock()
         self._stopping = threading.Event()
         self._closed = False  # the runtime is closed: no more invocations
         self._threads: list[threading.Thread] = []
@@ -142,8 +141,12 @@ class LocalStack:
             self._open_runtime()  # first: a data dir in use by another process fails before anything starts
             self._start_moto()
             self._create_resources()
-            self.index_handler = load_handler(self.index_handler_path, "imgsim_local_index_app")
-            self.search_handler = load_handler(self.search_handler_path, "imgsim_local_search_app")
+            # The event source runs one batch at a time (one environment); the API scales out on demand.
+            self.pools = {
+                "IndexFunction": EnvironmentPool(self.index_handler_path, "imgsim_local_index_app", 1, load_handler),
+                "SearchFunction": EnvironmentPool(self.search_handler_path, "imgsim_local_search_app",
+                                                  self.search_concurrency, load_handler),
+            }
             self.poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, self, dlq_url=self.dlq_url)
             self._catch_up()
             self._start_poller()
@@ -202,9 +205,10 @@ class LocalStack:
         self._threads.clear()
         if self._runtime is not None:
             # After any in-flight invocation: closes the embedded Qdrant (flush + file lock).
-            with self.invoke_lock:
-                self._runtime.reset()
-                self._closed = True
+            for pool in self.pools.values():
+                pool.close()
+            self._runtime.reset()
+            self._closed = True
 
     # -- start-up steps ----------------------------------------------------------------------------------------------
 
@@ -408,12 +412,17 @@ class LocalStack:
 
     # -- invocations -------------------------------------------------------------------------------------------------
 
-    def invoke(self, handler: Callable[[dict, Any], Any], event: dict, function: str, timeout_s: int) -> Any:
-        context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s, self.memory_mb[function])
-        with self.invoke_lock:
-            if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
-                raise StackStopping()
-            return handler(event, context)
+    def invoke(self, function: str, event: dict, timeout_s: int) -> Any:
+        """One invocation in a free environment of ``function`` (a new one starts when all are busy)."""
+        if self._closed or (self._stopping.is_set() and function == "IndexFunction"):
+            raise StackStopping()
+        try:
+            with self.pools[function].environment() as handler:
+                context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s,
+                                         self.memory_mb[function])
+                return handler(event, context)
+        except PoolClosed as exc:
+            raise StackStopping() from exc
 
 
 def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
