@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test bench bench-scale bench-restart clean build invoke lint browser
+.PHONY: setup model serve test bench bench-scale bench-restart bench-chaos clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: setup
 bench-scale: setup
 	$(PY) tests/bench/scale.py $(SCALE_ARGS)
 	$(PY) tests/bench/restart.py
+
+# Issue 9's fault runs at full size: kill -9 after 500 uploads + deletes + overwrites, double Ctrl-C.
+bench-chaos: setup
+	$(PY) tests/bench/chaos.py
 
 # `imgsim serve` start/stop against the bucket size (100k stored objects; README "Reliability").
 bench-restart: setup
