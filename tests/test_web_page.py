@@ -106,12 +106,23 @@ def test_add_three_photos_then_search_with_one_finds_it_first(page, photos, tmp_
     expect(page.locator("#results .card")).to_have_count(2, timeout=30_000)
     assert target_key not in page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.key)")
 
+    # A mirrored copy of an indexed photo: once indexed, its row says whose duplicate it looks like.
+    from PIL import Image, ImageOps
+
+    mirrored = tmp_path / "mirrored-dog.jpg"
+    ImageOps.mirror(Image.open(chosen[1]).convert("RGB")).save(mirrored, "JPEG", quality=90)
+    page.set_input_files("#add-files", str(mirrored))
+    row = page.locator("#uploads li", has_text="mirrored-dog.jpg")
+    expect(row).to_have_attribute("data-state", "indexed", timeout=90_000)
+    expect(row).to_contain_text(re.compile(r"looks like a duplicate of uploads/\S+-" + re.escape(chosen[1].name)
+                                           + r" \((9\d|100)\.\d %\)"))
+
     # Delete one image: its cards go once the indexer has removed it.
     mine = page.locator("#mine .card").first
     deleted_id = mine.get_attribute("data-id")
     mine.get_by_role("button", name="Delete").click()
     expect(page.locator(f'.card[data-id="{deleted_id}"]')).to_have_count(0, timeout=60_000)
-    expect(page.locator("#mine .card")).to_have_count(2)
+    expect(page.locator("#mine .card")).to_have_count(3)
     expect(page.locator("#alerts")).to_be_empty()
 
 

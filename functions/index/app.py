@@ -39,7 +39,10 @@ def emit_metrics(report: BatchReport) -> None:
     stale = sum(n for reason, n in report.skipped_by_reason().items()
                 if reason in ("stale_event", "superseded_in_batch"))
     metrics.add_metric(name="EventsStale", unit=MetricUnit.Count, value=stale)
-    for stage, name in (("fetch", "FetchMs"), ("decode", "DecodeMs"), ("embed", "EmbedMs"), ("upsert", "UpsertMs")):
+    # Images recorded at upload as a duplicate of one already indexed (imgsim.dedupe).
+    metrics.add_metric(name="DuplicatesFound", unit=MetricUnit.Count, value=report.duplicates)
+    for stage, name in (("fetch", "FetchMs"), ("decode", "DecodeMs"), ("embed", "EmbedMs"), ("dedupe", "DedupeMs"),
+                        ("upsert", "UpsertMs")):
         if stage in report.timings_ms:
             metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=report.timings_ms[stage])
 

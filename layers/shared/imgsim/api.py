@@ -454,6 +454,15 @@ class SearchService:
     def get_image(self, point_id: str) -> dict[str, Any]:
         payload = self._payload(point_id)
         payload.pop("dirs", None)  # an index helper for prefix filters, not information
+        duplicate_of = payload.get("duplicate_of")
+        if duplicate_of:
+            # Recorded at indexing (imgsim.dedupe); the match's key makes it readable ("a duplicate of cats/1.jpg").
+            match = self._store().get(str(duplicate_of))
+            if match is None:  # deleted a moment ago; the indexer is re-checking this image
+                payload.pop("duplicate_of", None)
+                payload.pop("duplicate_score", None)
+            else:
+                payload["duplicate_key"] = match.payload.get("key")
         url = presigned_get_url(self._s3(), payload.get("bucket"), payload.get("key"), self.config.url_ttl)
         return {"id": parse_point_id(point_id), **payload, "url": url}
 

@@ -42,8 +42,9 @@ from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .isolation import IsolatedDecodeFailed, decode_in_child
 from .ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
-from .points import image_payload
-from .store import StoredPoint, VectorStore
+from .points import DUPLICATE_OF_FIELD, DUPLICATE_SCORE_FIELD, image_payload
+from .dedupe import DEFAULT_DUPLICATE_THRESHOLD, DuplicateIndex, Match, Signature, signatures
+from .store import FieldIn, StoredPoint, VectorStore, Where, field_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class BatchReport:
     message_ids: list[str] = field(default_factory=list)
     outcomes: list[EventOutcome] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0  # indexed images recorded as a duplicate of one already indexed
 
     def add(self, outcome: EventOutcome) -> None:
         self.outcomes.append(outcome)
@@ -245,6 +247,7 @@ class Indexer:
         isolate_after: int = 2,
         isolated_timeout_s: float = 30.0,
         precheck_bytes: int = 1024 * 1024,
+        duplicate_threshold: float | None = None,
     ) -> None:
         """``isolate_after``: records delivered this many times or more are decoded each in a forked
         child (``imgsim.isolation``); ``precheck_bytes``: larger objects are first judged from a
@@ -260,6 +263,9 @@ class Indexer:
         self.isolate_after = max(1, isolate_after)
         self.isolated_timeout_s = isolated_timeout_s
         self.precheck_bytes = precheck_bytes
+        # Duplicate check at upload (imgsim.dedupe); None turns it off.
+        self.duplicate_threshold = duplicate_threshold
+        self.duplicates = DuplicateIndex(store, embedder.dim) if duplicate_threshold is not None else None
         self._deadline: float | None = None
 
     # -- entry points ---------------------------------------------------------
@@ -348,6 +354,13 @@ class Indexer:
         t0 = time.perf_counter()
         failures = self._remove(deletes, state)
         report.timings_ms["delete"] = _ms_since(t0)
+        removed = [e.point_id for e in deletes if e.point_id not in failures]
+        if self.duplicates is not None and removed:
+            try:
+                self.duplicates.remove(removed)
+                self._recheck_duplicates_of(removed, gone=True)
+            except StoreUnavailable as exc:
+                self.log.warning("duplicate bookkeeping after a delete failed: %s", exc)
         for event in deletes:
             if event.point_id in failures:
                 self._record(report, self._outcome(event, FAILED, failures[event.point_id]))
@@ -414,6 +427,7 @@ class Indexer:
         t0 = time.perf_counter()
         vectors = self.embedder.embed_decoded([i.image for i in good])
         report.timings_ms["embed"] = _ms_since(t0)
+        matches = self._find_duplicates(good, report)
 
         stored_points = []
         for item, vector in zip(good, vectors, strict=True):
@@ -431,6 +445,9 @@ class Indexer:
                 etag=item.etag or event.etag,
                 sequencer=sequencer,
             )
+            match = matches.get(event.point_id)
+            if match is not None:
+                payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
             stored_points.append(StoredPoint(event.point_id, vector, payload))
             item.image = None  # free the pixels before the upsert round trip
 
@@ -449,6 +466,63 @@ class Indexer:
         for item in good:
             status, reason = outcomes[item.event.point_id]
             self._record(report, self._outcome(item.event, status, reason))
+        if self.duplicates is not None:
+            written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] == INDEXED]
+            report.duplicates += sum(1 for point_id in written if point_id in matches)
+            not_written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] != INDEXED]
+            try:
+                if not_written:  # their signatures went in before the write: take them out again
+                    self.duplicates.remove(not_written)
+                # Images that named a replaced image as their match: their best match may have changed.
+                self._recheck_duplicates_of(written)
+            except StoreUnavailable as exc:
+                self.log.warning("duplicate bookkeeping after the write failed: %s", exc)
+
+    def _find_duplicates(self, good: Sequence[_Fetched], report: BatchReport) -> dict[str, Match]:
+        """Best existing match at or above the threshold for each image, and its signature stored, one
+        image after the other so that duplicates within the batch find each other."""
+        if self.duplicates is None or not good:
+            return {}
+        t0 = time.perf_counter()
+        found: dict[str, Match] = {}
+        try:
+            sigs = signatures(self.embedder, [i.image.pixels for i in good if i.image is not None])
+            for item, sig in zip(good, sigs, strict=True):
+                point_id = item.event.point_id
+                match = self.duplicates.best_match(point_id, sig)
+                if match is not None and match.score >= (self.duplicate_threshold or 0.0):
+                    found[point_id] = match
+                self.duplicates.add([(point_id, sig)])
+        except StoreUnavailable as exc:
+            # The duplicate check never holds up indexing: the image goes in without its match.
+            self.log.warning("duplicate check skipped for this batch: %s", exc)
+        report.timings_ms["dedupe"] = _ms_since(t0)
+        return found
+
+    def _recheck_duplicates_of(self, point_ids: Sequence[str], *, gone: bool = False) -> None:
+        """Points recorded as duplicates of ``point_ids`` (now replaced, or ``gone``): find their best match
+        again from their stored signatures, and rewrite the record only if that point is unchanged since."""
+        if self.duplicates is None or not point_ids:
+            return
+        dependents = self.store.scroll(where=Where(must=(FieldIn(DUPLICATE_OF_FIELD, tuple(point_ids)),)),
+                                       limit=1000, with_vectors=True)[0]
+        exclude = tuple(point_ids) if gone else ()
+        for record in dependents:
+            stored = self.duplicates.stored(record.id)
+            payload = dict(record.payload)
+            payload.pop(DUPLICATE_OF_FIELD, None)
+            payload.pop(DUPLICATE_SCORE_FIELD, None)
+            if stored is not None:
+                whole, crops = stored
+                # The mirror of a stored image is not kept: its whole stands in (mirrored pairs still meet
+                # through the other side's mirror when that one arrives).
+                match = self.duplicates.best_match(record.id, Signature(whole, whole, crops), exclude=exclude)
+                if match is not None and match.score >= (self.duplicate_threshold or 0.0):
+                    payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
+            if record.vector is None:
+                continue
+            unchanged = field_unchanged("etag", {record.id: record.payload.get("etag")})
+            self.store.upsert([StoredPoint(record.id, record.vector, payload)], only_if=unchanged)
 
     def _fetch(self, item: _Fetched, max_bytes: int) -> None:
         event = item.event
@@ -592,4 +666,13 @@ def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | 
         logger=logger,
         isolate_after=env_int("IMGSIM_ISOLATE_AFTER", 2, minimum=1),
         isolated_timeout_s=env_float("IMGSIM_ISOLATED_TIMEOUT", 30.0, minimum=1.0),
+        duplicate_threshold=duplicate_threshold_from_env(),
     )
+
+
+def duplicate_threshold_from_env() -> float | None:
+    """``IMGSIM_DUPLICATE_THRESHOLD`` (default 0.79, calibrated in tests/bench/bench_duplicates.py);
+    ``IMGSIM_DEDUPE=off`` turns the check at upload off."""
+    if os.environ.get("IMGSIM_DEDUPE", "on").strip().lower() in ("off", "false", "0", "no"):
+        return None
+    return env_float("IMGSIM_DUPLICATE_THRESHOLD", DEFAULT_DUPLICATE_THRESHOLD, minimum=0.0)

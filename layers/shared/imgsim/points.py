@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .decode import DecodedImage
 from .store import key_dirs
 
+# Written by the duplicate check at upload (imgsim.dedupe): the best existing match and its score.
+DUPLICATE_OF_FIELD = "duplicate_of"
+DUPLICATE_SCORE_FIELD = "duplicate_score"
+
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def image_payload(

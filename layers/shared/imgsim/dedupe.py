@@ -1,0 +1,163 @@
+"""Duplicate detection: is a new image a copy, crop, mirror or edit of one already indexed?
+
+One cosine threshold on the search vector cannot separate duplicates from look-alikes: on labelled pairs
+from the shared photos (28 real duplicate pairs: copies, crops, mirrors, a poster; 208 look-alike pairs:
+other photos of the same kind of animal scoring >= 0.66) and 1,350 transformed copies (resize, JPEG q20,
+exposure, grey, crops of 64 % and 49 % of the area, mirror, an overlay band, mirror + crop), raw cosine
+reaches recall 0.86 when at most one look-alike pair in 30 may pass, and grey copies score 0.3 recall.
+Measured (tests/bench/bench_duplicates.py, README "Duplicates"), the signal that separates them best
+within the functions' budget is a **signature** of seven embeddings of the *grey* image: the whole image,
+its mirror, and five crops of 70 % of the area (four corners and the centre). Grey makes colour edits
+(grey, exposure, tint) vanish; the mirror catches flipped copies; the crops catch crops and overlays in
+both directions (a new image that is a crop of a stored one meets one of the stored crops; a new image
+that contains a stored one meets it with one of its own crops).
+
+Stored: the whole-image and crop vectors of each indexed image go to the companion collection
+``<collection>_dedupe`` (six points per image, ``of`` = the image's point id); the mirror is used only
+as a query. The score of a pair is the best cosine of: whole vs whole, mirror vs whole, whole or mirror vs
+the other's crops, own crops vs the other's whole.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import FieldEquals, StoredPoint, VectorStore, Where
+
+DEDUPE_SUFFIX = "_dedupe"
+CROP_AREA = 0.7
+CROP_KINDS = ("c0", "c1", "c2", "c3", "c4")
+KINDS = ("full", *CROP_KINDS)
+OF_FIELD = "of"
+KIND_FIELD = "kind"
+# Calibrated on the labelled pairs above: the lowest threshold at which at most 1 in 30 look-alike
+# pairs passes (README "Duplicates" has the table). IMGSIM_DUPLICATE_THRESHOLD overrides it.
+DEFAULT_DUPLICATE_THRESHOLD = 0.79
+_NAMESPACE = uuid.UUID("6f2b8f0e-2c55-4a57-9d44-0d6f3b1c9a10")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Unit vectors of the grey image: whole (dim,), mirror (dim,), crops (5, dim)."""
+
+    full: np.ndarray
+    mirror: np.ndarray
+    crops: np.ndarray
+
+
+@dataclass(frozen=True)
+class Match:
+    point_id: str
+    score: float  # best cosine of the pair (see module docstring), clipped to [0, 1]
+
+
+def grey(pixels: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 RGB -> the same shape, grey (ITU-R 601 luma, as Pillow's "L")."""
+    luma = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of the five crops: corners and centre, CROP_AREA of the image each."""
+    side = CROP_AREA**0.5
+    ch, cw = max(1, int(height * side)), max(1, int(width * side))
+    tops = (0, 0, height - ch, height - ch, (height - ch) // 2)
+    lefts = (0, width - cw, 0, width - cw, (width - cw) // 2)
+    return [(top, top + ch, left, left + cw) for top, left in zip(tops, lefts, strict=True)]
+
+
+def signature_inputs(pixels: np.ndarray) -> list[np.ndarray]:
+    """The seven arrays a signature embeds, in order: whole, mirror, five crops."""
+    g = grey(pixels)
+    crops = [np.ascontiguousarray(g[t:b, left:r]) for t, b, left, r in crop_boxes(*g.shape[:2])]
+    return [g, np.ascontiguousarray(g[:, ::-1]), *crops]
+
+
+def signatures(embedder: object, pixel_arrays: Sequence[np.ndarray]) -> list[Signature]:
+    """Signatures of many images in one batch of embeddings (seven per image)."""
+    inputs = [array for pixels in pixel_arrays for array in signature_inputs(pixels)]
+    if not inputs:
+        return []
+    vectors = embedder.embed_pixels(inputs)  # type: ignore[attr-defined]
+    return [Signature(vectors[i], vectors[i + 1], vectors[i + 2:i + 7]) for i in range(0, len(vectors), 7)]
+
+
+def one_way(new: Signature, stored_full: np.ndarray, stored_crops: np.ndarray) -> float:
+    """The pair score as seen when ``new`` arrives and the other is stored."""
+    queries = np.vstack([new.full, new.mirror])
+    best = float(np.max(queries @ np.vstack([stored_full[None], stored_crops]).T))
+    best = max(best, float(np.max(new.crops @ stored_full)))
+    return min(1.0, max(0.0, best))
+
+
+def pair_score(a: Signature, b: Signature) -> float:
+    """Symmetric: the best of both arrival orders (the offline grouping and the calibration use it)."""
+    return max(one_way(a, b.full, b.crops), one_way(b, a.full, a.crops))
+
+
+def companion_id(point_id: str, kind: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{point_id}/{kind}"))
+
+
+def companion_ids(point_ids: Iterable[str]) -> list[str]:
+    return [companion_id(point_id, kind) for point_id in point_ids for kind in KINDS]
+
+
+class DuplicateIndex:
+    """The stored half of the signatures (``<collection>_dedupe``) and the search for a new image's best match."""
+
+    def __init__(self, store: VectorStore, dim: int, *, candidates: int = 8) -> None:
+        self.store = store.companion(DEDUPE_SUFFIX, dim=dim)
+        self.candidates = candidates
+
+    def best_match(self, point_id: str, signature: Signature, *, exclude: Iterable[str] = ()) -> Match | None:
+        """The stored image scoring highest with this one (never itself nor ``exclude``), or None."""
+        excluded = tuple(dict.fromkeys([point_id, *exclude]))
+        others = Where(must_not=tuple(FieldEquals(OF_FIELD, other) for other in excluded))
+        whole_only = Where(must=(FieldEquals(KIND_FIELD, "full"),), must_not=others.must_not)
+        best: dict[str, float] = {}
+        searches: list[tuple[np.ndarray, Where]] = [(signature.full, others), (signature.mirror, others)]
+        searches += [(crop, whole_only) for crop in signature.crops]
+        for vector, where in searches:
+            for hit in self.store.search(vector.tolist(), limit=self.candidates, where=where):
+                of = str(hit.payload.get(OF_FIELD))
+                best[of] = max(best.get(of, 0.0), hit.score)
+        if not best:
+            return None
+        winner = max(best, key=lambda of: (best[of], of))  # ties: the larger id, so the answer is deterministic
+        return Match(winner, best[winner])
+
+    def add(self, items: Sequence[tuple[str, Signature]]) -> None:
+        points = []
+        for point_id, sig in items:
+            points.append(StoredPoint(companion_id(point_id, "full"), sig.full.tolist(),
+                                      {OF_FIELD: point_id, KIND_FIELD: "full"}))
+            for kind, crop in zip(CROP_KINDS, sig.crops, strict=True):
+                points.append(StoredPoint(companion_id(point_id, kind), crop.tolist(),
+                                          {OF_FIELD: point_id, KIND_FIELD: kind}))
+        if points:
+            self.store.upsert(points)
+
+    def remove(self, point_ids: Iterable[str]) -> None:
+        ids = companion_ids(point_ids)
+        if ids:
+            self.store.delete(ids)
+
+    def stored(self, point_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(whole, crops) of an indexed image, for re-checking it when its match goes away."""
+        records = {r.id: r for r in self.store.retrieve(companion_ids([point_id]), with_vectors=True)}
+        vectors = [records.get(companion_id(point_id, kind)) for kind in KINDS]
+        if any(r is None or r.vector is None for r in vectors):
+            return None
+        array = np.array([r.vector for r in vectors if r is not None], dtype=np.float32)
+        return array[0], array[1:]
+
+
+__all__ = [
+    "DEDUPE_SUFFIX", "DEFAULT_DUPLICATE_THRESHOLD", "DuplicateIndex", "Match", "Signature", "companion_ids",
+    "crop_boxes", "grey", "one_way", "pair_score", "signatures",
+]

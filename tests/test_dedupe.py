@@ -1,0 +1,123 @@
+"""Duplicates at upload (imgsim.dedupe through the Indexer), on both store backends: an indexed image records
+its best existing match above the threshold; the record follows deletes and replacements of that match."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imgsim import dedupe
+from imgsim.ids import point_id_for_object
+from imgsim.indexing import Indexer
+from PIL import Image, ImageOps
+from store_backends import make_store
+from test_indexing import BUCKET, s3_body
+
+LABELS = json.loads((Path(__file__).resolve().parent / "data" / "duplicate_labels.json").read_text())
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
+
+
+@pytest.fixture
+def s3():
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def store(embedder, backend, tmp_path):
+    vector_store = make_store(backend, tmp_path, embedder.dim)
+    yield vector_store
+    vector_store.close()
+
+
+@pytest.fixture
+def indexer(store, embedder, s3):
+    return Indexer(store=store, embedder=embedder, s3_client=s3, fetch_concurrency=4,
+                   duplicate_threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD)
+
+
+def jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def put(s3, indexer, *objects: tuple[str, bytes]):
+    messages = []
+    for n, (key, data) in enumerate(objects):
+        etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"].strip('"')
+        messages.append((f"m{n}-{key}", s3_body(key, size=len(data), etag=etag)))
+    return indexer.process_messages(messages)
+
+
+def record(store, key: str) -> dict:
+    found = store.get(point_id_for_object(BUCKET, key))
+    assert found is not None, key
+    return found.payload
+
+
+def test_copies_mirrors_grey_and_crops_are_recorded_as_duplicates_look_alikes_are_not(store, indexer, s3):
+    original = Image.open(PHOTOS / "photo_00100.jpg").convert("RGB")
+    w, h = original.size
+    report = put(s3, indexer, ("photos/original.jpg", jpeg(original)))
+    assert report.duplicates == 0 and "duplicate_of" not in record(store, "photos/original.jpg")
+    variants = {
+        "photos/mirror.jpg": ImageOps.mirror(original),
+        "photos/grey.jpg": original.convert("L"),
+        "photos/crop.jpg": original.crop((0, 0, int(w * 0.8), int(h * 0.8))),
+    }
+    report = put(s3, indexer, *((key, jpeg(img)) for key, img in variants.items()))
+    assert report.duplicates == 3
+    original_id = point_id_for_object(BUCKET, "photos/original.jpg")
+    for key in variants:
+        payload = record(store, key)
+        # The first duplicate names the original; the later ones name the original or an earlier copy of it.
+        assert payload["duplicate_of"] in {original_id, *(point_id_for_object(BUCKET, k) for k in variants)}
+        assert dedupe.DEFAULT_DUPLICATE_THRESHOLD <= payload["duplicate_score"] <= 1.0
+    a, b = LABELS["lookalike_pairs"][0]
+    report = put(s3, indexer, ("photos/look-a.jpg", (PHOTOS / a).read_bytes()),
+                 ("photos/look-b.jpg", (PHOTOS / b).read_bytes()))
+    assert "duplicate_of" not in record(store, "photos/look-b.jpg")
+    assert "duplicate_of" not in record(store, "photos/look-a.jpg")
+
+
+def test_the_record_follows_deletes_and_replacements_of_the_match(store, indexer, s3):
+    original = Image.open(PHOTOS / "photo_00300.jpg").convert("RGB")
+    put(s3, indexer, ("photos/a.jpg", jpeg(original)))
+    put(s3, indexer, ("photos/b.jpg", jpeg(ImageOps.mirror(original))))
+    a_id = point_id_for_object(BUCKET, "photos/a.jpg")
+    assert record(store, "photos/b.jpg")["duplicate_of"] == a_id
+
+    # a.jpg now holds another picture: b.jpg is no longer anybody's duplicate.
+    put(s3, indexer, ("photos/a.jpg", (PHOTOS / "photo_01400.jpg").read_bytes()))
+    assert "duplicate_of" not in record(store, "photos/b.jpg")
+
+    # c.jpg is b's copy; deleting b removes c's record (no other match), and b's signature with it.
+    put(s3, indexer, ("photos/c.jpg", jpeg(ImageOps.mirror(original))))
+    assert record(store, "photos/c.jpg")["duplicate_of"] == point_id_for_object(BUCKET, "photos/b.jpg")
+    s3.delete_object(Bucket=BUCKET, Key="photos/b.jpg")
+    indexer.process_messages([("d1", s3_body("photos/b.jpg", "delete"))])
+    assert "duplicate_of" not in record(store, "photos/c.jpg")
+    companion = store.companion(dedupe.DEDUPE_SUFFIX, dim=store.dim)
+    b_id = point_id_for_object(BUCKET, "photos/b.jpg")
+    assert companion.retrieve(dedupe.companion_ids([b_id])) == []
+    assert len(companion.retrieve(dedupe.companion_ids([point_id_for_object(BUCKET, "photos/c.jpg")]))) == 6
+
+
+def test_signature_shapes_and_symmetric_score(embedder):
+    pixels = np.asarray(Image.open(PHOTOS / "photo_00010.jpg").convert("RGB"))
+    mirrored = np.ascontiguousarray(pixels[:, ::-1])
+    a, b = dedupe.signatures(embedder, [pixels, mirrored])
+    assert a.full.shape == (embedder.dim,) and a.crops.shape == (5, embedder.dim)
+    assert dedupe.pair_score(a, b) == dedupe.pair_score(b, a) > 0.99
+    assert dedupe.grey(pixels).shape == pixels.shape and (dedupe.grey(pixels)[..., 0] == dedupe.grey(pixels)[..., 2]).all()
+    boxes = dedupe.crop_boxes(100, 200)
+    assert len(boxes) == 5 and all(0 <= t < b <= 100 and 0 <= lo < r <= 200 for t, b, lo, r in boxes)
