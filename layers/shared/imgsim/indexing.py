@@ -38,12 +38,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import env_float, env_int
 from .decode import DecodedImage, check_header, probe_cost
+from .dedupe import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DuplicateIndex,
+    Match,
+    Signature,
+    signatures,
+)
 from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .isolation import IsolatedDecodeFailed, decode_in_child
 from .ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
 from .points import DUPLICATE_OF_FIELD, DUPLICATE_SCORE_FIELD, image_payload
-from .dedupe import DEFAULT_DUPLICATE_THRESHOLD, DuplicateIndex, Match, Signature, signatures
 from .store import FieldIn, StoredPoint, VectorStore, Where, field_unchanged
 
 log = logging.getLogger(__name__)
