@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from imgsim_tools.local.environments import EnvironmentPool, PoolClosed
 
 
@@ -30,7 +29,7 @@ def test_environments_start_on_demand_up_to_the_limit_and_close_waits(tmp_path):
 
     pool = EnvironmentPool(tmp_path / "app.py", "fn", 2, loader)
     assert loaded == ["fn"]  # the first environment at start
-    with pool.environment() as handler:  # idle: reused, nothing new loaded
+    with pool.environment():  # idle: reused, nothing new loaded
         pass
     assert loaded == ["fn"]
 
@@ -67,9 +66,8 @@ def test_environments_start_on_demand_up_to_the_limit_and_close_waits(tmp_path):
     worker.join(10)
     closer.join(10)
     assert not closer.is_alive() and len(results) == 4
-    with pytest.raises(PoolClosed):
-        with pool.environment():
-            pass
+    with pytest.raises(PoolClosed), pool.environment():
+        pass
 
 
 def test_a_failed_cold_start_frees_its_slot(tmp_path):
@@ -84,9 +82,8 @@ def test_a_failed_cold_start_frees_its_slot(tmp_path):
     pool = EnvironmentPool(tmp_path / "app.py", "fn", 2, loader)
     busy = pool.environment()
     busy.__enter__()  # the only environment is busy: the next call starts another
-    with pytest.raises(RuntimeError, match="import failed"):
-        with pool.environment():
-            pass
+    with pytest.raises(RuntimeError, match="import failed"), pool.environment():
+        pass
     with pool.environment() as handler:  # the slot was freed: a second try starts it
         assert handler({}, None) == "fn_2"
     busy.__exit__(None, None, None)

@@ -17,12 +17,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from PIL import Image  # noqa: E402
-from test_decode_budget import progressive_with_extra_scans  # noqa: E402
-
-from imgsim import decode_cost  # noqa: E402
-from imgsim.decode import DEFAULT_MAX_DECODE_MS, _read_header, decode_image  # noqa: E402
-from imgsim.errors import DecodeTooCostly  # noqa: E402
+from imgsim import decode_cost
+from imgsim.decode import DEFAULT_MAX_DECODE_MS, _read_header, decode_image
+from imgsim.errors import DecodeTooCostly
+from PIL import Image
+from test_decode_budget import progressive_with_extra_scans
 
 BIG = 10**9
 

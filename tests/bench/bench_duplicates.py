@@ -27,9 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "photos"
 LABELS = REPO_ROOT / "tests" / "data" / "duplicate_labels.json"
 
-from imgsim import dedupe  # noqa: E402
-from imgsim.decode import decode_image  # noqa: E402
-from imgsim.embedder import Embedder  # noqa: E402
+from imgsim import dedupe
+from imgsim.decode import decode_image
+from imgsim.embedder import Embedder
 
 MAX_FALSE_RATE = 1 / 30
 

@@ -25,7 +25,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from serve_support import Serve  # noqa: E402
+from serve_support import Serve
 
 PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "photos"
 DURATION_S = 15.0
@@ -92,7 +92,7 @@ def main() -> int:
                 s3.put_object(Bucket="imgsim-images", Key=f"photos/{path.name}", Body=path.read_bytes())
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                status, body = serve.request("GET", "/health")
+                _status, _body = serve.request("GET", "/health")
                 _, found = serve.request("POST", "/search?limit=100", bodies[0], content_type="image/jpeg")
                 if isinstance(found, dict) and len(found.get("results", [])) >= 100:
                     break

@@ -23,9 +23,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from serve_support import BUCKET, Serve, wait_until  # noqa: E402
-
-from imgsim.ids import point_id_for_object  # noqa: E402
+from imgsim.ids import point_id_for_object
+from serve_support import BUCKET, Serve, wait_until
 
 PHOTOS = sorted((REPO_ROOT.parent / "shared" / "datasets" / "photos").glob("*.jpg"))
 

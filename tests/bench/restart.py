@@ -31,9 +31,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from serve_support import BUCKET, Serve  # noqa: E402
-
-from imgsim_tools.local.durable_s3 import DurableBucket  # noqa: E402
+from imgsim_tools.local.durable_s3 import DurableBucket
+from serve_support import BUCKET, Serve
 
 PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "photos"
 
@@ -41,7 +40,7 @@ PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "photos"
 def build_bucket(root: Path, count: int, pending: int) -> list[tuple[str, Path]]:
     """``count`` objects in the durable bucket's layout (rows + one file each, hard links to shared photos)."""
     photos = sorted(PHOTOS.glob("*.jpg"))
-    digests = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in photos}  # noqa: S324 - S3's ETag
+    digests = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in photos}
     durable = DurableBucket(root, BUCKET)
     durable.close()
     objects = root / "objects"
