@@ -121,3 +121,46 @@ def test_signature_shapes_and_symmetric_score(embedder):
     assert dedupe.grey(pixels).shape == pixels.shape and (dedupe.grey(pixels)[..., 0] == dedupe.grey(pixels)[..., 2]).all()
     boxes = dedupe.crop_boxes(100, 200)
     assert len(boxes) == 5 and all(0 <= t < b <= 100 and 0 <= lo < r <= 200 for t, b, lo, r in boxes)
+
+
+def test_groups_keep_rule_pages_and_not_duplicates_decisions(store, indexer, s3):
+    from imgsim.duplicates import DuplicateGroups, record_not_duplicates
+
+    groups_api = DuplicateGroups(store, indexer.duplicates)
+    originals = {name: Image.open(PHOTOS / name).convert("RGB") for name in ("photo_00100.jpg", "photo_00700.jpg",
+                                                                              "photo_01300.jpg")}
+    for n, (name, img) in enumerate(originals.items()):
+        w, h = img.size
+        put(s3, indexer, (f"g{n}/original.jpg", jpeg(img)))
+        put(s3, indexer, (f"g{n}/small-mirror.jpg", jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5)))),
+            (f"g{n}/small-grey.jpg", jpeg(img.convert("L").resize((w * 7 // 10, h * 7 // 10)))))
+    first, cursor = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, limit=2)
+    assert len(first) == 2 and cursor is not None
+    rest, end = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, limit=2, cursor=cursor)
+    assert len(rest) == 1 and end is None
+    groups = first + rest
+    assert len({g.keep.id for g in groups}) == 3
+    for group in groups:
+        doc = group.as_json()
+        folder = doc["members"][0]["key"].split("/")[0]
+        # The kept one: the most pixels (the original); members score against it, in [0, 1].
+        assert doc["members"][0] == {**doc["members"][0], "key": f"{folder}/original.jpg", "score": 1.0}
+        assert sorted(m["key"] for m in doc["members"][1:]) == [f"{folder}/small-grey.jpg", f"{folder}/small-mirror.jpg"]
+        assert all(dedupe.DEFAULT_DUPLICATE_THRESHOLD <= m["score"] <= 1.0 for m in doc["members"])
+        assert set(doc["members"][0]) == {"id", "key", "score", "width", "height", "size", "indexed_at"}
+    # A prefix keeps one folder's group; a threshold above every score keeps none.
+    only, _ = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, prefix="g1/")
+    assert [g.members[0][0].payload["key"] for g in only] == ["g1/original.jpg"]
+    assert groups_api.page(threshold=1.01)[0] == []
+
+    # "Not duplicates": the pair leaves the group, and re-indexing the same picture does not bring it back.
+    keep = point_id_for_object(BUCKET, "g0/original.jpg")
+    mirror_id = point_id_for_object(BUCKET, "g0/small-mirror.jpg")
+    record_not_duplicates(store, keep, [mirror_id])
+    group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
+    assert mirror_id not in {r.id for r, _ in group.members}
+    etag = record(store, "g0/small-mirror.jpg")["etag"]
+    indexer.process_messages([("again", s3_body("g0/small-mirror.jpg", size=10, etag=etag))])
+    assert record(store, "g0/small-mirror.jpg").get("duplicate_of") != keep
+    group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
+    assert mirror_id not in {r.id for r, _ in group.members}

@@ -27,6 +27,7 @@ from imgsim.store import (
     FieldEquals,
     FieldIn,
     FieldMissing,
+    FieldRange,
     IdIn,
     StorageOptions,
     Where,
@@ -374,6 +375,21 @@ def test_count_with_filters(memory_store):
     assert memory_store.count(Where(must=(FieldMissing("mark"),))) == 2
     assert memory_store.count(Where(must_not=(IdIn((point_id_for_object("imgsim-images", "a/1.jpg"),)),))) == 2
     assert memory_store.count(Where(should=(FieldEquals("mark", "x"), FieldIn("dirs", ("b/",))))) == 2
+
+
+def test_range_filters_on_numbers_and_instants(memory_store):
+    memory_store.upsert([
+        point("r/small.jpg", unit(1, 0, 0, 0), width=100, indexed_at="2026-01-01T00:00:00.000Z"),
+        point("r/mid.jpg", unit(1, 0.2, 0, 0), width=640, indexed_at="2026-06-01T12:00:00.000Z"),
+        point("r/large.jpg", unit(1, 0.4, 0, 0), width=4000, indexed_at="2026-11-26T08:30:00.000Z"),
+    ])
+    assert memory_store.count(Where(must=(FieldRange("width", gte=640),))) == 2
+    assert memory_store.count(Where(must=(FieldRange("width", gte=101, lte=3999),))) == 1
+    after = Where(must=(FieldRange("indexed_at", gte="2026-06-01T12:00:00Z", datetime=True),))
+    assert sorted(h.payload["key"] for h in memory_store.search(unit(1, 0, 0, 0), where=after)) == [
+        "r/large.jpg", "r/mid.jpg"]
+    before = Where(must=(FieldRange("indexed_at", lte="2026-03-01T00:00:00+00:00", datetime=True),))
+    assert [h.payload["key"] for h in memory_store.search(unit(1, 0, 0, 0), where=before)] == ["r/small.jpg"]
 
 
 def test_search_with_an_extra_filter_and_score_threshold(memory_store):

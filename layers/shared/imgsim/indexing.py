@@ -43,8 +43,10 @@ from .dedupe import (
     DuplicateIndex,
     Match,
     Signature,
+    one_way,
     signatures,
 )
+from .duplicates import HAS_DUPLICATES_FIELD, NOT_DUPLICATES_FIELD, mark_targets
 from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .isolation import IsolatedDecodeFailed, decode_in_child
@@ -433,7 +435,7 @@ class Indexer:
         t0 = time.perf_counter()
         vectors = self.embedder.embed_decoded([i.image for i in good])
         report.timings_ms["embed"] = _ms_since(t0)
-        matches = self._find_duplicates(good, report)
+        matches = self._find_duplicates(good, report, state)
 
         stored_points = []
         for item, vector in zip(good, vectors, strict=True):
@@ -454,6 +456,11 @@ class Indexer:
             match = matches.get(event.point_id)
             if match is not None:
                 payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
+            prior = state.points.get(event.point_id, {})
+            if prior.get(HAS_DUPLICATES_FIELD):
+                payload[HAS_DUPLICATES_FIELD] = 1  # its duplicates are re-checked below; an empty group is skipped
+            if prior.get(NOT_DUPLICATES_FIELD) and prior.get("etag") and prior.get("etag") == payload.get("etag"):
+                payload[NOT_DUPLICATES_FIELD] = prior[NOT_DUPLICATES_FIELD]  # the same picture: decisions stand
             stored_points.append(StoredPoint(event.point_id, vector, payload))
             item.image = None  # free the pixels before the upsert round trip
 
@@ -479,12 +486,13 @@ class Indexer:
             try:
                 if not_written:  # their signatures went in before the write: take them out again
                     self.duplicates.remove(not_written)
+                mark_targets(self.store, [m.point_id for point_id, m in matches.items() if point_id in written])
                 # Images that named a replaced image as their match: their best match may have changed.
                 self._recheck_duplicates_of(written)
             except StoreUnavailable as exc:
                 self.log.warning("duplicate bookkeeping after the write failed: %s", exc)
 
-    def _find_duplicates(self, good: Sequence[_Fetched], report: BatchReport) -> dict[str, Match]:
+    def _find_duplicates(self, good: Sequence[_Fetched], report: BatchReport, state: KeyState) -> dict[str, Match]:
         """Best existing match at or above the threshold for each image, and its signature stored, one
         image after the other so that duplicates within the batch find each other."""
         if self.duplicates is None or not good:
@@ -495,15 +503,36 @@ class Indexer:
             sigs = signatures(self.embedder, [i.image.pixels for i in good if i.image is not None])
             for item, sig in zip(good, sigs, strict=True):
                 point_id = item.event.point_id
-                match = self.duplicates.best_match(point_id, sig)
+                prior = state.points.get(point_id, {})
+                same = bool(prior.get("etag")) and prior.get("etag") == (item.etag or item.event.etag)
+                refused = [str(i) for i in prior.get(NOT_DUPLICATES_FIELD) or []] if same else []
+                match = self.duplicates.best_match(point_id, sig, exclude=refused)
                 if match is not None and match.score >= (self.duplicate_threshold or 0.0):
-                    found[point_id] = match
+                    found[point_id] = self._to_root(point_id, sig, match, found, refused)
                 self.duplicates.add([(point_id, sig)])
         except StoreUnavailable as exc:
             # The duplicate check never holds up indexing: the image goes in without its match.
             self.log.warning("duplicate check skipped for this batch: %s", exc)
         report.timings_ms["dedupe"] = _ms_since(t0)
         return found
+
+    def _to_root(self, point_id: str, sig: Signature, match: Match, found: dict[str, Match],
+                 refused: Sequence[str]) -> Match:
+        """Link to the image the match is itself a duplicate of, when this one is a duplicate of it too
+        (checked directly, so no chain): one group per picture instead of a group per copy."""
+        assert self.duplicates is not None
+        if match.point_id in found:
+            root: str | None = found[match.point_id].point_id
+        else:
+            record = self.store.get(match.point_id)
+            root = (str(record.payload.get(DUPLICATE_OF_FIELD) or "") or None) if record is not None else None
+        if not root or root == point_id or root in refused:
+            return match
+        stored = self.duplicates.stored(root)
+        if stored is None:
+            return match
+        score = one_way(sig, *stored)
+        return Match(root, score) if score >= (self.duplicate_threshold or 0.0) else match
 
     def _recheck_duplicates_of(self, point_ids: Sequence[str], *, gone: bool = False) -> None:
         """Points recorded as duplicates of ``point_ids`` (now replaced, or ``gone``): find their best match
@@ -513,6 +542,7 @@ class Indexer:
         dependents = self.store.scroll(where=Where(must=(FieldIn(DUPLICATE_OF_FIELD, tuple(point_ids)),)),
                                        limit=1000, with_vectors=True)[0]
         exclude = tuple(point_ids) if gone else ()
+        targets: list[str] = []
         for record in dependents:
             stored = self.duplicates.stored(record.id)
             payload = dict(record.payload)
@@ -522,13 +552,17 @@ class Indexer:
                 whole, crops = stored
                 # The mirror of a stored image is not kept: its whole stands in (mirrored pairs still meet
                 # through the other side's mirror when that one arrives).
-                match = self.duplicates.best_match(record.id, Signature(whole, whole, crops), exclude=exclude)
+                refused = [str(i) for i in record.payload.get(NOT_DUPLICATES_FIELD) or []]
+                match = self.duplicates.best_match(record.id, Signature(whole, whole, crops),
+                                                   exclude=(*exclude, *refused))
                 if match is not None and match.score >= (self.duplicate_threshold or 0.0):
                     payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
+                    targets.append(match.point_id)
             if record.vector is None:
                 continue
             unchanged = field_unchanged("etag", {record.id: record.payload.get("etag")})
             self.store.upsert([StoredPoint(record.id, record.vector, payload)], only_if=unchanged)
+        mark_targets(self.store, targets)
 
     def _fetch(self, item: _Fetched, max_bytes: int) -> None:
         event = item.event

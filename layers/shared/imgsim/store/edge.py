@@ -79,6 +79,11 @@ class _Filters:
     def has_ids(ids: list[str]) -> Any:
         return qe.HasIdCondition(set(ids))
 
+    @staticmethod
+    def range(field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any:
+        bounds = qe.RangeDateTime(gte=gte, lte=lte) if datetime else qe.RangeFloat(gte=gte, lte=lte)
+        return qe.FieldCondition(key=field, range=bounds)
+
 
 def to_filter(where: Where | None) -> qe.Filter | None:
     return translate(where, _Filters())

@@ -46,6 +46,11 @@ class _Filters:
     def has_ids(ids: list[str]) -> Any:
         return models.HasIdCondition(has_id=list(ids))
 
+    @staticmethod
+    def range(field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any:
+        bounds = models.DatetimeRange(gte=gte, lte=lte) if datetime else models.Range(gte=gte, lte=lte)
+        return models.FieldCondition(key=field, range=bounds)
+
 
 def to_filter(where: Where | None) -> models.Filter | None:
     return translate(where, _Filters())

@@ -62,8 +62,10 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class FieldEquals:
+    """A keyword or integer field holds ``value`` (no booleans: Qdrant Edge 0.9 never matches one; store 0/1)."""
+
     field: str
-    value: str | int | bool
+    value: str | int
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,17 @@ class FieldMissing:
     """The field is absent, null or an empty list (Qdrant's ``is_empty``)."""
 
     field: str
+
+
+@dataclass(frozen=True)
+class FieldRange:
+    """``gte <= field <= lte`` (either bound may be None). ``datetime``: the values are RFC 3339 strings
+    (``indexed_at``), compared as instants."""
+
+    field: str
+    gte: float | str | None = None
+    lte: float | str | None = None
+    datetime: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class Where:
         return bool(self.must or self.should or self.must_not)
 
 
-Condition = FieldEquals | FieldIn | FieldMissing | IdIn | Where
+Condition = FieldEquals | FieldIn | FieldMissing | FieldRange | IdIn | Where
 
 
 def where_all(*conditions: Condition | None) -> Where | None:
@@ -145,6 +158,8 @@ class FilterBuilder(Protocol[F_co]):
 
     def has_ids(self, ids: list[str]) -> Any: ...
 
+    def range(self, field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any: ...
+
 
 def translate(where: Where | None, builder: FilterBuilder[F_co]) -> F_co | None:
     """imgsim's filter in an engine's types (None: no filter), written once for every backend."""
@@ -160,6 +175,8 @@ def translate(where: Where | None, builder: FilterBuilder[F_co]) -> F_co | None:
             return builder.missing(c.field)
         if isinstance(c, IdIn):
             return builder.has_ids(list(c.ids))
+        if isinstance(c, FieldRange):
+            return builder.range(c.field, c.gte, c.lte, c.datetime)
         if isinstance(c, Where):
             return translate(c, builder) or builder.combine([], [], [])
         raise TypeError(f"not a filter condition: {c!r}")
