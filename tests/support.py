@@ -31,6 +31,9 @@ def load_module_from_path(name: str, path: Path, *, register: bool = False) -> M
     puts the module in ``sys.modules`` (needed when something resolves the
     module by name, e.g. pydantic models in powertools' validation).
     """
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:  # as Lambda puts /var/task first: a handler's sibling modules import
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     if register:

@@ -62,11 +62,19 @@ def test_document_describes_bodies_and_parameters(document):
     search = document["paths"]["/search"]["post"]
     assert set(search["requestBody"]["content"]) == {"image/*", "multipart/form-data", "application/json"}
     params = {p["name"]: p for p in search["parameters"]}
-    assert set(params) == {"limit", "min_score", "prefix"} and all(p["in"] == "query" for p in params.values())
+    assert set(params) == {"limit", "min_score", "prefix", "offset", "min_width", "min_height", "content_type",
+                           "indexed_after", "indexed_before", "collapse"}
+    assert all(p["in"] == "query" for p in params.values())
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 100
     compare = document["paths"]["/compare"]["post"]["requestBody"]["content"]
     assert compare["multipart/form-data"]["schema"]["required"] == ["a", "b"]
     uploads = document["paths"]["/uploads"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert uploads["required"] == ["filename", "content_type"]
+    duplicates = {p["name"] for p in document["paths"]["/duplicates"]["get"]["parameters"]}
+    assert duplicates == {"threshold", "prefix", "limit", "cursor"}
+    resolve = document["paths"]["/duplicates/resolve"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert resolve["required"] == ["keep"] and set(resolve["properties"]) == {"keep", "remove", "not_duplicates"}
+    recommend = document["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(recommend["properties"]) == {"positive", "negative", "limit", "prefix"}
     image_params = document["paths"]["/images/{id}"]["get"]["parameters"]
     assert [(p["name"], p["in"]) for p in image_params] == [("id", "path")]

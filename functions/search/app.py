@@ -13,29 +13,41 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+import curation_routes  # beside this file: /var/task on Lambda
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler import (
+    APIGatewayHttpResolver,
+    CORSConfig,
+    Response,
+    content_types,
+)
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-
 from imgsim import runtime
 from imgsim.api import (
     ApiConfig,
     ApiError,
     ApiKeyCheck,
+    SearchFilters,
     SearchService,
     Timer,
     api_error_from,
     error_body,
     parse_compare_body,
+    parse_instant,
     parse_search_body,
     read_body,
 )
+from imgsim.curation import CurationService
+from imgsim.dedupe import DEFAULT_DUPLICATE_THRESHOLD
 from imgsim.errors import ImageError, StoreUnavailable
+from imgsim.indexing import duplicate_threshold_from_env
 
 logger = Logger()
 tracer = Tracer()
@@ -63,9 +75,22 @@ def get_key_check() -> ApiKeyCheck:
     return ApiKeyCheck(get_config())
 
 
+@lru_cache(maxsize=1)
+def get_curation() -> CurationService:
+    return CurationService(
+        get_config(), embedder=runtime.get_embedder, store=runtime.get_store,
+        s3=lambda: runtime.get_boto3_client("s3"), duplicate_threshold=duplicate_threshold(),
+    )
+
+
+def duplicate_threshold() -> float:
+    """The indexer's (IMGSIM_DUPLICATE_THRESHOLD); with IMGSIM_DEDUPE=off groups still list what was recorded."""
+    return duplicate_threshold_from_env() or DEFAULT_DUPLICATE_THRESHOLD
+
+
 def reset() -> None:
     """Forget configuration and service (tests, after changing the environment)."""
-    for cached in (get_config, get_service, get_key_check):
+    for cached in (get_config, get_service, get_key_check, get_curation):
         cached.cache_clear()
 
 
@@ -84,7 +109,7 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
-def require_api_key(app: APIGatewayHttpResolver, next_middleware):  # noqa: ANN001 - powertools middleware
+def require_api_key(app: APIGatewayHttpResolver, next_middleware):
     get_key_check().check(app.current_event.headers.get("x-api-key"))
     return next_middleware(app)
 
@@ -155,16 +180,27 @@ def handle_not_found(exc: Exception) -> Response:
 LIMIT = Annotated[int, Query(ge=1, le=100, description="How many results, 1-100")]
 MIN_SCORE = Annotated[float | None, Query(ge=0, le=1, description="Drop results scoring below this (0-1)")]
 PREFIX = Annotated[str | None, Query(max_length=1024, description="Only keys starting with this")]
+OFFSET = Annotated[int, Query(ge=0, le=1000, description="Skip this many results (paging; next_offset)")]
+MIN_SIDE = Annotated[int | None, Query(ge=1, le=100_000, description="Only images at least this many pixels")]
+CONTENT_TYPE = Annotated[str | None, Query(max_length=100, description="Only this content type, e.g. image/png")]
+INSTANT = Annotated[str | None, Query(max_length=40, description="RFC 3339 time or date (UTC), e.g. 2026-11-26")]
+COLLAPSE = Annotated[bool, Query(description="Fold each result's recorded duplicates into it (\"duplicates\": n)")]
 
 
 @app.post(
     "/search", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["search"],
     summary="Find indexed images similar to a query image (new bytes, or an indexed image by id or key)",
 )
-def search(limit: LIMIT = 10, min_score: MIN_SCORE = None, prefix: PREFIX = None):
+def search(limit: LIMIT = 10, min_score: MIN_SCORE = None, prefix: PREFIX = None, offset: OFFSET = 0,
+           min_width: MIN_SIDE = None, min_height: MIN_SIDE = None, content_type: CONTENT_TYPE = None,
+           indexed_after: INSTANT = None, indexed_before: INSTANT = None, collapse: COLLAPSE = False):
     timer = Timer()
+    filters = SearchFilters(min_width=min_width, min_height=min_height, content_type=content_type or None,
+                            indexed_after=parse_instant("indexed_after", indexed_after),
+                            indexed_before=parse_instant("indexed_before", indexed_before))
     query = parse_search_body(app.current_event.headers.get("content-type"), request_bytes(), get_config().max_body_bytes)
-    body = get_service().search(query, limit=limit, min_score=min_score, prefix=prefix, timer=timer)
+    body = get_service().search(query, limit=limit, min_score=min_score, prefix=prefix, timer=timer,
+                                filters=filters, offset=offset, collapse=collapse)
     metrics.add_metric(name="SearchRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="SearchMs", unit=MetricUnit.Milliseconds, value=timer.total_ms())
     return timed_response(body, timer)
@@ -192,7 +228,7 @@ def create_upload():
     "/images/<id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
     summary="An indexed image's stored details and a presigned URL",
 )
-def get_image(id: str):  # noqa: A002 - the path parameter is named {id}, as in the template
+def get_image(id: str):
     return json_response(200, get_service().get_image(id))
 
 
@@ -200,10 +236,14 @@ def get_image(id: str):  # noqa: A002 - the path parameter is named {id}, as in 
     "/images/<id>", security=API_KEY_SECURITY, middlewares=[require_api_key], tags=["images"],
     summary="Delete the image's S3 object; the indexer then removes it from the index",
 )
-def delete_image(id: str):  # noqa: A002 - the path parameter is named {id}, as in the template
+def delete_image(id: str):
     result = get_service().delete_image(id)
     metrics.add_metric(name="ImagesDeleteRequested", unit=MetricUnit.Count, value=1)
     return json_response(202, result)
+
+
+curation_routes.register(app, curation=get_curation, json_response=json_response, request_bytes=request_bytes,
+                         middlewares=[require_api_key], security=API_KEY_SECURITY)
 
 
 @app.get("/health", tags=["meta"], summary="Status, collection, point count and model (no API key)")
@@ -265,7 +305,7 @@ def openapi_document() -> str:
         description="Image similarity search. Errors are {\"error\": {\"code\", \"message\"}}.",
         security_schemes={"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
     ))
-    for (path, method), request_body in REQUEST_BODIES.items():
+    for (path, method), request_body in {**REQUEST_BODIES, **curation_routes.REQUEST_BODIES}.items():
         document["paths"][path][method]["requestBody"] = request_body
     return json.dumps(document)
 

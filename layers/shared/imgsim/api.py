@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from python_multipart import FormParser
@@ -31,6 +32,7 @@ from .decode import FORMAT_CONTENT_TYPES
 from .errors import DecodeTooCostly, ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
+from .store import FieldEquals, FieldRange, Where
 
 # Lambda accepts at most 6 MiB of invocation payload, and HTTP API delivers binary
 # bodies base64-encoded (4/3 larger), so about 4.7 MB of raw image fits; keep
@@ -58,7 +60,7 @@ class ApiConfig:
     api_key_param: str | None = None
 
     @classmethod
-    def from_env(cls) -> "ApiConfig":
+    def from_env(cls) -> ApiConfig:
         return cls(
             images_bucket=os.environ.get("IMAGES_BUCKET") or None,
             upload_prefix=os.environ.get("IMGSIM_UPLOAD_PREFIX", DEFAULT_UPLOAD_PREFIX),
@@ -301,10 +303,12 @@ class ApiKeyCheck:
         if self.config.api_key_param:
             read = self._read_secret
             if read is None:
-                from .runtime import read_secret_parameter as read  # powertools parameters, cached 5 min
+                from .runtime import (
+                    read_secret_parameter as read,  # powertools parameters, cached 5 min
+                )
             try:
                 key = read(self.config.api_key_param)
-            except Exception as exc:  # noqa: BLE001 - any failure to fetch the key is a server-side outage
+            except Exception as exc:
                 raise ApiError(
                     503, "auth_unavailable", "the API key could not be loaded; try again shortly",
                     {"Retry-After": str(RETRY_AFTER_SECONDS)},
@@ -370,6 +374,64 @@ class Timer:
         return ", ".join(parts)
 
 
+# collapse=true reads up to this many hits to fill a page after folding duplicates away.
+COLLAPSE_FETCH_MAX = 1000
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Filters of POST /search beside ``prefix``: all indexed payload fields, applied inside Qdrant."""
+
+    min_width: int | None = None
+    min_height: int | None = None
+    content_type: str | None = None
+    indexed_after: str | None = None  # RFC 3339
+    indexed_before: str | None = None
+
+    def where(self) -> Where | None:
+        must: list[Any] = []
+        if self.min_width:
+            must.append(FieldRange("width", gte=self.min_width))
+        if self.min_height:
+            must.append(FieldRange("height", gte=self.min_height))
+        if self.content_type:
+            must.append(FieldEquals("content_type", self.content_type))
+        if self.indexed_after or self.indexed_before:
+            must.append(FieldRange("indexed_at", gte=self.indexed_after, lte=self.indexed_before, datetime=True))
+        return Where(must=tuple(must)) if must else None
+
+
+def parse_instant(name: str, value: str | None) -> str | None:
+    """An RFC 3339 instant (``2026-11-26T08:00:00Z``) or a date (``2026-11-26``, midnight UTC), normalized."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError) as exc:
+        raise ApiError(400, "bad_parameter", f"{name} must be an RFC 3339 time or a date, e.g. 2026-11-26T08:00:00Z") from exc
+
+
+def collapse_duplicates(hits: list[Any]) -> tuple[list[Any], dict[str, int]]:
+    """Fold each hit recorded as a duplicate (``duplicate_of``) into the best-ranked hit of its picture: the
+    image it duplicates, or another duplicate of that image. {kept id: how many were folded into it}."""
+    kept: list[Any] = []
+    picture_of: dict[str, str] = {}  # picture (root id) -> the kept hit's id
+    folded: dict[str, int] = {}
+    for hit in hits:
+        root = str(hit.payload.get("duplicate_of") or hit.id)
+        holder = picture_of.get(root) or picture_of.get(str(hit.id))
+        if holder is not None:
+            folded[holder] = folded.get(holder, 0) + 1
+            continue
+        kept.append(hit)
+        picture_of.setdefault(root, str(hit.id))
+        picture_of.setdefault(str(hit.id), str(hit.id))
+    return kept, folded
+
+
 class SearchService:
     """The API's operations. The shared objects come from callables so the
     handler passes the per-process singletons of ``imgsim.runtime`` and tests
@@ -398,6 +460,9 @@ class SearchService:
         min_score: float | None = None,
         prefix: str | None = None,
         timer: Timer | None = None,
+        filters: SearchFilters | None = None,
+        offset: int = 0,
+        collapse: bool = False,
     ) -> dict[str, Any]:
         timer = timer or Timer()
         embedder = self._embedder()
@@ -419,12 +484,25 @@ class SearchService:
                 raise ApiError(404, "not_found", missing)
             vector = record.vector
             exclude.append(str(record.id))
-        hits = store.search(vector, limit=limit, min_score=min_score, prefix=prefix or None, exclude_ids=exclude)
+        where = (filters or SearchFilters()).where()
+        # Paging by offset, and collapsing (which folds some hits away), read further than the page itself.
+        wanted = offset + limit
+        fetch = min(wanted * 3 + 10, COLLAPSE_FETCH_MAX) if collapse else wanted
+        hits = store.search(vector, limit=fetch, min_score=min_score, prefix=prefix or None, exclude_ids=exclude,
+                            where=where)
         mark = timer.add("qdrant", mark)
+        folded: dict[str, int] = {}
+        if collapse:
+            hits, folded = collapse_duplicates(hits)
+        hits = hits[offset:wanted]
         s3 = self._s3()
         results = [self._result(hit.id, hit.score, hit.percent, hit.payload, s3) for hit in hits]
+        if collapse:
+            for result in results:
+                result["duplicates"] = folded.get(result["id"], 0)
         timer.add("presign", mark)
-        return {"results": results, "took_ms": round(timer.total_ms(), 1), "model": embedder.model_name}
+        return {"results": results, "took_ms": round(timer.total_ms(), 1), "model": embedder.model_name,
+                "offset": offset, "next_offset": wanted if len(results) == limit else None}
 
     def _result(self, point_id: str, score: float, percent: float, payload: dict[str, Any], s3: Any) -> dict:
         item: dict[str, Any] = {"id": point_id, "score": round(score, 6), "percent": percent}
