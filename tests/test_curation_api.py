@@ -108,7 +108,7 @@ def test_duplicate_groups_page_by_cursor_with_the_documented_shape(app, library)
         members = group["members"]
         assert members[0]["id"] == group["keep"] and members[0]["key"].endswith("/original.jpg")
         assert {m["key"].split("/")[1] for m in members} == {"original.jpg", "mirror.jpg", "grey.png"}
-        assert all(set(m) == {"id", "key", "score", "width", "height", "size", "indexed_at"} for m in members)
+        assert all(set(m) == {"id", "key", "score", "width", "height", "size", "indexed_at", "url"} for m in members)
         assert all(0.79 <= m["score"] <= 1.0 for m in members)
     status, only = call(app, "GET", "/duplicates", query={"prefix": "set2/"})
     assert [g["members"][0]["key"] for g in only["groups"]] == ["set2/original.jpg"]

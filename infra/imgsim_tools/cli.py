@@ -509,8 +509,15 @@ def load_local_stack() -> ModuleType:
     return command
 
 
+def load_duplicates() -> ModuleType:
+    from . import duplicates_cmd
+
+    return duplicates_cmd
+
+
 DELEGATED: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "backfill": ("index existing S3 objects (s3://bucket/prefix)", load_backfill),
+    "duplicates": ("list and resolve groups of duplicate images", load_duplicates),
     "serve": ("run the whole stack on this machine (local S3, queue, API, web page)", load_local_stack),
 }
 

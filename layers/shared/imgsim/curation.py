@@ -53,7 +53,16 @@ class CurationService:
             threshold=threshold, prefix=prefix or None, limit=min(limit, PAGE_LIMIT_MAX),
             cursor=parse_point_id(cursor) if cursor else None,
         )
-        return {"threshold": threshold, "groups": [g.as_json() for g in groups], "next_cursor": next_cursor}
+        s3 = self._s3()
+        documents = []
+        for group in groups:
+            doc = group.as_json()
+            for member, (record, _) in zip(doc["members"], group.members, strict=True):
+                # For the page's thumbnails (beyond the CLI's shape): a presigned GET, as search results have.
+                member["url"] = presigned_get_url(s3, record.payload.get("bucket"), record.payload.get("key"),
+                                                  self.config.url_ttl)
+            documents.append(doc)
+        return {"threshold": threshold, "groups": documents, "next_cursor": next_cursor}
 
     def resolve(self, body: bytes) -> dict[str, Any]:
         """``{"keep": id, "remove": [ids], "not_duplicates": [ids]}``: delete the removed images' objects (the

@@ -1,0 +1,170 @@
+"""List and resolve groups of duplicate images (copies, crops, mirrors, edits of one picture).
+
+Groups come from what the indexer recorded at upload (``duplicate_of``, see imgsim.dedupe). On a collection
+indexed before that existed (no point has a record), or with ``--rescan``, groups are computed here from the
+stored search vectors instead: each image's nearest neighbours at the raw-cosine threshold calibrated for
+the same false-pair rate (``RAW_THRESHOLD``; lower recall than the indexer's grey signatures, which need the
+pixels), grouped around the image to keep so that no group chains unrelated images.
+
+    imgsim duplicates [--threshold T] [--prefix P] [--json | --csv] [--rescan]
+    imgsim duplicates --resolve --keep ID [--remove ID ...] [--not-duplicates ID ...] [--yes]
+
+Removing deletes the S3 objects (the indexer then removes the points): a dry run unless ``--yes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import Any
+
+# bench_duplicates.py: raw cosine of the search vectors at <= 1 false pair per 30 look-alikes.
+RAW_THRESHOLD = 0.74
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="minimum similarity 0..1 (default: IMGSIM_DUPLICATE_THRESHOLD, 0.79; --rescan: 0.74)")
+    parser.add_argument("--prefix", default=None, metavar="P", help="only groups whose image to keep starts with P")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help='print {"threshold", "groups", "next_cursor"} as JSON')
+    output.add_argument("--csv", action="store_true", help="print one CSV row per group member")
+    parser.add_argument("--rescan", action="store_true",
+                        help="compute groups from the stored vectors instead of the indexer's records")
+    parser.add_argument("--resolve", action="store_true", help="resolve one group (with --keep)")
+    parser.add_argument("--keep", metavar="ID", help="--resolve: the image to keep")
+    parser.add_argument("--remove", nargs="+", default=[], metavar="ID", help="--resolve: delete these images")
+    parser.add_argument("--not-duplicates", nargs="+", default=[], metavar="ID",
+                        help="--resolve: these are not duplicates of --keep (never grouped again)")
+    parser.add_argument("--yes", action="store_true", help="--resolve: really delete (default: a dry run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from imgsim import runtime
+    from imgsim.errors import ImgsimError
+
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        print("imgsim duplicates: --threshold must be between 0 and 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.resolve:
+            return resolve(args, runtime)
+        return list_groups(args, runtime)
+    except ImgsimError as exc:
+        print(f"imgsim duplicates: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        runtime.reset()
+
+
+def list_groups(args: argparse.Namespace, runtime: Any) -> int:
+    from imgsim.dedupe import DuplicateIndex
+    from imgsim.duplicates import HAS_DUPLICATES_FIELD, DuplicateGroups
+    from imgsim.indexing import duplicate_threshold_from_env
+    from imgsim.store import FieldEquals, Where
+
+    store = runtime.get_store()
+    recorded = store.count(Where(must=(FieldEquals(HAS_DUPLICATES_FIELD, 1),)))
+    if args.rescan or not recorded:
+        if not args.rescan:
+            print("imgsim duplicates: no duplicates recorded by the indexer here; grouping by the stored vectors "
+                  "(run `imgsim backfill --force` to record the indexer's)", file=sys.stderr)
+        threshold = RAW_THRESHOLD if args.threshold is None else args.threshold
+        groups = rescan(store, threshold, args.prefix)
+    else:
+        threshold = args.threshold if args.threshold is not None else (duplicate_threshold_from_env() or 0.79)
+        index = DuplicateIndex(store, runtime.get_embedder().dim)
+        groups = [g.as_json() for g in DuplicateGroups(store, index).all(threshold=threshold, prefix=args.prefix)]
+    write(groups, threshold, args)
+    return EXIT_OK
+
+
+def rescan(store: Any, threshold: float, prefix: str | None) -> list[dict[str, Any]]:
+    """Groups from the search vectors alone: in keep order, each image not yet grouped takes the not yet
+    grouped images within ``threshold`` of it (directly: no chains)."""
+    from imgsim.duplicates import MEMBER_FIELDS, keep_order
+    from imgsim.store import Record
+
+    records: list[Record] = []
+    offset = None
+    while True:
+        page, offset = store.scroll(limit=1000, offset=offset, with_vectors=True)
+        records.extend(r for r in page if not prefix or str(r.payload.get("key", "")).startswith(prefix))
+        if offset is None:
+            break
+    grouped: set[str] = set()
+    groups = []
+    for record in sorted(records, key=keep_order):
+        if record.id in grouped or record.vector is None:
+            continue
+        hits = [h for h in store.search(record.vector, limit=20, min_score=threshold, prefix=prefix,
+                                        exclude_ids=[record.id]) if h.id not in grouped]
+        if not hits:
+            continue
+        grouped.update([record.id, *(h.id for h in hits)])
+        members = [{"id": record.id, "score": 1.0, **{f: record.payload.get(f) for f in MEMBER_FIELDS}}]
+        members += [{"id": h.id, "score": round(h.score, 4), **{f: h.payload.get(f) for f in MEMBER_FIELDS}}
+                    for h in hits]
+        groups.append({"keep": record.id, "members": members})
+    return groups
+
+
+def write(groups: list[dict[str, Any]], threshold: float, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps({"threshold": threshold, "groups": groups, "next_cursor": None}, indent=2))
+        return
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["group", "keep", "id", "key", "score", "width", "height", "size", "indexed_at"])
+        for n, group in enumerate(groups, start=1):
+            for m in group["members"]:
+                writer.writerow([n, "yes" if m["id"] == group["keep"] else "", m["id"], m["key"], m["score"],
+                                 m["width"], m["height"], m["size"], m["indexed_at"]])
+        return
+    if not groups:
+        print(f"no duplicate groups at threshold {threshold}")
+        return
+    for n, group in enumerate(groups, start=1):
+        print(f"group {n}: {len(group['members'])} images")
+        for m in group["members"]:
+            mark = "keep" if m["id"] == group["keep"] else f"{m['score'] * 100:5.1f}%"
+            print(f"  {mark:>6}  {m['width']}x{m['height']}  {m['size']:>9} B  {m['key']}  ({m['id']})")
+    print(f"{len(groups)} groups, {sum(len(g['members']) for g in groups)} images at threshold {threshold}")
+
+
+def resolve(args: argparse.Namespace, runtime: Any) -> int:
+    from imgsim.api import ApiConfig, ApiError
+    from imgsim.curation import CurationService
+
+    if not args.keep or not (args.remove or args.not_duplicates):
+        print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
+        return EXIT_USAGE
+    store = runtime.get_store()
+    if args.remove and not args.yes:
+        records = {r.id: r for r in store.retrieve(args.remove)}
+        for point_id in args.remove:
+            record = records.get(point_id)
+            key = record.payload.get("key") if record else "(not indexed)"
+            print(f"would delete {key} ({point_id})")
+        print("dry run: nothing deleted; add --yes to delete", file=sys.stderr)
+        remove: list[str] = []
+    else:
+        remove = list(args.remove)
+    if not remove and not args.not_duplicates:
+        return EXIT_OK
+    service = CurationService(ApiConfig.from_env(), embedder=runtime.get_embedder, store=runtime.get_store,
+                              s3=lambda: runtime.get_boto3_client("s3"), duplicate_threshold=0.79)
+    body = json.dumps({"keep": args.keep, "remove": remove, "not_duplicates": args.not_duplicates}).encode()
+    try:
+        result = service.resolve(body)
+    except ApiError as exc:
+        print(f"imgsim duplicates: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.status == 400 else EXIT_FAIL
+    for item in result["removed"]:
+        print(f"deleted {item['key']} ({item['id']}); the indexer removes it from the index")
+    for point_id in result["not_duplicates"]:
+        print(f"not a duplicate of {result['keep']}: {point_id}")
+    return EXIT_OK

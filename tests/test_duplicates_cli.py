@@ -1,0 +1,109 @@
+"""`imgsim duplicates`: groups from the indexer's records (text, JSON, CSV), from the stored vectors on a
+collection indexed before the records existed, and resolving with a dry run by default."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from imgsim import runtime
+from imgsim.ids import point_id_for_object
+from imgsim.indexing import Indexer
+from imgsim_tools import cli
+from PIL import Image, ImageOps
+from test_indexing import s3_body
+
+BUCKET = "imgsim-images"
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
+
+
+def jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
+    for name in ("QDRANT_URL", "IMGSIM_DEDUPE", "IMGSIM_DUPLICATE_THRESHOLD", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    runtime.reset()
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    runtime.reset()
+
+
+def index(s3, *, record: bool) -> dict[str, str]:
+    indexer = Indexer(store=runtime.get_store(), embedder=runtime.get_embedder(), s3_client=s3,
+                      duplicate_threshold=0.79 if record else None)
+    img = Image.open(PHOTOS / "photo_00700.jpg").convert("RGB")
+    w, h = img.size
+    objects = {"dogs/original.jpg": jpeg(img), "dogs/mirror.jpg": jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5))),
+               "dogs/grey.jpg": jpeg(img.convert("L").resize((w * 7 // 10, h * 7 // 10))),
+               "cats/other.jpg": (PHOTOS / "photo_00020.jpg").read_bytes()}
+    for key, data in objects.items():
+        etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"].strip('"')
+        indexer.process_messages([(key, s3_body(key, size=len(data), etag=etag))])
+    runtime.reset()  # the CLI opens the store itself
+    return {key: point_id_for_object(BUCKET, key) for key in objects}
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_groups_from_the_records_as_text_json_and_csv(s3, capsys):
+    ids = index(s3, record=True)
+    code, out, _ = run(capsys, "duplicates", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["threshold"] == 0.79 and len(doc["groups"]) == 1
+    group = doc["groups"][0]
+    assert group["keep"] == ids["dogs/original.jpg"]
+    assert {m["key"] for m in group["members"]} == {"dogs/original.jpg", "dogs/mirror.jpg", "dogs/grey.jpg"}
+    code, out, _ = run(capsys, "duplicates", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 3 and [r["keep"] for r in rows].count("yes") == 1
+    code, out, _ = run(capsys, "duplicates")
+    assert code == 0 and "group 1: 3 images" in out and "keep" in out and "dogs/grey.jpg" in out
+    code, out, _ = run(capsys, "duplicates", "--threshold", "1")
+    assert code == 0 and out.startswith("no duplicate groups")
+    assert run(capsys, "duplicates", "--threshold", "3")[0] == 2
+
+
+def test_a_collection_indexed_before_the_records_is_grouped_from_its_vectors(s3, capsys):
+    ids = index(s3, record=False)
+    code, out, err = run(capsys, "duplicates", "--json", "--threshold", "0.6")
+    assert code == 0 and "grouping by the stored vectors" in err
+    groups = json.loads(out)["groups"]
+    assert len(groups) == 1 and groups[0]["keep"] == ids["dogs/original.jpg"]
+    assert ids["dogs/mirror.jpg"] in {m["id"] for m in groups[0]["members"]}
+    assert ids["cats/other.jpg"] not in {m["id"] for m in groups[0]["members"]}
+
+
+def test_resolve_is_a_dry_run_until_yes(s3, capsys):
+    ids = index(s3, record=True)
+    keep, grey, mirror = ids["dogs/original.jpg"], ids["dogs/grey.jpg"], ids["dogs/mirror.jpg"]
+    code, out, err = run(capsys, "duplicates", "--resolve", "--keep", keep, "--remove", grey)
+    assert code == 0 and f"would delete dogs/grey.jpg ({grey})" in out and "dry run" in err
+    assert s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
+    code, out, _ = run(capsys, "duplicates", "--resolve", "--keep", keep, "--remove", grey, "--yes",
+                       "--not-duplicates", mirror)
+    assert code == 0 and "deleted dogs/grey.jpg" in out and f"not a duplicate of {keep}: {mirror}" in out
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
+    code, out, _ = run(capsys, "duplicates", "--json", "--threshold", "0")
+    assert all(not {keep, mirror} <= {m["id"] for m in g["members"]} for g in json.loads(out)["groups"])
+    assert run(capsys, "duplicates", "--resolve", "--keep", keep)[0] == 2
