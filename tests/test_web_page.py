@@ -140,3 +140,62 @@ def test_a_wrong_key_is_refused_and_errors_are_shown(page, tmp_path):
     page.set_input_files("#search-file", str(not_image))
     expect(page.locator("#alerts")).to_contain_text("HTTP 400", timeout=30_000)
     expect(page.locator("#search-status")).to_have_text("search failed")
+
+
+@pytest.fixture
+def fresh_page(browser, tmp_path):
+    """A page on a stack of its own (this test's uploads must not change the other tests' counts)."""
+    serve = Serve(tmp_path / "data").wait_ready()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(serve.api_url + "/")
+    try:
+        yield page
+    finally:
+        context.close()
+        serve.stop()
+        serve.kill()
+    assert not page_errors, page_errors
+
+
+def test_duplicates_view_and_more_like_this(fresh_page, photos, tmp_path):
+    from PIL import Image, ImageOps
+    from playwright.sync_api import expect
+
+    page = fresh_page
+    enter_key(page, API_KEY)
+    original = photos[700]
+    smaller = tmp_path / "smaller-mirror.jpg"
+    img = Image.open(original).convert("RGB")
+    ImageOps.mirror(img).resize((img.width * 4 // 5, img.height * 4 // 5)).save(smaller, "JPEG", quality=90)
+    page.set_input_files("#add-files", [str(original), str(photos[20]), str(photos[1500])])
+    expect(page.locator('#uploads li[data-state="indexed"]')).to_have_count(3, timeout=90_000)
+    page.set_input_files("#add-files", str(smaller))
+    expect(page.locator('#uploads li[data-state="indexed"]')).to_have_count(4, timeout=90_000)
+
+    page.click("#dups-button")
+    group = page.locator("#dups .group")
+    expect(group).to_have_count(1, timeout=30_000)
+    expect(group.locator(".card")).to_have_count(2)
+    keep = group.locator(".card.keep")
+    expect(keep).to_have_count(1)
+    assert keep.get_attribute("data-key").endswith(original.name)  # the larger one is suggested
+    expect(group.locator(".card:not(.keep)")).to_contain_text("smaller-mirror.jpg")
+
+    # "More like this" on the kept one: its copy comes first, itself is not among the results.
+    keep.get_by_role("button", name=re.compile("^More images like")).click()
+    expect(page.locator("#target-caption")).to_contain_text("(more like this)")
+    first = page.locator("#results .card").first
+    expect(first).to_be_visible(timeout=30_000)
+    assert first.get_attribute("data-key").endswith("smaller-mirror.jpg")
+    expect(page.locator("#results .card")).to_have_count(3)
+
+    # Keep all: the pair is remembered as not duplicates and the group is gone, also when asked again.
+    group.get_by_role("button", name="Keep all (not duplicates)").click()
+    expect(page.locator("#dups .group")).to_have_count(0, timeout=15_000)
+    page.click("#dups-button")
+    expect(page.locator("#dups-status")).to_have_text("no duplicates found", timeout=15_000)
+    expect(page.locator("#alerts")).to_be_empty()

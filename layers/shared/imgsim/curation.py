@@ -6,6 +6,7 @@ functions/search/curation_routes.py; this raises ``ApiError`` for bad input, lik
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,7 @@ class CurationService:
     def recommend(self, body: bytes) -> dict[str, Any]:
         """Qdrant's recommendation with its default ``average_vector`` strategy: search with
         ``avg(positive) + (avg(positive) - avg(negative))``, the examples themselves excluded."""
+        began = time.perf_counter()
         obj = json_object(body)
         positive, negative = id_list(obj, "positive", required=True), id_list(obj, "negative")
         if not positive:
@@ -135,7 +137,8 @@ class CurationService:
                                                                        "content_type", "size", "indexed_at")}}
             item["url"] = presigned_get_url(s3, hit.payload.get("bucket"), hit.payload.get("key"), self.config.url_ttl)
             results.append(item)
-        return {"results": results, "model": self._embedder().model_name}
+        return {"results": results, "model": self._embedder().model_name,
+                "took_ms": round((time.perf_counter() - began) * 1000, 1)}
 
     def _example(self, store: Any, ref: str) -> Record:
         """An example given by id (a UUID) or by key."""
