@@ -350,17 +350,26 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
 
     from imgsim_tools.local import stack as local_stack
 
-    builds: list[object] = []
-    pending = iter([3, 7, 9])
+    builds: list[str] = []
+    pending = {"images": iter([3, 7, 9]), "images_dedupe": iter([0, 30, 2])}
 
     class FakeEdge:
         backend = "edge"
+        dim = 4
+        options = None
+
+        def __init__(self, collection: str = "images") -> None:
+            self.collection = collection
+
+        def companion(self, suffix, *, dim, options=None):
+            assert (suffix, dim) == ("_dedupe", 4)
+            return FakeEdge(self.collection + suffix)
 
         def unindexed_count(self) -> int:
-            return next(pending)
+            return next(pending[self.collection])
 
         def build_index_in_background(self, on_done):
-            builds.append(on_done)
+            builds.append(self.collection)
             return threading.current_thread()
 
     stopping = threading.Event()
@@ -378,7 +387,9 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
         _stopping=stopping,
     )
     local_stack.LocalStack._index_builder(fake_self)
-    assert len(builds) == 2  # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy)
+    # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy); the duplicate
+    # signatures beside the collection get theirs past the same threshold.
+    assert builds == ["images", "images_dedupe", "images"]
 
 
 def test_event_source_redelivers_failures_then_dead_letters():

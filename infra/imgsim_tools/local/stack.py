@@ -396,13 +396,19 @@ class LocalStack:
         def done(ok: bool, message: str) -> None:
             (log.info if ok else log.warning)("search index: %s", message)
 
+        from imgsim.dedupe import DEDUPE_SUFFIX
+
         while not self._stopping.is_set():
-            try:
-                pending = store.unindexed_count()
-                if pending >= threshold and store.build_index_in_background(done) is not None:
-                    log.info("search index: building for %d new points in the background", pending)
-            except ImgsimError as exc:
-                log.warning("search index check failed: %s", exc)
+            # The collection, and the duplicate signatures beside it (six vectors per image, searched at
+            # every upload): each gets its HNSW index past the threshold.
+            for target in (store, store.companion(DEDUPE_SUFFIX, dim=store.dim, options=store.options)):
+                try:
+                    pending = target.unindexed_count()
+                    if pending >= threshold and target.build_index_in_background(done) is not None:
+                        log.info("search index of %s: building for %d new points in the background",
+                                 target.collection, pending)
+                except ImgsimError as exc:
+                    log.warning("search index check failed: %s", exc)
             self._stopping.wait(INDEX_CHECK_SECONDS)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:

@@ -111,7 +111,9 @@ class DuplicateIndex:
     """The stored half of the signatures (``<collection>_dedupe``) and the search for a new image's best match."""
 
     def __init__(self, store: VectorStore, dim: int, *, candidates: int = 8) -> None:
-        self.store = store.companion(DEDUPE_SUFFIX, dim=dim)
+        # Six vectors per image: stored as the collection's own vectors are (int8 in RAM by default, originals
+        # on disk), so the signatures cost about what the collection itself does per image, times six.
+        self.store = store.companion(DEDUPE_SUFFIX, dim=dim, options=store.options)
         self.candidates = candidates
 
     def best_match(self, point_id: str, signature: Signature, *, exclude: Iterable[str] = ()) -> Match | None:

@@ -109,7 +109,7 @@ class VectorStore(ABC):
     ) -> list[ScoredRecord]: ...
 
     @abstractmethod
-    def companion(self, suffix: str, *, dim: int) -> VectorStore:
+    def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> VectorStore:
         """Another collection ``<collection><suffix>`` on the same connection (e.g. tombstones), unquantized."""
 
     @abstractmethod

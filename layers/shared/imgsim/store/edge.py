@@ -305,14 +305,15 @@ class EdgeStore(VectorStore):
         found = self._read(lambda s: s.query(request))
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
-    def companion(self, suffix: str, *, dim: int) -> EdgeStore:
+    def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> EdgeStore:
         """One instance per collection and folder: an Edge shard can be open only once per process."""
         name = self.collection + suffix
         for store in self._folder.stores:
             if store.collection == name and not store._closed:
                 return store
         return EdgeStore(
-            str(self._folder.root), name, dim=dim, options=StorageOptions(quantization="none"), _folder=self._folder,
+            str(self._folder.root), name, dim=dim, options=options or StorageOptions(quantization="none"),
+            _folder=self._folder,
         )
 
     def close(self) -> None:

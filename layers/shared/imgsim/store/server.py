@@ -199,9 +199,9 @@ class ServerStore(VectorStore):
         )
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
-    def companion(self, suffix: str, *, dim: int) -> ServerStore:
+    def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
         return ServerStore(
-            self._client, self.collection + suffix, dim=dim, options=StorageOptions(quantization="none"),
+            self._client, self.collection + suffix, dim=dim, options=options or StorageOptions(quantization="none"),
             retries=self.retries, retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False,
         )
 
