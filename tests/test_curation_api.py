@@ -149,6 +149,9 @@ def test_recommend_by_ids_and_keys(app, library):
         "positive": [library["set2/original.jpg"]], "negative": ["set2/mirror.jpg"], "limit": 5, "prefix": "other/"})
     assert status == 200 and {r["key"] for r in body["results"]} <= {"other/cat.jpg", "other/squirrel.jpg"}
     assert call(app, "POST", "/recommend", body={"positive": ["no/such.jpg"]})[0] == 404
+    status, body = call(app, "POST", "/recommend", body={"positive": ["set1/original.jpg"], "similar_threshold": 0.99})
+    assert status == 200 and not any(r["similar"] for r in body["results"][2:])
+    assert call(app, "POST", "/recommend", body={"positive": ["set1/original.jpg"], "similar_threshold": "x"})[0] == 400
     for bad in ({}, {"positive": []}, {"positive": [1]}, {"positive": ["a"], "limit": 0}, {"positive": ["a"], "limit": True}):
         assert call(app, "POST", "/recommend", body=bad)[0] == 400, bad
 
@@ -172,6 +175,11 @@ def test_search_filters_offset_and_collapse(app, library):
     assert len(search(indexed_before="2999-01-01T00:00:00Z", limit=20)["results"]) == len(everything)
     page1, page2 = search(limit=2), search(limit=2, offset=2)
     assert page1["next_offset"] == 2 and [r["id"] for r in page2["results"]] == [r["id"] for r in everything[2:4]]
+    # "similar": at or above IMGSIM_SIMILAR_THRESHOLD (0.5), or the request's similar_threshold.
+    assert [r["similar"] for r in everything] == [r["score"] >= 0.5 for r in everything] and everything[0]["similar"]
+    assert all(r["similar"] for r in search(limit=20, similar_threshold=0)["results"])
+    assert call(app, "POST", "/search", raw=query, content_type="image/jpeg",
+                query={"similar_threshold": "1.5"})[0] == 400
     collapsed = search(limit=20, collapse="true")["results"]
     top = collapsed[0]
     assert top["key"].startswith("set1/") and top["duplicates"] == 2

@@ -63,7 +63,7 @@ def test_document_describes_bodies_and_parameters(document):
     assert set(search["requestBody"]["content"]) == {"image/*", "multipart/form-data", "application/json"}
     params = {p["name"]: p for p in search["parameters"]}
     assert set(params) == {"limit", "min_score", "prefix", "offset", "min_width", "min_height", "content_type",
-                           "indexed_after", "indexed_before", "collapse"}
+                           "indexed_after", "indexed_before", "collapse", "similar_threshold"}
     assert all(p["in"] == "query" for p in params.values())
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 100
     compare = document["paths"]["/compare"]["post"]["requestBody"]["content"]
@@ -75,6 +75,6 @@ def test_document_describes_bodies_and_parameters(document):
     resolve = document["paths"]["/duplicates/resolve"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert resolve["required"] == ["keep"] and set(resolve["properties"]) == {"keep", "remove", "not_duplicates"}
     recommend = document["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(recommend["properties"]) == {"positive", "negative", "limit", "prefix"}
+    assert set(recommend["properties"]) == {"positive", "negative", "limit", "prefix", "similar_threshold"}
     image_params = document["paths"]["/images/{id}"]["get"]["parameters"]
     assert [(p["name"], p["in"]) for p in image_params] == [("id", "path")]

@@ -184,6 +184,8 @@ OFFSET = Annotated[int, Query(ge=0, le=1000, description="Skip this many results
 MIN_SIDE = Annotated[int | None, Query(ge=1, le=100_000, description="Only images at least this many pixels")]
 CONTENT_TYPE = Annotated[str | None, Query(max_length=100, description="Only this content type, e.g. image/png")]
 INSTANT = Annotated[str | None, Query(max_length=40, description="RFC 3339 time or date (UTC), e.g. 2026-11-26")]
+SIMILAR = Annotated[float | None, Query(ge=0, le=1, description="Mark results at or above this as similar "
+                                       "(default IMGSIM_SIMILAR_THRESHOLD, 0.5)")]
 COLLAPSE = Annotated[bool, Query(description="Fold each result's recorded duplicates into it (\"duplicates\": n)")]
 
 
@@ -193,14 +195,16 @@ COLLAPSE = Annotated[bool, Query(description="Fold each result's recorded duplic
 )
 def search(limit: LIMIT = 10, min_score: MIN_SCORE = None, prefix: PREFIX = None, offset: OFFSET = 0,
            min_width: MIN_SIDE = None, min_height: MIN_SIDE = None, content_type: CONTENT_TYPE = None,
-           indexed_after: INSTANT = None, indexed_before: INSTANT = None, collapse: COLLAPSE = False):
+           indexed_after: INSTANT = None, indexed_before: INSTANT = None, collapse: COLLAPSE = False,
+           similar_threshold: SIMILAR = None):
     timer = Timer()
     filters = SearchFilters(min_width=min_width, min_height=min_height, content_type=content_type or None,
                             indexed_after=parse_instant("indexed_after", indexed_after),
                             indexed_before=parse_instant("indexed_before", indexed_before))
     query = parse_search_body(app.current_event.headers.get("content-type"), request_bytes(), get_config().max_body_bytes)
     body = get_service().search(query, limit=limit, min_score=min_score, prefix=prefix, timer=timer,
-                                filters=filters, offset=offset, collapse=collapse)
+                                filters=filters, offset=offset, collapse=collapse,
+                                similar_threshold=similar_threshold)
     metrics.add_metric(name="SearchRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="SearchMs", unit=MetricUnit.Milliseconds, value=timer.total_ms())
     return timed_response(body, timer)

@@ -31,6 +31,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "properties": {"positive": {"type": "array", "items": {"type": "string"}, "description": "ids or keys"},
                        "negative": {"type": "array", "items": {"type": "string"}, "description": "ids or keys"},
                        "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                       "similar_threshold": {"type": "number", "minimum": 0, "maximum": 1},
                        "prefix": {"type": "string"}}}}}},
 }
 

@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
 def list_groups(args: argparse.Namespace, runtime: Any) -> int:
     from imgsim.dedupe import DuplicateIndex
-    from imgsim.duplicates import HAS_DUPLICATES_FIELD, DuplicateGroups
+    from imgsim.duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, DuplicateGroups
     from imgsim.indexing import duplicate_threshold_from_env
     from imgsim.store import FieldEquals, Where
 
     store = runtime.get_store()
-    recorded = store.count(Where(must=(FieldEquals(HAS_DUPLICATES_FIELD, 1),)))
+    recorded = store.count(Where(must=(FieldEquals(HAS_DUPLICATES_FIELD, HAS_DUPLICATES),)))
     if args.rescan or not recorded:
         if not args.rescan:
             print("imgsim duplicates: no duplicates recorded by the indexer here; grouping by the stored vectors "

@@ -377,6 +377,20 @@ def test_count_with_filters(memory_store):
     assert memory_store.count(Where(should=(FieldEquals("mark", "x"), FieldIn("dirs", ("b/",))))) == 2
 
 
+def test_search_batch_answers_each_query_as_search_would(memory_store):
+    memory_store.upsert([point("a/1.jpg", unit(1, 0, 0, 0), kind="x"), point("a/2.jpg", unit(1, 1, 0, 0), kind="y"),
+                         point("b/3.jpg", unit(0, 1, 1, 0), kind="x")])
+    only_x = Where(must=(FieldEquals("kind", "x"),))
+    requests = [(unit(1, 0, 0, 0), 2, None), (unit(0, 1, 0, 0), 3, only_x), (unit(0, 0, 0, 1), 1, None)]
+    batched = memory_store.search_batch(requests)
+    assert len(batched) == 3
+    for (vector, limit, where), hits in zip(requests, batched):
+        single = memory_store.search(vector, limit=limit, where=where)
+        assert [(h.id, round(h.score, 5)) for h in hits] == [(h.id, round(h.score, 5)) for h in single]
+    assert [h.payload["key"] for h in batched[1]] == ["b/3.jpg", "a/1.jpg"]
+    assert memory_store.search_batch([]) == []
+
+
 def test_range_filters_on_numbers_and_instants(memory_store):
     memory_store.upsert([
         point("r/small.jpg", unit(1, 0, 0, 0), width=100, indexed_at="2026-01-01T00:00:00.000Z"),

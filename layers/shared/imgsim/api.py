@@ -27,7 +27,7 @@ from python_multipart import FormParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from .config import env_int
+from .config import env_float, env_int
 from .decode import FORMAT_CONTENT_TYPES
 from .errors import DecodeTooCostly, ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
@@ -47,6 +47,11 @@ UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values())
 IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
 
 
+# Raw cosine of the search vectors above which two images count as "similar": passed by 1 in ~900 random pairs
+# of photos of different animals and by every labelled look-alike pair (bench_duplicates.py, README "Duplicates").
+DEFAULT_SIMILAR_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     """The search API's settings (environment variables, defaults in README.md)."""
@@ -58,6 +63,8 @@ class ApiConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key: str | None = field(default=None, repr=False)
     api_key_param: str | None = None
+    # Results at or above it are marked "similar": true (tests/bench/bench_duplicates.py calibrates it).
+    similar_threshold: float = DEFAULT_SIMILAR_THRESHOLD
 
     @classmethod
     def from_env(cls) -> ApiConfig:
@@ -69,6 +76,7 @@ class ApiConfig:
             max_body_bytes=env_int("IMGSIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             api_key=os.environ.get("IMGSIM_API_KEY") or None,
             api_key_param=os.environ.get("IMGSIM_API_KEY_PARAM") or None,
+            similar_threshold=env_float("IMGSIM_SIMILAR_THRESHOLD", DEFAULT_SIMILAR_THRESHOLD, minimum=0.0),
         )
 
 
@@ -463,6 +471,7 @@ class SearchService:
         filters: SearchFilters | None = None,
         offset: int = 0,
         collapse: bool = False,
+        similar_threshold: float | None = None,
     ) -> dict[str, Any]:
         timer = timer or Timer()
         embedder = self._embedder()
@@ -497,6 +506,9 @@ class SearchService:
         hits = hits[offset:wanted]
         s3 = self._s3()
         results = [self._result(hit.id, hit.score, hit.percent, hit.payload, s3) for hit in hits]
+        similar = self.config.similar_threshold if similar_threshold is None else similar_threshold
+        for result in results:
+            result["similar"] = result["score"] >= similar
         if collapse:
             for result in results:
                 result["duplicates"] = folded.get(result["id"], 0)

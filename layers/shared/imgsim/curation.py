@@ -116,6 +116,9 @@ class CurationService:
         limit = obj.get("limit", 10)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
             raise ApiError(400, "bad_parameter", "'limit' must be an integer from 1 to 100")
+        similar = obj.get("similar_threshold", self.config.similar_threshold)
+        if not isinstance(similar, (int, float)) or isinstance(similar, bool) or not 0 <= similar <= 1:
+            raise ApiError(400, "bad_parameter", "'similar_threshold' must be a number from 0 to 1")
         prefix = obj.get("prefix")
         if prefix is not None and (not isinstance(prefix, str) or len(prefix) > 1024):
             raise ApiError(400, "bad_parameter", "'prefix' must be a string of at most 1024 characters")
@@ -136,6 +139,7 @@ class CurationService:
                                     **{f: hit.payload.get(f) for f in ("bucket", "key", "width", "height",
                                                                        "content_type", "size", "indexed_at")}}
             item["url"] = presigned_get_url(s3, hit.payload.get("bucket"), hit.payload.get("key"), self.config.url_ttl)
+            item["similar"] = hit.score >= similar
             results.append(item)
         return {"results": results, "model": self._embedder().model_name,
                 "took_ms": round((time.perf_counter() - began) * 1000, 1)}

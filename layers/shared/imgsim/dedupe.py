@@ -124,8 +124,9 @@ class DuplicateIndex:
         best: dict[str, float] = {}
         searches: list[tuple[np.ndarray, Where]] = [(signature.full, others), (signature.mirror, others)]
         searches += [(crop, whole_only) for crop in signature.crops]
-        for vector, where in searches:
-            for hit in self.store.search(vector.tolist(), limit=self.candidates, where=where):
+        found = self.store.search_batch([(vector.tolist(), self.candidates, where) for vector, where in searches])
+        for hits in found:
+            for hit in hits:
                 of = str(hit.payload.get(OF_FIELD))
                 best[of] = max(best.get(of, 0.0), hit.score)
         if not best:

@@ -31,6 +31,7 @@ from .store import (
 )
 
 HAS_DUPLICATES_FIELD = "has_duplicates"
+HAS_DUPLICATES = "yes"  # a keyword (indexed like the other filter fields; Qdrant Edge 0.9 matches no boolean)
 NOT_DUPLICATES_FIELD = "not_duplicates"
 MEMBER_FIELDS = ("key", "width", "height", "size", "indexed_at")
 PAGE_LIMIT_MAX = 100
@@ -68,7 +69,7 @@ class DuplicateGroups:
              cursor: str | None = None) -> tuple[list[Group], str | None]:
         """Up to ``limit`` groups whose members score >= ``threshold``, from ``cursor``; the next cursor or None."""
         limit = max(1, min(limit, PAGE_LIMIT_MAX))
-        must: list[Any] = [FieldEquals(HAS_DUPLICATES_FIELD, 1)]
+        must: list[Any] = [FieldEquals(HAS_DUPLICATES_FIELD, HAS_DUPLICATES)]
         folder = prefix[: prefix.rfind("/") + 1] if prefix else ""
         if folder:
             must.append(FieldIn("dirs", (folder,)))
@@ -130,12 +131,11 @@ class DuplicateGroups:
 
 
 def mark_targets(store: VectorStore, ids: Sequence[str]) -> None:
-    """Set ``has_duplicates`` (1: an int, as Qdrant Edge 0.9 matches no boolean) on these images, by
-    compare-and-set on their ETag: never over a newer write."""
+    """Set ``has_duplicates`` on these images, by compare-and-set on their ETag: never over a newer write."""
     records = [r for r in store.retrieve(list(dict.fromkeys(ids)), with_vectors=True)
-               if r.payload.get(HAS_DUPLICATES_FIELD) != 1 and r.vector is not None]
+               if r.payload.get(HAS_DUPLICATES_FIELD) != HAS_DUPLICATES and r.vector is not None]
     for record in records:
-        payload = {**record.payload, HAS_DUPLICATES_FIELD: 1}
+        payload = {**record.payload, HAS_DUPLICATES_FIELD: HAS_DUPLICATES}
         assert record.vector is not None
         store.upsert([StoredPoint(record.id, record.vector, payload)],
                      only_if=field_unchanged("etag", {record.id: record.payload.get("etag")}))

@@ -46,7 +46,12 @@ from .dedupe import (
     one_way,
     signatures,
 )
-from .duplicates import HAS_DUPLICATES_FIELD, NOT_DUPLICATES_FIELD, mark_targets
+from .duplicates import (
+    HAS_DUPLICATES,
+    HAS_DUPLICATES_FIELD,
+    NOT_DUPLICATES_FIELD,
+    mark_targets,
+)
 from .errors import ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .isolation import IsolatedDecodeFailed, decode_in_child
@@ -458,7 +463,7 @@ class Indexer:
                 payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
             prior = state.points.get(event.point_id, {})
             if prior.get(HAS_DUPLICATES_FIELD):
-                payload[HAS_DUPLICATES_FIELD] = 1  # its duplicates are re-checked below; an empty group is skipped
+                payload[HAS_DUPLICATES_FIELD] = HAS_DUPLICATES  # its duplicates are re-checked below; an empty group is skipped
             if prior.get(NOT_DUPLICATES_FIELD) and prior.get("etag") and prior.get("etag") == payload.get("etag"):
                 payload[NOT_DUPLICATES_FIELD] = prior[NOT_DUPLICATES_FIELD]  # the same picture: decisions stand
             stored_points.append(StoredPoint(event.point_id, vector, payload))
@@ -493,12 +498,14 @@ class Indexer:
                 self.log.warning("duplicate bookkeeping after the write failed: %s", exc)
 
     def _find_duplicates(self, good: Sequence[_Fetched], report: BatchReport, state: KeyState) -> dict[str, Match]:
-        """Best existing match at or above the threshold for each image, and its signature stored, one
-        image after the other so that duplicates within the batch find each other."""
+        """Best existing match at or above the threshold for each image: among the stored signatures, and
+        among the earlier images of this batch (compared here, so the batch's signatures go to the store in
+        one write at the end)."""
         if self.duplicates is None or not good:
             return {}
         t0 = time.perf_counter()
         found: dict[str, Match] = {}
+        batch: dict[str, Signature] = {}
         try:
             sigs = signatures(self.embedder, [i.image.pixels for i in good if i.image is not None])
             for item, sig in zip(good, sigs, strict=True):
@@ -507,9 +514,15 @@ class Indexer:
                 same = bool(prior.get("etag")) and prior.get("etag") == (item.etag or item.event.etag)
                 refused = [str(i) for i in prior.get(NOT_DUPLICATES_FIELD) or []] if same else []
                 match = self.duplicates.best_match(point_id, sig, exclude=refused)
+                for other, other_sig in batch.items():
+                    if other != point_id and other not in refused:
+                        score = one_way(sig, other_sig.full, other_sig.crops)
+                        if match is None or score > match.score:
+                            match = Match(other, score)
                 if match is not None and match.score >= (self.duplicate_threshold or 0.0):
-                    found[point_id] = self._to_root(point_id, sig, match, found, refused)
-                self.duplicates.add([(point_id, sig)])
+                    found[point_id] = self._to_root(point_id, sig, match, found, refused, batch)
+                batch[point_id] = sig
+            self.duplicates.add(list(batch.items()))
         except StoreUnavailable as exc:
             # The duplicate check never holds up indexing: the image goes in without its match.
             self.log.warning("duplicate check skipped for this batch: %s", exc)
@@ -517,7 +530,7 @@ class Indexer:
         return found
 
     def _to_root(self, point_id: str, sig: Signature, match: Match, found: dict[str, Match],
-                 refused: Sequence[str]) -> Match:
+                 refused: Sequence[str], batch: Mapping[str, Signature]) -> Match:
         """Link to the image the match is itself a duplicate of, when this one is a duplicate of it too
         (checked directly, so no chain): one group per picture instead of a group per copy."""
         assert self.duplicates is not None
@@ -528,7 +541,7 @@ class Indexer:
             root = (str(record.payload.get(DUPLICATE_OF_FIELD) or "") or None) if record is not None else None
         if not root or root == point_id or root in refused:
             return match
-        stored = self.duplicates.stored(root)
+        stored = (batch[root].full, batch[root].crops) if root in batch else self.duplicates.stored(root)
         if stored is None:
             return match
         score = one_way(sig, *stored)

@@ -108,6 +108,10 @@ class VectorStore(ABC):
         self, vector: Sequence[float], limit: int, offset: int, where: Where | None, score_threshold: float | None
     ) -> list[ScoredRecord]: ...
 
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
+        """Several nearest-neighbour queries at once; backends override it with one engine call."""
+        return [self._query(vector, limit, 0, where, None) for vector, limit, where in requests]
+
     @abstractmethod
     def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> VectorStore:
         """Another collection ``<collection><suffix>`` on the same connection (e.g. tombstones), unquantized."""
@@ -231,6 +235,20 @@ class VectorStore(ABC):
             if len(found) < page:
                 return hits
             offset += page
+
+    def search_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[SearchHit]]:
+        """``(vector, limit, where)`` queries in one round trip (one planned batch on Qdrant Edge, one
+        ``query_batch_points`` call on a server): the duplicate check's seven searches per upload."""
+        self.ensure_collection()
+        found = self._query_batch([([float(x) for x in v], limit, where) for v, limit, where in requests])
+        out = []
+        for points in found:
+            hits = []
+            for point in points:
+                score = score_from_cosine(point.score)
+                hits.append(SearchHit(point.id, score, percent_from_score(score), point.payload))
+            out.append(hits)
+        return out
 
     def __enter__(self) -> Self:
         return self

@@ -186,6 +186,10 @@ class EdgeStore(VectorStore):
             if (directory / "edge_config.json").exists():
                 self._check_persisted(directory)
                 shard = qe.EdgeShard.load(str(directory), config)
+                indexed = set(shard.info().payload_schema)
+                for field in INDEXED_FIELDS:  # a collection from an older imgsim lacks the newer ones
+                    if field not in indexed:
+                        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
             else:
                 shard = qe.EdgeShard.create(str(directory), config)
                 for field in INDEXED_FIELDS:
@@ -304,6 +308,15 @@ class EdgeStore(VectorStore):
         )
         found = self._read(lambda s: s.query(request))
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
+
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
+        batch = qe.QueryBatchRequest([
+            qe.QueryRequest(limit=limit, offset=0, query=qe.Query.Nearest(list(vector)), filter=to_filter(where),
+                            with_payload=True, with_vector=False, params=self._params)
+            for vector, limit, where in requests
+        ])
+        found = self._read(lambda s: s.query_batch(batch))
+        return [[ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in found]
 
     def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> EdgeStore:
         """One instance per collection and folder: an Edge shard can be open only once per process."""

@@ -137,6 +137,9 @@ class ServerStore(VectorStore):
                 f"{vectors.distance.value} distance, but the model needs size {self.dim} with Cosine; "
                 "use another QDRANT_COLLECTION or delete this one"
             )
+        for field in INDEXED_FIELDS:  # a collection from an older imgsim lacks the newer ones
+            if field not in (info.payload_schema or {}):
+                self._call("create_payload_index", _index_creator(client, name, field))
         existing = _quantization_name(info.config.quantization_config or vectors.quantization_config)
         if existing != self.options.quantization and self.dim > 1:
             # Harmless for correctness: searches still work, only memory and recall differ.
@@ -198,6 +201,13 @@ class ServerStore(VectorStore):
             ),
         )
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
+        batch = [models.QueryRequest(query=list(vector), limit=limit, filter=to_filter(where), with_payload=True,
+                                     params=self._params) for vector, limit, where in requests]
+        responses = self._call("query_batch_points",
+                               lambda: self._client.query_batch_points(self.collection, requests=batch))
+        return [[ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points] for r in responses]
 
     def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
         return ServerStore(
