@@ -39,6 +39,7 @@ bench: setup
 # The vector store at scale (README "Scale"): 100k points by default; SCALE_POINTS=1000000 for the 1M run.
 bench-scale: setup
 	$(PY) tests/bench/scale.py $(SCALE_ARGS)
+	$(PY) tests/bench/dedupe_scale.py
 	$(PY) tests/bench/restart.py
 
 # Issue 9's fault runs at full size: kill -9 after 500 uploads + deletes + overwrites, double Ctrl-C.

@@ -711,9 +711,13 @@ def test_body_parsers_answer_4xx_or_parse(content_type, body):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     route=st.sampled_from([("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{}"),
-                           ("DELETE", "/images/{}"), ("GET", "/health"), ("GET", "/openapi.json")]),
+                           ("DELETE", "/images/{}"), ("GET", "/health"), ("GET", "/openapi.json"),
+                           ("POST", "/recommend"), ("GET", "/duplicates"), ("POST", "/duplicates/resolve")]),
     path_value=st.text(max_size=60),
-    query=st.dictionaries(st.sampled_from(["limit", "min_score", "prefix", "other"]), st.text(max_size=30), max_size=3),
+    query=st.dictionaries(st.sampled_from(["limit", "min_score", "prefix", "other", "offset", "min_width",
+                                           "content_type", "indexed_after", "indexed_before", "collapse",
+                                           "similar_threshold", "threshold", "cursor"]),
+                          st.text(max_size=30), max_size=4),
     content_type=st.none() | CONTENT_TYPES,
     body=st.none() | any_body(),
 )
