@@ -54,3 +54,25 @@ def embedder():
 def backend(request) -> str:
     """Each store backend in turn (see tests/store_backends.py)."""
     return request.param
+
+
+@pytest.fixture
+def moto_s3():
+    """moto's S3 with the images bucket (in-process, no server): what the indexer reads from."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="imgsim-images")
+        yield client
+
+
+@pytest.fixture
+def backend_store(embedder, backend, tmp_path):
+    """A store of the model's dimension on each backend (tests using it run once per backend)."""
+    from store_backends import make_store
+
+    store = make_store(backend, tmp_path, embedder.dim)
+    yield store
+    store.close()

@@ -13,7 +13,6 @@ from imgsim import dedupe
 from imgsim.ids import point_id_for_object
 from imgsim.indexing import Indexer
 from PIL import Image, ImageOps
-from store_backends import make_store
 from test_indexing import BUCKET, s3_body
 
 LABELS = json.loads((Path(__file__).resolve().parent / "data" / "duplicate_labels.json").read_text())
@@ -21,21 +20,13 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
 
 
 @pytest.fixture
-def s3():
-    import boto3
-    from moto import mock_aws
-
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3):
+    return moto_s3
 
 
 @pytest.fixture
-def store(embedder, backend, tmp_path):
-    vector_store = make_store(backend, tmp_path, embedder.dim)
-    yield vector_store
-    vector_store.close()
+def store(backend_store):
+    return backend_store
 
 
 @pytest.fixture

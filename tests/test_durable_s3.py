@@ -7,10 +7,8 @@ import hashlib
 import json
 import time
 
-import boto3
 import pytest
 from imgsim_tools.local.durable_s3 import DELETE, PUT, DurableBucket, WriteThrough
-from moto import mock_aws
 from moto.s3.models import s3_backends
 
 BUCKET = "imgsim-images"
@@ -22,11 +20,8 @@ def md5(data: bytes) -> str:
 
 
 @pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3):
+    return moto_s3
 
 
 def pending(durable: DurableBucket) -> list[tuple[str, str, str | None]]:

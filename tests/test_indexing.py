@@ -28,7 +28,6 @@ from imgsim.indexing import (
     parse_ignore_prefixes,
 )
 from imgsim.store import key_dirs
-from store_backends import make_store
 from PIL import Image
 
 BUCKET = "imgsim-images"
@@ -57,22 +56,14 @@ def s3_body(key: str, action: str = PUT, *, sequencer: str | None = None, size: 
 
 
 @pytest.fixture
-def s3():
-    import boto3
-    from moto import mock_aws
-
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3):
+    return moto_s3
 
 
 @pytest.fixture
-def store(embedder, backend, tmp_path):
+def store(backend_store):
     """The ordering protocol runs unchanged on both backends: every test here runs on each."""
-    vector_store = make_store(backend, tmp_path, embedder.dim)
-    yield vector_store
-    vector_store.close()
+    return backend_store
 
 
 @pytest.fixture
