@@ -20,18 +20,8 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
 
 
 @pytest.fixture
-def s3(moto_s3):
-    return moto_s3
-
-
-@pytest.fixture
-def store(backend_store):
-    return backend_store
-
-
-@pytest.fixture
-def indexer(store, embedder, s3):
-    return Indexer(store=store, embedder=embedder, s3_client=s3, fetch_concurrency=4,
+def indexer(backend_store, embedder, moto_s3):
+    return Indexer(store=backend_store, embedder=embedder, s3_client=moto_s3, fetch_concurrency=4,
                    duplicate_threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD)
 
 
@@ -41,63 +31,63 @@ def jpeg(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def put(s3, indexer, *objects: tuple[str, bytes]):
+def put(moto_s3, indexer, *objects: tuple[str, bytes]):
     messages = []
     for n, (key, data) in enumerate(objects):
-        etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"].strip('"')
+        etag = moto_s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"].strip('"')
         messages.append((f"m{n}-{key}", s3_body(key, size=len(data), etag=etag)))
     return indexer.process_messages(messages)
 
 
-def record(store, key: str) -> dict:
-    found = store.get(point_id_for_object(BUCKET, key))
+def record(backend_store, key: str) -> dict:
+    found = backend_store.get(point_id_for_object(BUCKET, key))
     assert found is not None, key
     return found.payload
 
 
-def test_copies_mirrors_grey_and_crops_are_recorded_as_duplicates_look_alikes_are_not(store, indexer, s3):
+def test_copies_mirrors_grey_and_crops_are_recorded_as_duplicates_look_alikes_are_not(backend_store, indexer, moto_s3):
     original = Image.open(PHOTOS / "photo_00100.jpg").convert("RGB")
     w, h = original.size
-    report = put(s3, indexer, ("photos/original.jpg", jpeg(original)))
-    assert report.duplicates == 0 and "duplicate_of" not in record(store, "photos/original.jpg")
+    report = put(moto_s3, indexer, ("photos/original.jpg", jpeg(original)))
+    assert report.duplicates == 0 and "duplicate_of" not in record(backend_store, "photos/original.jpg")
     variants = {
         "photos/mirror.jpg": ImageOps.mirror(original),
         "photos/grey.jpg": original.convert("L"),
         "photos/crop.jpg": original.crop((0, 0, int(w * 0.8), int(h * 0.8))),
     }
-    report = put(s3, indexer, *((key, jpeg(img)) for key, img in variants.items()))
+    report = put(moto_s3, indexer, *((key, jpeg(img)) for key, img in variants.items()))
     assert report.duplicates == 3
     original_id = point_id_for_object(BUCKET, "photos/original.jpg")
     for key in variants:
-        payload = record(store, key)
+        payload = record(backend_store, key)
         # The first duplicate names the original; the later ones name the original or an earlier copy of it.
         assert payload["duplicate_of"] in {original_id, *(point_id_for_object(BUCKET, k) for k in variants)}
         assert dedupe.DEFAULT_DUPLICATE_THRESHOLD <= payload["duplicate_score"] <= 1.0
     a, b = LABELS["lookalike_pairs"][0]
-    report = put(s3, indexer, ("photos/look-a.jpg", (PHOTOS / a).read_bytes()),
+    report = put(moto_s3, indexer, ("photos/look-a.jpg", (PHOTOS / a).read_bytes()),
                  ("photos/look-b.jpg", (PHOTOS / b).read_bytes()))
-    assert "duplicate_of" not in record(store, "photos/look-b.jpg")
-    assert "duplicate_of" not in record(store, "photos/look-a.jpg")
+    assert "duplicate_of" not in record(backend_store, "photos/look-b.jpg")
+    assert "duplicate_of" not in record(backend_store, "photos/look-a.jpg")
 
 
-def test_the_record_follows_deletes_and_replacements_of_the_match(store, indexer, s3):
+def test_the_record_follows_deletes_and_replacements_of_the_match(backend_store, indexer, moto_s3):
     original = Image.open(PHOTOS / "photo_00300.jpg").convert("RGB")
-    put(s3, indexer, ("photos/a.jpg", jpeg(original)))
-    put(s3, indexer, ("photos/b.jpg", jpeg(ImageOps.mirror(original))))
+    put(moto_s3, indexer, ("photos/a.jpg", jpeg(original)))
+    put(moto_s3, indexer, ("photos/b.jpg", jpeg(ImageOps.mirror(original))))
     a_id = point_id_for_object(BUCKET, "photos/a.jpg")
-    assert record(store, "photos/b.jpg")["duplicate_of"] == a_id
+    assert record(backend_store, "photos/b.jpg")["duplicate_of"] == a_id
 
     # a.jpg now holds another picture: b.jpg is no longer anybody's duplicate.
-    put(s3, indexer, ("photos/a.jpg", (PHOTOS / "photo_01400.jpg").read_bytes()))
-    assert "duplicate_of" not in record(store, "photos/b.jpg")
+    put(moto_s3, indexer, ("photos/a.jpg", (PHOTOS / "photo_01400.jpg").read_bytes()))
+    assert "duplicate_of" not in record(backend_store, "photos/b.jpg")
 
     # c.jpg is b's copy; deleting b removes c's record (no other match), and b's signature with it.
-    put(s3, indexer, ("photos/c.jpg", jpeg(ImageOps.mirror(original))))
-    assert record(store, "photos/c.jpg")["duplicate_of"] == point_id_for_object(BUCKET, "photos/b.jpg")
-    s3.delete_object(Bucket=BUCKET, Key="photos/b.jpg")
+    put(moto_s3, indexer, ("photos/c.jpg", jpeg(ImageOps.mirror(original))))
+    assert record(backend_store, "photos/c.jpg")["duplicate_of"] == point_id_for_object(BUCKET, "photos/b.jpg")
+    moto_s3.delete_object(Bucket=BUCKET, Key="photos/b.jpg")
     indexer.process_messages([("d1", s3_body("photos/b.jpg", "delete"))])
-    assert "duplicate_of" not in record(store, "photos/c.jpg")
-    companion = store.companion(dedupe.DEDUPE_SUFFIX, dim=store.dim)
+    assert "duplicate_of" not in record(backend_store, "photos/c.jpg")
+    companion = backend_store.companion(dedupe.DEDUPE_SUFFIX, dim=backend_store.dim)
     b_id = point_id_for_object(BUCKET, "photos/b.jpg")
     assert companion.retrieve(dedupe.companion_ids([b_id])) == []
     assert len(companion.retrieve(dedupe.companion_ids([point_id_for_object(BUCKET, "photos/c.jpg")]))) == 6
@@ -114,16 +104,16 @@ def test_signature_shapes_and_symmetric_score(embedder):
     assert len(boxes) == 5 and all(0 <= t < b <= 100 and 0 <= lo < r <= 200 for t, b, lo, r in boxes)
 
 
-def test_groups_keep_rule_pages_and_not_duplicates_decisions(store, indexer, s3):
+def test_groups_keep_rule_pages_and_not_duplicates_decisions(backend_store, indexer, moto_s3):
     from imgsim.duplicates import DuplicateGroups, record_not_duplicates
 
-    groups_api = DuplicateGroups(store, indexer.duplicates)
+    groups_api = DuplicateGroups(backend_store, indexer.duplicates)
     originals = {name: Image.open(PHOTOS / name).convert("RGB") for name in ("photo_00100.jpg", "photo_00700.jpg",
                                                                               "photo_01300.jpg")}
     for n, (name, img) in enumerate(originals.items()):
         w, h = img.size
-        put(s3, indexer, (f"g{n}/original.jpg", jpeg(img)))
-        put(s3, indexer, (f"g{n}/small-mirror.jpg", jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5)))),
+        put(moto_s3, indexer, (f"g{n}/original.jpg", jpeg(img)))
+        put(moto_s3, indexer, (f"g{n}/small-mirror.jpg", jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5)))),
             (f"g{n}/small-grey.jpg", jpeg(img.convert("L").resize((w * 7 // 10, h * 7 // 10)))))
     first, cursor = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, limit=2)
     assert len(first) == 2 and cursor is not None
@@ -147,11 +137,11 @@ def test_groups_keep_rule_pages_and_not_duplicates_decisions(store, indexer, s3)
     # "Not duplicates": the pair leaves the group, and re-indexing the same picture does not bring it back.
     keep = point_id_for_object(BUCKET, "g0/original.jpg")
     mirror_id = point_id_for_object(BUCKET, "g0/small-mirror.jpg")
-    record_not_duplicates(store, keep, [mirror_id])
+    record_not_duplicates(backend_store, keep, [mirror_id])
     group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
     assert mirror_id not in {r.id for r, _ in group.members}
-    etag = record(store, "g0/small-mirror.jpg")["etag"]
+    etag = record(backend_store, "g0/small-mirror.jpg")["etag"]
     indexer.process_messages([("again", s3_body("g0/small-mirror.jpg", size=10, etag=etag))])
-    assert record(store, "g0/small-mirror.jpg").get("duplicate_of") != keep
+    assert record(backend_store, "g0/small-mirror.jpg").get("duplicate_of") != keep
     group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
     assert mirror_id not in {r.id for r, _ in group.members}
