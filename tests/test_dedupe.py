@@ -99,7 +99,10 @@ def test_signature_shapes_and_symmetric_score(embedder):
     a, b = dedupe.signatures(embedder, [pixels, mirrored])
     assert a.full.shape == (embedder.dim,) and a.crops.shape == (5, embedder.dim)
     assert dedupe.pair_score(a, b) == dedupe.pair_score(b, a) > 0.99
-    assert dedupe.grey(pixels).shape == pixels.shape and (dedupe.grey(pixels)[..., 0] == dedupe.grey(pixels)[..., 2]).all()
+    tensors = dedupe.signature_tensors(pixels, embedder.spec.input_size, embedder.spec.input_range)
+    assert len(tensors) == 7 and all(t.shape == (*embedder.spec.input_size, 3) for t in tensors)
+    assert all((t[..., 0] == t[..., 2]).all() and 0 <= t.min() <= t.max() <= 1 for t in tensors)  # grey, in range
+    np.testing.assert_array_equal(tensors[1], tensors[0][:, ::-1])  # the mirror
     boxes = dedupe.crop_boxes(100, 200)
     assert len(boxes) == 5 and all(0 <= t < b <= 100 and 0 <= lo < r <= 200 for t, b, lo, r in boxes)
 

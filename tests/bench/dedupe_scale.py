@@ -9,7 +9,7 @@ groups. Measured, after both HNSW indexes are built:
 
 - the ingest-time check per image: ``DuplicateIndex.best_match`` (seven searches) + storing six vectors,
   against one upsert of the image itself (what indexing does anyway) in the same run; plus the signature's
-  seven embeddings, measured by bench_duplicates.py (~8.8 ms);
+  seven embeddings, measured by bench_duplicates.py (~6.8 ms);
 - ``imgsim duplicates --json`` listing every group, end to end in a fresh process (goal <= 60 s).
 
     python tests/bench/dedupe_scale.py [--points 100000]
@@ -105,7 +105,7 @@ def ingest_check(directory: str, vectors: np.ndarray, queries: np.ndarray) -> No
     print(f"ingest-time check at {len(vectors):,} images: search median {check:.1f} ms (p90 "
           f"{sorted(checks)[int(len(checks) * 0.9)]:.1f} ms, 7 queries in one batch) + storing the signature "
           f"{add:.2f} ms, vs {upsert:.2f} ms for the image's own upsert, per image in batches of 10; "
-          f"plus the signature's embeddings (bench_duplicates: ~8.6 ms)", flush=True)
+          f"plus the signature's embeddings (bench_duplicates: ~6.8 ms)", flush=True)
 
 
 def cli_listing(directory: str) -> None:

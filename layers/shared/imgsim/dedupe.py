@@ -55,12 +55,6 @@ class Match:
     score: float  # best cosine of the pair (see module docstring), clipped to [0, 1]
 
 
-def grey(pixels: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 RGB -> the same shape, grey (ITU-R 601 luma, as Pillow's "L")."""
-    luma = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
-    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-
-
 def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
     """(top, bottom, left, right) of the five crops: corners and centre, CROP_AREA of the image each."""
     side = CROP_AREA**0.5
@@ -70,19 +64,36 @@ def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
     return [(top, top + ch, left, left + cw) for top, left in zip(tops, lefts, strict=True)]
 
 
-def signature_inputs(pixels: np.ndarray) -> list[np.ndarray]:
-    """The seven arrays a signature embeds, in order: whole, mirror, five crops."""
-    g = grey(pixels)
-    crops = [np.ascontiguousarray(g[t:b, left:r]) for t, b, left, r in crop_boxes(*g.shape[:2])]
-    return [g, np.ascontiguousarray(g[:, ::-1]), *crops]
+def signature_tensors(pixels: np.ndarray, input_size: tuple[int, int], input_range: tuple[float, float]) -> list[np.ndarray]:
+    """The seven model inputs of a signature, prepared with Pillow in C: grey ("L"), each region resized
+    bilinearly to the input size. Not the reference runtime's preprocessing (the search vectors keep that
+    one): a signature is only ever compared with other signatures, and this costs ~0.15 ms an input
+    instead of ~0.6 ms (measured per image: 0.96 ms grey + 4.2 ms of resizing -> see README "Duplicates")."""
+    from PIL import Image
+
+    grey_image = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
+    height, width = input_size
+    low, high = input_range
+    scale = np.float32((high - low) / 255.0)
+    regions = [grey_image, grey_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    regions += [grey_image.crop((left, top, right, bottom))
+                for top, bottom, left, right in crop_boxes(grey_image.height, grey_image.width)]
+    tensors = []
+    for region in regions:
+        plane = np.asarray(region.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32) * scale
+        if low:
+            plane += np.float32(low)
+        tensors.append(np.repeat(plane[:, :, None], 3, axis=2))
+    return tensors
 
 
 def signatures(embedder: object, pixel_arrays: Sequence[np.ndarray]) -> list[Signature]:
-    """Signatures of many images in one batch of embeddings (seven per image)."""
-    inputs = [array for pixels in pixel_arrays for array in signature_inputs(pixels)]
-    if not inputs:
+    """Signatures of many images (seven embeddings each)."""
+    spec = embedder.spec  # type: ignore[attr-defined]
+    tensors = [t for pixels in pixel_arrays for t in signature_tensors(pixels, spec.input_size, spec.input_range)]
+    if not tensors:
         return []
-    vectors = embedder.embed_pixels(inputs)  # type: ignore[attr-defined]
+    vectors = embedder.embed_tensors(tensors)  # type: ignore[attr-defined]
     return [Signature(vectors[i], vectors[i + 1], vectors[i + 2:i + 7]) for i in range(0, len(vectors), 7)]
 
 
@@ -162,5 +173,5 @@ class DuplicateIndex:
 
 __all__ = [
     "DEDUPE_SUFFIX", "DEFAULT_DUPLICATE_THRESHOLD", "DuplicateIndex", "Match", "Signature", "companion_ids",
-    "crop_boxes", "grey", "one_way", "pair_score", "signatures",
+    "crop_boxes", "one_way", "pair_score", "signature_tensors", "signatures",
 ]

@@ -119,6 +119,15 @@ class Embedder:
                     out[start + offset] = self._invoke(tensor)
         return l2_normalize(out)
 
+    def embed_tensors(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
+        """Already preprocessed (h, w, 3) float32 tensors in the model's input range -> (N, dim), unit length.
+        For callers that prepare their own inputs (the duplicate signature's grey crops)."""
+        out = np.empty((len(tensors), self.dim), dtype=np.float32)
+        with self._lock:
+            for i, tensor in enumerate(tensors):
+                out[i] = self._invoke(tensor)
+        return l2_normalize(out)
+
     def _invoke(self, tensor: np.ndarray) -> np.ndarray:
         """One (h, w, 3) float32 tensor -> the raw (dim,) output. Caller holds the lock."""
         self._interpreter.set_tensor(self._input_index, tensor[None])
