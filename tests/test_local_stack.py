@@ -353,10 +353,12 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
     builds: list[str] = []
     pending = {"images": iter([3, 7, 9]), "images_dedupe": iter([0, 30, 2])}
 
+    from imgsim.store import StorageOptions
+
     class FakeEdge:
         backend = "edge"
         dim = 4
-        options = None
+        options = StorageOptions()
 
         def __init__(self, collection: str = "images") -> None:
             self.collection = collection

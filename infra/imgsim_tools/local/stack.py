@@ -396,12 +396,12 @@ class LocalStack:
         def done(ok: bool, message: str) -> None:
             (log.info if ok else log.warning)("search index: %s", message)
 
-        from imgsim.dedupe import DEDUPE_SUFFIX
+        from imgsim.dedupe import signature_store
 
         while not self._stopping.is_set():
             # The collection, and the duplicate signatures beside it (six vectors per image, searched at
             # every upload): each gets its HNSW index past the threshold.
-            for target in (store, store.companion(DEDUPE_SUFFIX, dim=store.dim, options=store.options)):
+            for target in (store, signature_store(store, store.dim)):
                 try:
                     pending = target.unindexed_count()
                     if pending >= threshold and target.build_index_in_background(done) is not None:
