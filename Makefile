@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test bench bench-scale bench-restart bench-chaos clean build invoke lint browser
+.PHONY: setup model serve test lint-code bench bench-scale bench-restart bench-chaos clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ model: $(STAMP)
 serve: setup
 	$(VENV)/bin/imgsim serve $(SERVE_ARGS)
 
-test: setup browser
+test: setup browser lint-code
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Ruff over the repository, mypy --strict on the package the functions run (config in pyproject.toml).
+lint-code: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Headless Chromium for tests/test_web_page.py: Debian's package, driven by Playwright's Python API through
 # executable_path (so no `playwright install` download).
@@ -69,7 +74,7 @@ invoke: setup
 	@test -f .aws-sam/build/template.yaml || $(MAKE) --no-print-directory build
 	$(SAM_ENV) $(VENV)/bin/imgsim-invoke $(FN) $(EVENT) --env-vars $(if $(filter command line,$(origin ENV)),$(ENV),$(INVOKE_ENV)) $(if $(REPEAT),--repeat $(REPEAT))
 
-lint: setup
+lint: lint-code
 	$(VENV)/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-lint} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-lint} \
 		$(SAM) validate --lint --region $${AWS_REGION:-us-east-1}

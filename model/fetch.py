@@ -66,9 +66,9 @@ def fetch(entry: dict, dest_dir: Path) -> Path:
     for url in entry.get("urls", []):
         looked.append(url)
         try:
-            with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False, suffix=".part") as tmp:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    shutil.copyfileobj(response, tmp)
+            with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False, suffix=".part") as tmp, \
+                    urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, tmp)
             actual = sha256_of(Path(tmp.name))
             if actual != expected:
                 os.unlink(tmp.name)

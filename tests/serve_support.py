@@ -66,7 +66,7 @@ class Serve:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 120) -> "Serve":
+    def wait_ready(self, timeout: float = 120) -> Serve:
         def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(

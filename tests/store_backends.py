@@ -24,9 +24,8 @@ def make_store(
 
         return EdgeStore(str(tmp_path / "edge"), collection, dim=dim, options=options)
     if kind == "server":
-        from qdrant_client import QdrantClient
-
         from imgsim.store.server import ServerStore
+        from qdrant_client import QdrantClient
 
         return ServerStore(
             QdrantClient(location=":memory:"), collection, dim=dim, options=options, retries=retries,

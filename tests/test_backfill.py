@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 from imgsim import runtime
-from imgsim_tools import backfill
 from imgsim.errors import ConfigError
 from imgsim.ids import point_id_for_object
 from imgsim.indexing import INDEXED, SKIPPED
+from imgsim_tools import backfill
 
 BUCKET = "imgsim-images"
 

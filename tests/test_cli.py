@@ -8,15 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from imgsim_tools import cli
 from imgsim.ids import point_id_for_file
+from imgsim_tools import cli
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
@@ -65,7 +64,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def run_script(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(IMGSIM), *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+        [str(IMGSIM), *argv], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -143,9 +143,9 @@ def test_index_folder_recursively_with_payload(capsys, image_dir):
     assert top["size"] == query.stat().st_size
     assert top["source"] == "file" and top["content_type"] == "image/jpeg"
     assert top["model"]
-    indexed_at = datetime.fromisoformat(top["indexed_at"].replace("Z", "+00:00"))
+    indexed_at = datetime.fromisoformat(top["indexed_at"])
     assert indexed_at.tzinfo is not None and indexed_at.utcoffset().total_seconds() == 0
-    assert abs((datetime.now(timezone.utc) - indexed_at).total_seconds()) < 600
+    assert abs((datetime.now(UTC) - indexed_at).total_seconds()) < 600
     assert all("dirs" not in r for r in results)
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
@@ -430,7 +430,7 @@ def test_script_index_search_compare(tmp_path, image_dir):
     result = run_script("search", str(image_dir / CAT_PHOTOS[0]), "--json", "--limit", "2", env=env)
     assert result.returncode == 0 and result.stderr == ""
     results = json.loads(result.stdout)["results"]
-    assert [r["key"] for r in results][0] == str((image_dir / CAT_PHOTOS[0]).resolve()) and len(results) == 2
+    assert next(r["key"] for r in results) == str((image_dir / CAT_PHOTOS[0]).resolve()) and len(results) == 2
 
     result = run_script("compare", str(image_dir / "notes.txt"), str(image_dir / CAT_PHOTOS[0]), env=env)
     assert result.returncode == 2 and result.stdout == ""
@@ -455,7 +455,7 @@ def test_script_ctrl_c_exits_130_after_partial_summary(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         # A suite started as a background job inherits SIGINT ignored, and Python then installs no
         # KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - one call, before exec
     )
     try:
         assert proc.stderr is not None

@@ -13,8 +13,6 @@ import zlib
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
-
 from imgsim import (
     CorruptImage,
     EmptyImage,
@@ -25,6 +23,7 @@ from imgsim import (
     decode_image,
 )
 from imgsim.decode import REDUCE_TO_LONG_SIDE
+from PIL import Image
 
 LIMITS = {"max_bytes": 25 * 1024 * 1024, "max_pixels": 64_000_000}
 

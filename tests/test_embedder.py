@@ -10,14 +10,13 @@ import types
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-
 import imgsim
 import imgsim.embedder
+import numpy as np
+import pytest
 from imgsim import Embedder
 from imgsim.models import REPO_MODEL_DIR
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def load_handler_module():
     return load_module_from_path("index_app", INDEX_APP_PATH)
 
 
-def FakeLambdaContext():  # noqa: N802 - reads as the class it stood for
+def FakeLambdaContext():
     return lambda_context("IndexFunction", timeout_s=60)
 
 
@@ -334,7 +334,7 @@ def test_structured_logs_carry_request_id_and_s3_key(aws, photos, caplog):
 
 def test_sample_events_for_sam_local_invoke(aws, photos):
     """events/index_put.json and events/index_delete.json work as they are."""
-    s3, sqs, queue_url, queue_arn = aws
+    s3, _sqs, _queue_url, _queue_arn = aws
     app = load_handler_module()
     put = json.loads((REPO_ROOT / "events" / "index_put.json").read_text())
     delete = json.loads((REPO_ROOT / "events" / "index_delete.json").read_text())

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support import LAMBDA_EMULATION_PATH, lambda_context, load_module_from_path
-
 from imgsim_tools.local import stack as local_stack
+from support import LAMBDA_EMULATION_PATH, lambda_context, load_module_from_path
 
 emulation = load_module_from_path("lambda_emulation_under_test", LAMBDA_EMULATION_PATH)
 REPO_ROOT = Path(__file__).resolve().parents[1]

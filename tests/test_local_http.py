@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from imgsim_tools.local import http_front as local_stack
 
 
@@ -149,6 +148,6 @@ def test_head_has_the_get_headers_and_no_body(server):
 
 
 def test_any_method_token_reaches_the_function_as_api_gateway_routes_it(server):
-    port, stack = server
+    port, _stack = server
     status, _, body = parse(exchange(port, b"BREW /pot HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
     assert status == 200 and json.loads(body)["method"] == "BREW"

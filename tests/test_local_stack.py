@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from imgsim.ids import point_id_for_object
 from serve_support import API_KEY, BUCKET, Serve, wait_until
 
@@ -172,7 +171,7 @@ def test_ctrl_c_stops_cleanly_and_the_data_persists(tmp_path, photos):
     assert durable.pending() == []  # everything acknowledged before the stop was handled
     durable.remove("photos/deleted-while-stopped.jpg")
     durable.write("photos/added-while-stopped.jpg", photos[1000].read_bytes(),
-                  hashlib.md5(photos[1000].read_bytes()).hexdigest(), "image/jpeg", time.time())  # noqa: S324
+                  hashlib.md5(photos[1000].read_bytes()).hexdigest(), "image/jpeg", time.time())
     assert [(p.key, p.action) for p in durable.pending()] == [
         ("photos/deleted-while-stopped.jpg", "delete"), ("photos/added-while-stopped.jpg", "put")]
     durable.close()
@@ -401,9 +400,8 @@ def test_event_source_redelivers_failures_then_dead_letters():
     from types import SimpleNamespace
 
     import boto3
-    from moto import mock_aws
-
     from imgsim_tools.local import event_source
+    from moto import mock_aws
 
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -437,8 +435,9 @@ def test_event_source_redelivers_failures_then_dead_letters():
 
 
 def test_queue_timeouts_and_batch_size_come_from_the_template():
-    from cfnlint.decode import decode  # CloudFormation's own reading of the template, for comparison
-
+    from cfnlint.decode import (
+        decode,  # CloudFormation's own reading of the template, for comparison
+    )
     from imgsim_tools.local.common import SETTINGS as settings
     text, problems = decode(str(Path(__file__).resolve().parents[1] / "template.yaml"))
     assert not problems

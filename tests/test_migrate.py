@@ -11,12 +11,12 @@ import imgsim.store.server
 import numpy as np
 import pytest
 from imgsim import StoredPoint, point_id_for_file
-from imgsim_tools import cli
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
 from imgsim.store import key_dirs
 from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerStore
+from imgsim_tools import cli
 from qdrant_client import QdrantClient
 
 DIM = 1024  # the default model's: the CLI opens both stores with the embedder's dimension

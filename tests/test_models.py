@@ -9,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from imgsim import ChecksumMismatch, ConfigError, Embedder, ModelNotFound
-from imgsim.models import REPO_MODEL_DIR, find_model_dir, load_manifest, resolve_model, sha256_of
-from imgsim.preprocess import to_input_tensor
-
 from conftest import SHARED_DIR
+from imgsim import ChecksumMismatch, ConfigError, Embedder, ModelNotFound
+from imgsim.models import (
+    REPO_MODEL_DIR,
+    find_model_dir,
+    load_manifest,
+    resolve_model,
+    sha256_of,
+)
+from imgsim.preprocess import to_input_tensor
 from support import load_module_from_path
 
 MANIFEST_PATH = REPO_MODEL_DIR / "models.json"

@@ -7,18 +7,16 @@ its reduction), so this pins down the final resize exactly.
 
 from __future__ import annotations
 
+# A hard dependency of the tests (requirements-dev.txt): a missing oracle must fail, not skip.
+import mediapipe as mp
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
-
 from imgsim.decode import REDUCE_TO_LONG_SIDE
 from imgsim.preprocess import resize_like_reference
-
-# A hard dependency of the tests (requirements-dev.txt): a missing oracle must fail, not skip.
-import mediapipe as mp  # noqa: E402
-from mediapipe.tasks import python as mp_tasks  # noqa: E402
-from mediapipe.tasks.python import vision  # noqa: E402
+from mediapipe.tasks import python as mp_tasks
+from mediapipe.tasks.python import vision
+from PIL import Image
 
 MIN_COSINE = 0.999
 SKIMAGE_IMAGES = {
@@ -86,7 +84,7 @@ def test_sampler_matches_opencv_pixel_for_pixel(height, width):
 
     pixels = as_rgb(skimage.data.astronaut())[:301, :437]
     src_h, src_w = pixels.shape[:2]
-    corners = lambda w, h: np.float32([[0, h], [0, 0], [w, 0], [w, h]])  # noqa: E731
+    corners = lambda w, h: np.float32([[0, h], [0, 0], [w, 0], [w, h]])
     matrix = cv2.getPerspectiveTransform(corners(src_w, src_h), corners(width, height))
     expected = cv2.warpPerspective(
         pixels, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

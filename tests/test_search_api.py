@@ -27,10 +27,10 @@ from imgsim.api import (
     parse_search_body,
 )
 from imgsim.errors import ImageError
-from imgsim_tools.events import http_api_event
 from imgsim.ids import point_id_for_object
 from imgsim.points import image_payload
 from imgsim.store import StoredPoint
+from imgsim_tools.events import http_api_event
 from moto import mock_aws
 from support import SEARCH_APP_PATH as APP_PATH
 from support import lambda_context, load_module_from_path
@@ -112,7 +112,7 @@ def indexed(search_app, photos):
             for (key, data, _), vector in zip(items, vectors)}
 
 
-def LambdaContext():  # noqa: N802 - reads as the class it stood for
+def LambdaContext():
     return lambda_context("imgsim-search", timeout_s=29)
 
 
@@ -159,7 +159,7 @@ def b64(data: bytes) -> str:
 
 
 def test_health_needs_no_key_and_reports_the_index(call, indexed):
-    status, headers, body = call("GET", "/health", api_key=None)
+    status, _headers, body = call("GET", "/health", api_key=None)
     assert status == 200
     assert body == {"status": "ok", "collection": "images", "points": len(indexed),
                     "model": runtime.get_embedder().model_name}
@@ -237,7 +237,7 @@ def test_search_by_unknown_id_or_key_is_404(call):
 
 
 def test_search_query_parameters(call, indexed):
-    item = list(indexed.values())[0]
+    item = next(iter(indexed.values()))
     status, _, body = call("POST", "/search", body=item.data, content_type="image/jpeg", query={"limit": "3"})
     assert status == 200 and len(body["results"]) == 3
     status, _, body = call("POST", "/search", body=item.data, content_type="image/jpeg", query={"limit": 100})
@@ -381,7 +381,7 @@ def test_compare_body_forms(call, indexed, embedder):
     expected = float(np.clip(embedder.embed(a) @ embedder.embed(b), 0, 1))
     form_body, form_type = encode_multipart_formdata({"a": ("a.jpg", a, "image/jpeg"), "b": ("b.jpg", b, "image/jpeg")})
     for body, content_type in ((form_body, form_type), (json_body({"a": b64(a), "b": b64(b)}), "application/json")):
-        status, headers, result = call("POST", "/compare", body=body, content_type=content_type)
+        status, _headers, result = call("POST", "/compare", body=body, content_type=content_type)
         assert status == 200, result
         assert result["score"] == pytest.approx(expected, abs=1e-5)
         assert result["percent"] == round(100 * result["score"], 1)

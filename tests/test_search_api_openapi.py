@@ -6,10 +6,10 @@ import json
 import sys
 
 import pytest
-from openapi_spec_validator import validate
-
 from imgsim_tools.events import http_api_event
-from support import SEARCH_APP_PATH as APP_PATH, load_module_from_path
+from openapi_spec_validator import validate
+from support import SEARCH_APP_PATH as APP_PATH
+from support import load_module_from_path
 
 PUBLIC = {("/health", "get"), ("/", "get"), ("/openapi.json", "get")}
 

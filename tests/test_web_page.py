@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from serve_support import API_KEY, Serve
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,15 @@ from typing import Any
 from urllib.parse import quote_plus, urlparse
 
 from imgsim.errors import ConfigError
-from imgsim.indexing import FAILED, INDEXED, PUT, SKIPPED, BatchReport, ObjectEvent, indexer_from_runtime
+from imgsim.indexing import (
+    FAILED,
+    INDEXED,
+    PUT,
+    SKIPPED,
+    BatchReport,
+    ObjectEvent,
+    indexer_from_runtime,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

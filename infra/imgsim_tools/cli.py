@@ -13,6 +13,7 @@ tracebacks and debug logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -376,10 +377,9 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
             warn(f"imgsim: building the search index for {unindexed} new points...")
             store.optimize()
     except KeyboardInterrupt:
-        try:
-            writer.wait()  # the batch being stored is finished, so the summary is exact
-        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - already stopping; report what was stored
-            pass
+        # Already stopping: wait for the batch being stored so the summary is exact, whatever happens.
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            writer.wait()
         finish("interrupted: ")
         return EXIT_INTERRUPTED
     except StoreError:

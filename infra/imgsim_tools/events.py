@@ -18,7 +18,7 @@ import base64
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,7 +28,7 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javas
 
 def _is_text(content_type: str | None) -> bool:
     ct = (content_type or "").lower()
-    return ct.startswith(TEXT_TYPES) or ct.endswith("+json") or ct.endswith("+xml")
+    return ct.startswith(TEXT_TYPES) or ct.endswith(("+json", "+xml"))
 
 
 def http_api_event(
@@ -65,7 +65,7 @@ def http_api_event(
     lowered.setdefault("x-forwarded-port", "443")
     lowered.setdefault("x-forwarded-proto", "https")
     lowered.setdefault("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key or "$default",

@@ -96,7 +96,7 @@ def child_main(spec_path: str) -> int:
     sys.path[:0] = spec["sys_path"]
     module_name, _, function_name = spec["handler"].rpartition(".")
 
-    def on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
+    def on_alarm(signum, frame):
         raise _TimedOut(f"Task timed out after {spec['timeout']:.2f} seconds")
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -106,7 +106,7 @@ def child_main(spec_path: str) -> int:
     try:
         module = importlib.import_module(module_name)
         handler = getattr(module, function_name)
-    except Exception as exc:  # an import error here is exactly what this runner exists to catch
+    except Exception as exc:  # noqa: BLE001 - an import error here is exactly what this runner exists to catch
         outcome, status = {**_error_document(exc), "errorType": f"Runtime.ImportModuleError: {type(exc).__name__}"}, 1
         handler = None
     init_ms = (time.perf_counter() - started) * 1000
@@ -122,7 +122,7 @@ def child_main(spec_path: str) -> int:
         signal.setitimer(signal.ITIMER_REAL, float(spec["timeout"]))
         try:
             outcome, status = handler(event, context), 0
-        except (Exception, _TimedOut) as exc:
+        except (Exception, _TimedOut) as exc:  # noqa: BLE001 - as Lambda: any error becomes the error document
             outcome, status = _error_document(exc), 1
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)

@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
 os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from imgsim import Embedder  # noqa: E402
-from imgsim.embedder import INTERPRETER_PACKAGE, Interpreter, l2_normalize  # noqa: E402
-from imgsim.preprocess import to_input_tensor  # noqa: E402
+from imgsim import Embedder
+from imgsim.embedder import INTERPRETER_PACKAGE, Interpreter, l2_normalize
+from imgsim.preprocess import to_input_tensor
 
 REPEATS = 5
 

@@ -42,10 +42,10 @@ for _name, _value in {
 os.environ.pop("QDRANT_URL", None)
 sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support import INDEX_APP_PATH, lambda_context, load_module_from_path  # noqa: E402
+from support import INDEX_APP_PATH, lambda_context, load_module_from_path
 
 
-def FakeLambdaContext():  # noqa: N802 - reads as the class it stood for
+def FakeLambdaContext():
     return lambda_context("IndexFunction", timeout_s=60)
 
 

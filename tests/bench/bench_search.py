@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.py
-from support import SEARCH_APP_PATH as APP_PATH, lambda_context, load_module_from_path  # noqa: E402
+from support import SEARCH_APP_PATH as APP_PATH
+from support import lambda_context, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
@@ -41,7 +42,7 @@ WARMUP = 5
 NOISE = 0.015
 
 
-def LambdaContext():  # noqa: N802 - reads as the class it stood for
+def LambdaContext():
     return lambda_context("imgsim-search", timeout_s=60)
 
 

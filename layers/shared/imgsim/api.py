@@ -312,8 +312,10 @@ class ApiKeyCheck:
             read = self._read_secret
             if read is None:
                 from .runtime import (
-                    read_secret_parameter as read,  # powertools parameters, cached 5 min
+                    read_secret_parameter,  # powertools parameters, cached 5 min
                 )
+
+                read = read_secret_parameter
             try:
                 key = read(self.config.api_key_param)
             except Exception as exc:
@@ -355,7 +357,8 @@ def sanitize_filename(filename: str, max_length: int = 100) -> str:
 def presigned_get_url(s3: Any, bucket: str | None, key: str | None, ttl: int) -> str | None:
     if not bucket or not key:
         return None  # a point indexed from a local file (source "file") has no S3 object
-    return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl)
+    url: str = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl)
+    return url
 
 
 RESULT_FIELDS = ("bucket", "key", "width", "height", "content_type", "size", "indexed_at")
@@ -516,7 +519,7 @@ class SearchService:
         return {"results": results, "took_ms": round(timer.total_ms(), 1), "model": embedder.model_name,
                 "offset": offset, "next_offset": wanted if len(results) == limit else None}
 
-    def _result(self, point_id: str, score: float, percent: float, payload: dict[str, Any], s3: Any) -> dict:
+    def _result(self, point_id: str, score: float, percent: float, payload: dict[str, Any], s3: Any) -> dict[str, Any]:
         item: dict[str, Any] = {"id": point_id, "score": round(score, 6), "percent": percent}
         for name in RESULT_FIELDS:
             item[name] = payload.get(name)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .errors import ConfigError
 
+N = TypeVar("N", int, float)
 
-def _number(name: str, default, parse, kind: str, minimum=None):
+
+def _number(name: str, default: N, parse: Callable[[str], N], kind: str, minimum: N | None = None) -> N:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -82,7 +86,7 @@ class Settings:
     index_threshold: int = 20_000  # embedded store: unindexed points that start a background HNSW build
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         return cls(
             model_name=_str("IMGSIM_MODEL", None),
             model_dir=_str("IMGSIM_MODEL_DIR", None),
@@ -94,8 +98,8 @@ class Settings:
             max_decode_ms=env_float("IMGSIM_MAX_DECODE_MS", 1500.0, minimum=1.0),
             qdrant_url=_str("QDRANT_URL", None),
             qdrant_api_key=_str("QDRANT_API_KEY", None),
-            qdrant_path=_str("QDRANT_PATH", "./.data/qdrant"),
-            collection=_str("QDRANT_COLLECTION", "images"),
+            qdrant_path=_str("QDRANT_PATH", "./.data/qdrant") or "./.data/qdrant",
+            collection=_str("QDRANT_COLLECTION", "images") or "images",
             qdrant_timeout=env_float("QDRANT_TIMEOUT", 5.0),
             qdrant_retries=env_int("QDRANT_RETRIES", 3, minimum=0),
             qdrant_retry_budget=env_float("QDRANT_RETRY_BUDGET", 3.0, minimum=0),

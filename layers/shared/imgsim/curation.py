@@ -48,7 +48,8 @@ class CurationService:
 
     # -- duplicates -----------------------------------------------------------------------------------------
 
-    def duplicates(self, *, threshold: float | None, prefix: str | None, limit: int, cursor: str | None) -> dict:
+    def duplicates(self, *, threshold: float | None, prefix: str | None, limit: int,
+                   cursor: str | None) -> dict[str, Any]:
         threshold = self.duplicate_threshold if threshold is None else threshold
         groups, next_cursor = self._groups().page(
             threshold=threshold, prefix=prefix or None, limit=min(limit, PAGE_LIMIT_MAX),
@@ -125,8 +126,8 @@ class CurationService:
         store = self._store()
         pos = [self._example(store, ref) for ref in positive]
         neg = [self._example(store, ref) for ref in negative]
-        mean_pos = np.mean([r.vector for r in pos], axis=0)
-        query = mean_pos if not neg else 2 * mean_pos - np.mean([r.vector for r in neg], axis=0)
+        mean_pos = np.mean(np.array([r.vector for r in pos], dtype=np.float32), axis=0)
+        query = mean_pos if not neg else 2 * mean_pos - np.mean(np.array([r.vector for r in neg], dtype=np.float32), axis=0)
         norm = float(np.linalg.norm(query))
         if norm == 0.0:
             raise ApiError(400, "bad_parameter", "the positive and negative examples cancel out")
@@ -146,6 +147,7 @@ class CurationService:
 
     def _example(self, store: Any, ref: str) -> Record:
         """An example given by id (a UUID) or by key."""
+        record: Record | None
         try:
             point_id = parse_point_id(ref)
         except ApiError:

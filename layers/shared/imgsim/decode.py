@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from struct import (
     error as struct_error,  # Pillow leaks struct.error on some corrupt files
 )
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import decode_cost
@@ -49,7 +51,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: np.ndarray  # uint8, (height, width, 3), RGB, upright, possibly reduced
+    pixels: NDArray[Any]  # uint8, (height, width, 3), RGB, upright, possibly reduced
     width: int  # of the upright original, before any reduction
     height: int
     format: str  # Pillow's format name: JPEG, PNG, ...

@@ -24,8 +24,10 @@ import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .store import FieldEquals, StoredPoint, VectorStore, Where
 
@@ -45,9 +47,9 @@ _NAMESPACE = uuid.UUID("6f2b8f0e-2c55-4a57-9d44-0d6f3b1c9a10")
 class Signature:
     """Unit vectors of the grey image: whole (dim,), mirror (dim,), crops (5, dim)."""
 
-    full: np.ndarray
-    mirror: np.ndarray
-    crops: np.ndarray
+    full: NDArray[Any]
+    mirror: NDArray[Any]
+    crops: NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
     return [(top, top + ch, left, left + cw) for top, left in zip(tops, lefts, strict=True)]
 
 
-def signature_tensors(pixels: np.ndarray, input_size: tuple[int, int], input_range: tuple[float, float]) -> list[np.ndarray]:
+def signature_tensors(pixels: NDArray[Any], input_size: tuple[int, int], input_range: tuple[float, float]) -> list[NDArray[Any]]:
     """The seven model inputs of a signature, prepared with Pillow in C: grey ("L"), each region resized
     bilinearly to the input size. Not the reference runtime's preprocessing (the search vectors keep that
     one): a signature is only ever compared with other signatures, and this costs ~0.15 ms an input
@@ -88,7 +90,7 @@ def signature_tensors(pixels: np.ndarray, input_size: tuple[int, int], input_ran
     return tensors
 
 
-def signatures(embedder: object, pixel_arrays: Sequence[np.ndarray]) -> list[Signature]:
+def signatures(embedder: object, pixel_arrays: Sequence[NDArray[Any]]) -> list[Signature]:
     """Signatures of many images (seven embeddings each)."""
     spec = embedder.spec  # type: ignore[attr-defined]
     tensors = [t for pixels in pixel_arrays for t in signature_tensors(pixels, spec.input_size, spec.input_range)]
@@ -98,7 +100,7 @@ def signatures(embedder: object, pixel_arrays: Sequence[np.ndarray]) -> list[Sig
     return [Signature(vectors[i], vectors[i + 1], vectors[i + 2:i + 7]) for i in range(0, len(vectors), 7)]
 
 
-def one_way(new: Signature, stored_full: np.ndarray, stored_crops: np.ndarray) -> float:
+def one_way(new: Signature, stored_full: NDArray[Any], stored_crops: NDArray[Any]) -> float:
     """The pair score as seen when ``new`` arrives and the other is stored."""
     queries = np.vstack([new.full, new.mirror])
     best = float(np.max(queries @ np.vstack([stored_full[None], stored_crops]).T))
@@ -141,7 +143,7 @@ class DuplicateIndex:
         others = Where(must_not=tuple(FieldEquals(OF_FIELD, other) for other in excluded))
         whole_only = Where(must=(FieldEquals(KIND_FIELD, "full"),), must_not=others.must_not)
         best: dict[str, float] = {}
-        searches: list[tuple[np.ndarray, Where]] = [(signature.full, others), (signature.mirror, others)]
+        searches: list[tuple[NDArray[Any], Where]] = [(signature.full, others), (signature.mirror, others)]
         searches += [(crop, whole_only) for crop in signature.crops]
         found = self.store.search_batch([(vector.tolist(), self.candidates, where) for vector, where in searches])
         for hits in found:
@@ -169,7 +171,7 @@ class DuplicateIndex:
         if ids:
             self.store.delete(ids)
 
-    def stored(self, point_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def stored(self, point_id: str) -> tuple[NDArray[Any], NDArray[Any]] | None:
         """(whole, crops) of an indexed image, for re-checking it when its match goes away."""
         records = {r.id: r for r in self.store.retrieve(companion_ids([point_id]), with_vectors=True)}
         vectors = [records.get(companion_id(point_id, kind)) for kind in KINDS]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .config import Settings
 from .decode import DecodedImage, decode_image
@@ -18,14 +20,15 @@ try:  # tflite-runtime: the small runtime Lambda layers use (Python <= 3.11)
 
     INTERPRETER_PACKAGE = "tflite_runtime"
 except ImportError:  # newer Pythons: Google's successor package, same API
-    from ai_edge_litert.interpreter import Interpreter  # type: ignore[no-redef]
+    from ai_edge_litert.interpreter import Interpreter
 
     INTERPRETER_PACKAGE = "ai_edge_litert"
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, np.float32(1e-12))).astype(np.float32)
+    normalized: NDArray[Any] = (vectors / np.maximum(norms, np.float32(1e-12))).astype(np.float32)
+    return normalized
 
 
 class Embedder:
@@ -91,19 +94,20 @@ class Embedder:
             max_decode_bytes=self.settings.max_decode_mb * 2**20, max_decode_ms=self.settings.max_decode_ms,
         )
 
-    def embed(self, data: bytes) -> np.ndarray:
+    def embed(self, data: bytes) -> NDArray[Any]:
         """One image's bytes -> (dim,) float32, unit length. Raises ``ImageError`` on bad input."""
-        return self.embed_many([data])[0]
+        vector: NDArray[Any] = self.embed_many([data])[0]
+        return vector
 
-    def embed_many(self, items: Sequence[bytes]) -> np.ndarray:
+    def embed_many(self, items: Sequence[bytes]) -> NDArray[Any]:
         """Many images' bytes -> (N, dim). Raises on the first bad image; decode
         items yourself with ``decode`` and call ``embed_decoded`` to skip bad ones."""
         return self.embed_decoded([self.decode(data) for data in items])
 
-    def embed_decoded(self, images: Sequence[DecodedImage]) -> np.ndarray:
+    def embed_decoded(self, images: Sequence[DecodedImage]) -> NDArray[Any]:
         return self.embed_pixels([image.pixels for image in images])
 
-    def embed_pixels(self, pixel_arrays: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_pixels(self, pixel_arrays: Sequence[NDArray[Any]]) -> NDArray[Any]:
         """uint8 RGB arrays -> (N, dim).
 
         Preprocessed ``IMGSIM_BATCH_SIZE`` at a time (bounds the float tensors
@@ -119,7 +123,7 @@ class Embedder:
                     out[start + offset] = self._invoke(tensor)
         return l2_normalize(out)
 
-    def embed_tensors(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_tensors(self, tensors: Sequence[NDArray[Any]]) -> NDArray[Any]:
         """Already preprocessed (h, w, 3) float32 tensors in the model's input range -> (N, dim), unit length.
         For callers that prepare their own inputs (the duplicate signature's grey crops)."""
         out = np.empty((len(tensors), self.dim), dtype=np.float32)
@@ -128,11 +132,12 @@ class Embedder:
                 out[i] = self._invoke(tensor)
         return l2_normalize(out)
 
-    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
+    def _invoke(self, tensor: NDArray[Any]) -> NDArray[Any]:
         """One (h, w, 3) float32 tensor -> the raw (dim,) output. Caller holds the lock."""
         self._interpreter.set_tensor(self._input_index, tensor[None])
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output_index)[0]
+        output: NDArray[Any] = self._interpreter.get_tensor(self._output_index)[0]
+        return output
 
 
 __all__ = ["INTERPRETER_PACKAGE", "Embedder", "ModelSpec", "l2_normalize"]

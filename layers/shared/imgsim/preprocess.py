@@ -21,14 +21,16 @@ and OpenCV is too large a dependency for a Lambda layer just for this.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 _FRACTION_STEPS = 32  # OpenCV INTER_TAB_SIZE
 
 
 @lru_cache(maxsize=256)
-def _sample_plan(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sample_plan(src_len: int, dst_len: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """For each output position: lower and upper source index, and the upper's weight in 1/32 steps."""
     pos = np.arange(dst_len, dtype=np.float64) * (src_len / dst_len)
     lower = np.floor(pos)
@@ -40,7 +42,7 @@ def _sample_plan(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 @lru_cache(maxsize=256)
-def _column_plan(src_w: int, dst_w: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _column_plan(src_w: int, dst_w: int, channels: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """The horizontal plan as indices into a row flattened to ``W * channels`` values."""
     x0, x1, wx = _sample_plan(src_w, dst_w)
     channel = np.arange(channels)
@@ -51,7 +53,7 @@ def _column_plan(src_w: int, dst_w: int, channels: int) -> tuple[np.ndarray, np.
     )
 
 
-def _resize_levels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def _resize_levels(pixels: NDArray[Any], height: int, width: int) -> NDArray[Any]:
     """Reference bilinear sampling -> (height, width, 3) uint32 array of uint8 levels.
 
     Integer arithmetic with the weights in 1/32 steps, as OpenCV does: rows are
@@ -75,17 +77,18 @@ def _resize_levels(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     out += np.take(rows, c1, axis=1) * wx
     out += 1 << 9
     out >>= 10
-    return out.reshape(height, width, channels)
+    reshaped: NDArray[Any] = out.reshape(height, width, channels)
+    return reshaped
 
 
-def resize_like_reference(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_like_reference(pixels: NDArray[Any], height: int, width: int) -> NDArray[Any]:
     """uint8 (H, W, 3) -> uint8 (height, width, 3), reference-runtime bilinear."""
     return _resize_levels(np.ascontiguousarray(pixels), height, width).astype(np.uint8)
 
 
 def to_input_tensor(
-    pixels: np.ndarray, input_size: tuple[int, int], input_range: tuple[float, float]
-) -> np.ndarray:
+    pixels: NDArray[Any], input_size: tuple[int, int], input_range: tuple[float, float]
+) -> NDArray[Any]:
     """uint8 RGB pixels -> float32 (h, w, 3) in the model's input range."""
     height, width = input_size
     resized = _resize_levels(np.ascontiguousarray(pixels), height, width).astype(np.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from .config import Settings
@@ -62,7 +62,7 @@ def _store() -> VectorStore:
     return open_store(settings, dim=_embedder().dim)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_boto3_client(service: str) -> Any:
     """boto3 honours AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 etc., which the local stack sets."""
     import boto3
@@ -72,7 +72,7 @@ def get_boto3_client(service: str) -> Any:
     if service == "s3":
         # Presigned URLs (search API) must be SigV4: botocore may still presign with the deprecated SigV2.
         config = config.merge(Config(signature_version="s3v4"))
-    return boto3.client(service, config=config)
+    return boto3.client(service, config=config)  # type: ignore[call-overload]  # any service name, by design
 
 
 def reset() -> None:

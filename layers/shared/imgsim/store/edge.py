@@ -81,7 +81,10 @@ class _Filters:
 
     @staticmethod
     def range(field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any:
-        bounds = qe.RangeDateTime(gte=gte, lte=lte) if datetime else qe.RangeFloat(gte=gte, lte=lte)
+        if datetime:
+            bounds: Any = qe.RangeDateTime(gte=None if gte is None else str(gte), lte=None if lte is None else str(lte))
+        else:
+            bounds = qe.RangeFloat(gte=None if gte is None else float(gte), lte=None if lte is None else float(lte))
         return qe.FieldCondition(key=field, range=bounds)
 
 

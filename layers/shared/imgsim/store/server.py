@@ -48,7 +48,10 @@ class _Filters:
 
     @staticmethod
     def range(field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any:
-        bounds = models.DatetimeRange(gte=gte, lte=lte) if datetime else models.Range(gte=gte, lte=lte)
+        if datetime:  # qdrant-client parses RFC 3339 strings into its datetime fields
+            bounds: Any = models.DatetimeRange.model_validate({"gte": gte, "lte": lte})
+        else:
+            bounds = models.Range(gte=None if gte is None else float(gte), lte=None if lte is None else float(lte))
         return models.FieldCondition(key=field, range=bounds)
 
 
