@@ -299,8 +299,9 @@ def test_parameters_and_outputs(template):
 
 
 def _handler_routes() -> set[tuple[str, str]]:
-    """(METHOD, /path) of every route the search handler declares, in API Gateway's {param} syntax."""
-    source = (REPO_ROOT / "functions/search/app.py").read_text()
+    """(METHOD, /path) of every route the search function declares (app.py and the modules beside it),
+    in API Gateway's {param} syntax."""
+    source = "\n".join(p.read_text() for p in sorted((REPO_ROOT / "functions/search").glob("*.py")))
     routes = re.findall(r"@app\.(get|post|put|patch|delete)\(\s*\"([^\"]+)\"", source)
     return {(method.upper(), re.sub(r"<(\w+)>", r"{\1}", path)) for method, path in routes}
 
@@ -312,6 +313,7 @@ def test_every_search_route_is_in_the_http_api(resources):
     contract = {
         ("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{id}"),
         ("DELETE", "/images/{id}"), ("GET", "/health"), ("GET", "/"), ("GET", "/openapi.json"),
+        ("GET", "/duplicates"), ("POST", "/duplicates/resolve"), ("POST", "/recommend"),
     }
     assert template_routes == contract
     handler_routes = _handler_routes()
