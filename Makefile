@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test lint-code bench bench-scale bench-restart bench-chaos clean build invoke lint browser
+.PHONY: setup model serve test lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ model: $(STAMP)
 serve: setup
 	$(VENV)/bin/imgsim serve $(SERVE_ARGS)
 
-test: setup browser lint-code
+test: setup browser lint-code checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# checkov (the template scan in tests/test_template.py) in a venv of its own: its pins would fight aws-sam-cli's.
+CHECKOV := $(VENV)/checkov/bin/checkov
+checkov: $(CHECKOV)
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --upgrade pip
+	$(VENV)/checkov/bin/pip install --quiet checkov==3.3.30
 
 # Ruff over the repository, mypy --strict on the package the functions run (config in pyproject.toml).
 lint-code: setup

@@ -472,3 +472,15 @@ def test_older_put_losing_the_race_does_not_overwrite_the_newer(store, embedder,
     report = racing.process_messages([("old", s3_body(key, size=size, sequencer="40"))])
     assert statuses(report) == {"old": (SKIPPED, "stale_event")}
     assert store.get(point_id_for_object(BUCKET, key)).payload["sequencer"] == "41"
+
+
+def test_a_delete_marker_in_a_versioned_bucket_removes_the_point(indexer, store, s3, photos):
+    """With BucketVersioning Enabled, a DELETE leaves a delete marker: S3 sends ObjectRemoved:DeleteMarkerCreated."""
+    size = put_photo(s3, "photos/versioned.jpg", photos[40])
+    indexer.process_messages([("m1", s3_body("photos/versioned.jpg", size=size, sequencer="0A"))])
+    point_id = point_id_for_object(BUCKET, "photos/versioned.jpg")
+    assert store.get(point_id) is not None
+    marker = json.loads(s3_body("photos/versioned.jpg", "delete", sequencer="0B"))
+    marker["Records"][0]["eventName"] = "ObjectRemoved:DeleteMarkerCreated"
+    report = indexer.process_messages([("m2", json.dumps(marker))])
+    assert statuses(report)["m2"][0] == "deleted" and store.get(point_id) is None
