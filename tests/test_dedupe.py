@@ -148,3 +148,12 @@ def test_groups_keep_rule_pages_and_not_duplicates_decisions(backend_store, inde
     assert record(backend_store, "g0/small-mirror.jpg").get("duplicate_of") != keep
     group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
     assert mirror_id not in {r.id for r, _ in group.members}
+
+
+def test_many_at_once_equals_one_by_one(embedder):
+    pixels = [np.asarray(Image.open(PHOTOS / f"photo_{i:05d}.jpg").convert("RGB")) for i in (10, 11, 700, 1300)]
+    sigs = dedupe.signatures(embedder, pixels)
+    many = dedupe.one_way_many(sigs[0], sigs[1:])
+    one = [dedupe.one_way(sigs[0], s.full, s.crops) for s in sigs[1:]]
+    np.testing.assert_allclose(many, one, atol=1e-5)
+    assert dedupe.one_way_many(sigs[0], []).shape == (0,)

@@ -1,7 +1,7 @@
 """Indexing throughput through the IndexFunction handler (moto S3 + SQS, embedded Qdrant).
 
 For batches of 10 and 100 real photos: images/s through ``functions/index/app.py``
-and the per-stage wall time (fetch, decode, embed, upsert, from the handler's
+and the per-stage wall time (fetch, decode, embed, the duplicate check, upsert, from the handler's
 own metrics). The baseline, measured in the same run on other copies of the
 same photos, is the naive loop: GET one object, decode and embed it, upsert one
 point, next. The ratio handler/baseline is the figure to watch.
@@ -156,7 +156,7 @@ def main() -> int:
               f"IMGSIM_FETCH_CONCURRENCY={os.environ.get('IMGSIM_FETCH_CONCURRENCY', '8')}, "
               f"IMGSIM_NUM_THREADS={os.environ.get('IMGSIM_NUM_THREADS', '1')}); median of {REPEATS}")
         print(f"{'qdrant':>6} {'S3 lat.':>7} {'batch':>5} | {'images/s':>8} {'baseline':>8} {'ratio':>6} | "
-              f"{'fetch':>7} {'decode':>7} {'embed':>7} {'upsert':>7}  ms per batch")
+              f"{'fetch':>7} {'decode':>7} {'embed':>7} {'dedupe':>7} {'upsert':>7}  ms per batch")
         # Embedded Qdrant on disk (what `imgsim serve` uses) and in memory: on disk, local
         # mode writes each point to SQLite, so its upsert cost is not what a server charges.
         for qdrant, path, latencies in (("disk", str(Path(tmp.name) / "qdrant"), (0, S3_LATENCY_MS)),
@@ -180,11 +180,12 @@ def main() -> int:
                         baseline_runs.append(size / one_at_a_time(batch))
                     rate, base = statistics.median(handler_runs), statistics.median(baseline_runs)
                     stage = {k: statistics.median(s.get(k, 0.0) for s in stages)
-                             for k in ("FetchMs", "DecodeMs", "EmbedMs", "UpsertMs")}
+                             for k in ("FetchMs", "DecodeMs", "EmbedMs", "DedupeMs", "UpsertMs")}
                     print(f"{qdrant:>6} {ms:>5}ms {size:>5} | {rate:8.1f} {base:8.1f} {rate / base:5.2f}x | "
                           f"{stage['FetchMs']:7.1f} {stage['DecodeMs']:7.1f} {stage['EmbedMs']:7.1f} "
-                          f"{stage['UpsertMs']:7.1f}")
-        print("baseline: the same photos, one at a time: GET, decode + embed, upsert one point")
+                          f"{stage['DedupeMs']:7.1f} {stage['UpsertMs']:7.1f}")
+        print("baseline: the same photos, one at a time: GET, decode + embed, upsert one point (no duplicate "
+              "check); dedupe: the handler's duplicate check at upload (signatures, their searches and storage)")
     runtime.reset()
     tmp.cleanup()
     return 0

@@ -108,6 +108,21 @@ def one_way(new: Signature, stored_full: NDArray[Any], stored_crops: NDArray[Any
     return min(1.0, max(0.0, best))
 
 
+def one_way_many(new: Signature, others: Sequence[Signature]) -> NDArray[Any]:
+    """``one_way(new, o.full, o.crops)`` for each of ``others`` at once (the indexer compares each image
+    with the earlier ones of its batch: a loop of these was ~1 ms per image at batches of 100)."""
+    if not others:
+        return np.empty(0, dtype=np.float32)
+    wholes = np.stack([o.full for o in others])  # (k, d)
+    crops = np.stack([o.crops for o in others])  # (k, 5, d)
+    queries = np.vstack([new.full, new.mirror])  # (2, d)
+    best = (queries @ wholes.T).max(axis=0)
+    best = np.maximum(best, np.einsum("qd,kcd->kqc", queries, crops).max(axis=(1, 2)))
+    best = np.maximum(best, (new.crops @ wholes.T).max(axis=0))
+    clipped: NDArray[Any] = np.clip(best, 0.0, 1.0)
+    return clipped
+
+
 def pair_score(a: Signature, b: Signature) -> float:
     """Symmetric: the best of both arrival orders (the offline grouping and the calibration use it)."""
     return max(one_way(a, b.full, b.crops), one_way(b, a.full, a.crops))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import env_float, env_int
@@ -44,6 +45,7 @@ from .dedupe import (
     Match,
     Signature,
     one_way,
+    one_way_many,
     signatures,
 )
 from .duplicates import (
@@ -514,11 +516,12 @@ class Indexer:
                 same = bool(prior.get("etag")) and prior.get("etag") == (item.etag or item.event.etag)
                 refused = [str(i) for i in prior.get(NOT_DUPLICATES_FIELD) or []] if same else []
                 match = self.duplicates.best_match(point_id, sig, exclude=refused)
-                for other, other_sig in batch.items():
-                    if other != point_id and other not in refused:
-                        score = one_way(sig, other_sig.full, other_sig.crops)
-                        if match is None or score > match.score:
-                            match = Match(other, score)
+                others = [other for other in batch if other != point_id and other not in refused]
+                scores = one_way_many(sig, [batch[other] for other in others])
+                if len(scores):
+                    top = int(np.argmax(scores))
+                    if match is None or float(scores[top]) > match.score:
+                        match = Match(others[top], float(scores[top]))
                 if match is not None and match.score >= (self.duplicate_threshold or 0.0):
                     found[point_id] = self._to_root(point_id, sig, match, found, refused, batch)
                 batch[point_id] = sig
