@@ -222,6 +222,26 @@ def test_runner_handler_exception_exits_nonzero(tmp_path):
     assert (error["errorType"], error["errorMessage"]) == ("ValueError", "bad event")
 
 
+def test_runner_kills_a_function_over_its_memory_size(tmp_path):
+    """MemorySize is 256 MB in the fake build: a handler that touches 400 MB is killed, as Lambda kills it."""
+    build = write_fake_build(tmp_path, """\
+        def handler(event, context):
+            blob = bytearray(400 * 1024 * 1024)  # zero-filled: every page is touched
+            return len(blob)
+        """)
+    result = run_fake(build, {}, tmp_path)
+    assert result.returncode == 1, result.stderr
+    error = json.loads(result.stdout)
+    assert error["errorType"] == "Runtime.OutOfMemory" and "signal: killed" in error["errorMessage"]
+    assert "Memory Size: 256 MB" in result.stderr and "Runtime.OutOfMemory" in result.stderr
+    # Within the limit: the same runner returns the result.
+    ok = write_fake_build(tmp_path / "ok", """\
+        def handler(event, context):
+            return len(bytearray(32 * 1024 * 1024))
+        """)
+    assert json.loads(run_fake(ok, {}, tmp_path).stdout) == 32 * 1024 * 1024
+
+
 def test_runner_enforces_the_function_timeout(tmp_path):
     build = write_fake_build(tmp_path, """\
         import time

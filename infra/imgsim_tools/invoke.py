@@ -77,6 +77,39 @@ def _error_document(exc: BaseException) -> dict:
     }
 
 
+def _out_of_memory(request_id: str) -> dict:
+    # What Lambda reports when it kills an environment over its MemorySize.
+    return {"errorType": "Runtime.OutOfMemory",
+            "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+            "requestId": request_id, "stackTrace": []}
+
+
+def _watch_memory(limit_mb: int, request: dict, write_result) -> None:
+    """Kill this process, as Lambda kills an environment, once its resident memory passes MemorySize.
+
+    Sampled every 5 ms from /proc/self/statm (a limit on address space would count the model's mapping and
+    numpy's reservations, which Lambda does not); a spike between two samples is still caught afterwards
+    from the process's peak RSS (``ru_maxrss``)."""
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    limit = limit_mb * 1024 * 1024
+
+    def loop() -> None:
+        while True:
+            with open("/proc/self/statm") as fh:
+                rss = int(fh.read().split()[1]) * page
+            if rss > limit:
+                print(f"REPORT RequestId: {request['id']}\tMemory Size: {limit_mb} MB\tMax Memory Used: "
+                      f"{rss // (1024 * 1024)} MB\tStatus: error\tError Type: Runtime.OutOfMemory",
+                      file=sys.stderr, flush=True)
+                write_result(_out_of_memory(request["id"]))
+                os._exit(1)
+            time.sleep(0.005)
+
+    threading.Thread(target=loop, name="memory-watch", daemon=True).start()
+
+
 def child_main(spec_path: str) -> int:
     import importlib
     import resource
@@ -91,6 +124,14 @@ def child_main(spec_path: str) -> int:
     result_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+
+    def write_result(outcome: object) -> None:
+        with os.fdopen(os.dup(result_fd), "w") as out:
+            json.dump(outcome, out, default=str)
+            out.write("\n")
+
+    current = {"id": ""}
+    _watch_memory(int(spec["memory"]), current, write_result)
 
     os.chdir(spec["task_dir"])
     sys.path[:0] = spec["sys_path"]
@@ -116,6 +157,7 @@ def child_main(spec_path: str) -> int:
             events.append(json.load(fh))
     for attempt, event in enumerate(events * spec["repeat"] if handler else []):
         request_id = str(uuid.uuid4())
+        current["id"] = request_id
         context = emulation.LambdaContext(spec["function_name"], timeout_s=float(spec["timeout"]),
                                           memory_mb=spec["memory"], region=spec["region"], request_id=request_id)
         started = time.perf_counter()
@@ -128,6 +170,8 @@ def child_main(spec_path: str) -> int:
             signal.setitimer(signal.ITIMER_REAL, 0)
         duration_ms = (time.perf_counter() - started) * 1000
         max_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if max_mb > spec["memory"]:  # a peak the 5 ms sampler missed: Lambda would have killed it
+            outcome, status = _out_of_memory(request_id), 1
         init = f"\tInit Duration: {init_ms:.2f} ms" if attempt == 0 else ""
         print(
             f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms{init}"
