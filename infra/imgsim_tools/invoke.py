@@ -77,6 +77,16 @@ def _error_document(exc: BaseException) -> dict:
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process image's peak resident memory (VmHWM). Not ``ru_maxrss``: after fork + exec that still
+    holds the parent's peak (1.1 GB when the runner is started from the test suite)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _out_of_memory(request_id: str) -> dict:
     # What Lambda reports when it kills an environment over its MemorySize.
     return {"errorType": "Runtime.OutOfMemory",
@@ -89,7 +99,7 @@ def _watch_memory(limit_mb: int, request: dict, write_result) -> None:
 
     Sampled every 5 ms from /proc/self/statm (a limit on address space would count the model's mapping and
     numpy's reservations, which Lambda does not); a spike between two samples is still caught afterwards
-    from the process's peak RSS (``ru_maxrss``)."""
+    from the process's peak RSS (VmHWM)."""
     import threading
 
     page = os.sysconf("SC_PAGE_SIZE")
@@ -112,7 +122,6 @@ def _watch_memory(limit_mb: int, request: dict, write_result) -> None:
 
 def child_main(spec_path: str) -> int:
     import importlib
-    import resource
     import signal
     import uuid
 
@@ -169,13 +178,16 @@ def child_main(spec_path: str) -> int:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         duration_ms = (time.perf_counter() - started) * 1000
-        max_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        if max_mb > spec["memory"]:  # a peak the 5 ms sampler missed: Lambda would have killed it
+        max_mb = _peak_rss_mb()
+        killed = ""
+        if max_mb > spec["memory"]:
+            # A peak the 5 ms sampler missed (an allocation in C holds the GIL): Lambda would have killed it.
             outcome, status = _out_of_memory(request_id), 1
+            killed = "\tStatus: error\tError Type: Runtime.OutOfMemory"
         init = f"\tInit Duration: {init_ms:.2f} ms" if attempt == 0 else ""
         print(
             f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms{init}"
-            f"\tMemory Size: {spec['memory']} MB\tMax Memory Used: {max_mb:.0f} MB",
+            f"\tMemory Size: {spec['memory']} MB\tMax Memory Used: {max_mb:.0f} MB{killed}",
             file=sys.stderr,
             flush=True,
         )
