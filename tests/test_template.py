@@ -272,7 +272,11 @@ def test_functions_use_the_layer_and_carry_only_handler_code(template, resources
     assert globals_["Runtime"] == "python3.11"
     assert globals_["Layers"] == [{"Ref": "SharedLayer"}]
     assert globals_["Architectures"] == [{"Ref": "Architecture"}]
-    assert globals_["Tracing"] == "Active"
+    # X-Ray is a parameter; off (PassThrough) the handlers are told so and never load the X-Ray SDK.
+    assert globals_["Tracing"] == {"Ref": "Tracing"}
+    assert template["Parameters"]["Tracing"]["Default"] == "PassThrough"
+    assert globals_["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {
+        "Fn::If": ["TracingActive", "false", "true"]}
     for name, code_dir in (("IndexFunction", "functions/index/"), ("SearchFunction", "functions/search/")):
         props = resources[name]["Properties"]
         assert props["CodeUri"] == code_dir and props["Handler"] == "app.handler"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -23,10 +23,11 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from imgsim.indexing import BatchReport, Indexer, indexer_from_runtime
+from imgsim.tracing import make_tracer
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.tracing)
 # Qdrant down fails every record; report them all instead of raising, so the
 # response still says exactly which messages to redeliver.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import curation_routes  # beside this file: /var/task on Lambda
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import (
     APIGatewayHttpResolver,
     CORSConfig,
@@ -24,7 +24,6 @@ from aws_lambda_powertools.event_handler import (
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -48,9 +47,10 @@ from imgsim.curation import CurationService
 from imgsim.dedupe import DEFAULT_DUPLICATE_THRESHOLD
 from imgsim.errors import ImageError, StoreUnavailable
 from imgsim.indexing import duplicate_threshold_from_env
+from imgsim.tracing import make_tracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.tracing)
 metrics = Metrics()
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -304,6 +304,10 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
+    # Imported here: powertools' OpenAPI document models are needed only for this route (import cost README
+    # "Cold start"); request validation uses the lighter params module.
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
     document = json.loads(app.get_openapi_json_schema(
         title="imgsim", version="0.1.0",
         description="Image similarity search. Errors are {\"error\": {\"code\", \"message\"}}.",

@@ -196,10 +196,30 @@ def child_main(spec_path: str) -> int:
     with os.fdopen(result_fd, "w") as out:
         json.dump(outcome, out, default=str)
         out.write("\n")
+    if spec.get("record_loaded"):
+        _record_loaded(spec["record_loaded"])
     sys.stderr.flush()
     # Lambda freezes and later discards the environment; it never runs interpreter teardown, whose
     # finalizers (e.g. clients closed during shutdown) would only add noise here.
     os._exit(status)
+
+
+def _record_loaded(path: str) -> None:
+    """Append every file this process loaded: imported modules and mapped shared libraries.
+
+    The packaging test joins the lists of several invocations to prove every package in the layer
+    is used by a function (a shared library loaded by the dynamic linker has no module, hence the
+    memory map).
+    """
+    loaded = {os.path.realpath(f) for f in (getattr(m, "__file__", None) for m in list(sys.modules.values())) if f}
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded.update(os.path.realpath(line.split(None, 5)[5].strip()) for line in maps if line.count(" /") == 1
+                          and len(line.split(None, 5)) == 6)
+    except OSError:
+        pass
+    with open(path, "a") as out:
+        out.writelines(f"{name}\n" for name in sorted(loaded))
 
 
 # ----------------------------------------------------------------------------- parent
@@ -209,6 +229,34 @@ class InvokeError(Exception):
     """A usage or packaging problem (exit status 2)."""
 
 
+# What the python3.11 runtime itself puts on sys.path after the layers (/var/lang/lib/python3.11/site-packages):
+# the AWS SDK. The layer leaves it out (layers/shared/prune.py), so the runner supplies the developer
+# environment's copy of exactly these modules, as Lambda supplies its own.
+RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six")
+
+
+def _link_folder(name: str, modules: tuple[str, ...], missing_hint: str) -> str:
+    """A folder holding symlinks to only ``modules`` (packages or single-file modules) of this Python."""
+    import importlib.util
+
+    folder = os.path.join(tempfile.gettempdir(), f"imgsim-invoke-{name}-{os.getuid()}")
+    os.makedirs(folder, exist_ok=True)
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not (spec.submodule_search_locations or spec.origin):
+            raise InvokeError(f"{module} is not installed: {missing_hint}")
+        if spec.submodule_search_locations:
+            target, link = next(iter(spec.submodule_search_locations)), os.path.join(folder, module)
+        else:
+            target = str(spec.origin)
+            link = os.path.join(folder, os.path.basename(target))
+        if os.path.realpath(link) != os.path.realpath(target):
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(target, link)
+    return folder
+
+
 def _embedded_store_path() -> str:
     """A folder holding only the Qdrant Edge package, for runs without QDRANT_URL.
 
@@ -216,20 +264,12 @@ def _embedded_store_path() -> str:
     and is not in the layer. Only that one package is added (last on ``sys.path``), so
     anything else missing from the built layer still fails here as it would on Lambda.
     """
-    import importlib.util
+    return _link_folder("edge", ("qdrant_edge",), "QDRANT_URL is not set; `make setup` installs qdrant-edge-py")
 
-    spec = importlib.util.find_spec("qdrant_edge")
-    if spec is None or not spec.submodule_search_locations:
-        raise InvokeError("QDRANT_URL is not set and qdrant-edge-py is not installed: `make setup` installs it")
-    folder = os.path.join(tempfile.gettempdir(), f"imgsim-invoke-edge-{os.getuid()}")
-    os.makedirs(folder, exist_ok=True)
-    link = os.path.join(folder, "qdrant_edge")
-    target = next(iter(spec.submodule_search_locations))
-    if os.path.realpath(link) != os.path.realpath(target):
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(target, link)
-    return folder
+
+def _runtime_sdk_path() -> str:
+    """The AWS SDK as the Lambda runtime provides it: after the layers on sys.path, nothing else."""
+    return _link_folder("runtime-sdk", RUNTIME_SDK, "the runner supplies the runtime's AWS SDK from this environment")
 
 
 def _load_env_overrides(path: str | None) -> dict:
@@ -341,6 +381,7 @@ def build_spec(
     )
     if os.environ.get("TMPDIR"):
         env["TMPDIR"] = os.environ["TMPDIR"]
+    sys_path.append(_runtime_sdk_path())
     if not env.get("QDRANT_URL"):
         sys_path.append(_embedded_store_path())
     spec = {
@@ -366,12 +407,19 @@ def invoke(
     repeat: int = 1,
     python: str | None = None,
     capture: bool = False,
+    record_loaded: str | None = None,
 ):
-    """Run the function in a fresh isolated interpreter; returns the CompletedProcess."""
+    """Run the function in a fresh isolated interpreter; returns the CompletedProcess.
+
+    ``record_loaded``: a file to which the child appends the path of every module and shared library
+    it loaded (``--record-loaded``; the packaging test's proof that the layer carries nothing unused).
+    """
     import subprocess
     import tempfile
 
     spec, env = build_spec(function, event_path, build_dir, env_vars_path, parameter_overrides, repeat)
+    if record_loaded:
+        spec["record_loaded"] = os.path.abspath(record_loaded)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     try:
@@ -396,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--build-dir", "-b", default=".aws-sam/build")
     parser.add_argument("--repeat", type=int, default=1, help="invoke the events N times in one environment")
+    parser.add_argument("--record-loaded", metavar="FILE",
+                        help="append the paths of every module and shared library the function loaded to FILE")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -410,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             env_vars_path=args.env_vars,
             parameter_overrides=_parse_parameter_overrides(args.parameter_overrides),
             repeat=args.repeat,
+            record_loaded=args.record_loaded,
         )
     except InvokeError as exc:
         print(f"invoke: error: {exc}", file=sys.stderr)
