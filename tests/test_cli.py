@@ -166,7 +166,7 @@ def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, e
     from imgsim.config import Settings
     from imgsim.store import open_store
 
-    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
     try:
         assert store.count() == 6
     finally:
@@ -218,7 +218,7 @@ def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_d
     from imgsim.config import Settings
     from imgsim.store import open_store
 
-    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim)
+    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
     try:
         assert store.count() == 2  # the first batch was stored and the store closed cleanly
     finally:
@@ -270,7 +270,9 @@ def test_global_options_before_or_after_the_command(capsys, image_dir, tmp_path)
     other = tmp_path / "other-store"
     code, _, err = run(capsys, "--qdrant-path", str(other), "--collection", "pics", "index", str(image_dir / CAT_PHOTOS[0]))
     assert code == 0, err
-    assert (other / "pics" / "edge_config.json").is_file()
+    # The model's own collection behind the alias "pics" (imgsim.deployment).
+    (physical,) = json.loads((other / "aliases.json").read_text()).values()
+    assert physical.startswith("pics__") and (other / physical / "edge_config.json").is_file()
     # The same store and collection, options given after the command this time.
     results = search_json(capsys, image_dir / CAT_PHOTOS[1], "--qdrant-path", str(other), "--collection", "pics")
     assert [r["key"] for r in results] == [str((image_dir / CAT_PHOTOS[0]).resolve())]
@@ -320,7 +322,7 @@ def test_unreachable_qdrant_server_exits_1(capsys, monkeypatch, image_dir):
     # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
     code, out, err = run(capsys, "--qdrant-url", "http://127.0.0.1:9", "index", str(image_dir))
     assert code == 1 and out == ""
-    assert err.count("\n") == 1 and err.startswith("imgsim: error: Qdrant collection_exists failed after 1 attempt(s)")
+    assert err.count("\n") == 1 and err.startswith("imgsim: error: Qdrant get_aliases failed after 1 attempt(s)")  # the first call: the alias
 
 
 def test_store_failure_during_index_stops_with_partial_summary(capsys, monkeypatch, image_dir):

@@ -10,12 +10,13 @@ from unittest import mock
 import imgsim.store.server
 import numpy as np
 import pytest
-from imgsim import StoredPoint, point_id_for_file
+from imgsim import StoredPoint, point_id_for_file, runtime
+from imgsim.config import Settings
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
-from imgsim.store import key_dirs
+from imgsim.store import key_dirs, open_store
 from imgsim.store.edge import EdgeStore
-from imgsim.store.server import ServerStore
+from imgsim.store.server import ServerCatalog, ServerStore
 from imgsim_tools import cli
 from qdrant_client import QdrantClient
 
@@ -63,7 +64,10 @@ def run(capsys, *argv):
 
 
 def remote(server) -> ServerStore:
-    return ServerStore(server, "images", dim=DIM, owns_client=False)
+    """The server's "images", through its alias: migrate creates the model's collection behind it."""
+    physical = ServerCatalog(server).alias_target("images")
+    assert physical is not None and physical.startswith("images__")
+    return ServerStore(server, physical, dim=DIM, owns_client=False)
 
 
 def test_migrate_to_a_server_copies_points_and_tombstones_and_is_idempotent(capsys, server, local, monkeypatch):
@@ -109,8 +113,9 @@ def test_migrate_from_a_server_into_an_empty_embedded_store(capsys, server, tmp_
     code, out, err = run(capsys, "--qdrant-path", str(fresh), "migrate", "--from", URL)
     assert code == 0, err
     assert out.startswith(f"migrated from {URL}: copied 600 points and 1 tombstones")
-    store = EdgeStore(str(fresh), "images", dim=DIM)
-    assert store.count() == 600
+    model = runtime.get_embedder().model_name
+    store = open_store(Settings(qdrant_path=str(fresh)), dim=DIM, model=model)  # through the alias
+    assert store.collection.startswith("images__") and store.count() == 600
     store.close()
 
 

@@ -569,13 +569,17 @@ def test_setup_collection_creates_the_collection(monkeypatch, tmp_path, capsys):
         assert setup_collection.main(["--collection", "setup_test"]) == 0
     finally:
         runtime.reset()
-    assert "collection 'setup_test' ready on embedded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "collection 'setup_test' ready on embedded" in out
     from imgsim.store.edge import shard_config_summary
 
-    config = shard_config_summary(str(tmp_path / "qdrant" / "setup_test"))
+    # The default model's collection behind the alias "setup_test" (imgsim.deployment).
+    physical = json.loads((tmp_path / "qdrant" / "aliases.json").read_text())["setup_test"]
+    assert physical == "setup_test__mobilenet_v3_small_075_224" and physical in out
+    config = shard_config_summary(str(tmp_path / "qdrant" / physical))
     assert (config["vectors"][""]["size"], config["vectors"][""]["distance"]) == (1024, "Cosine")
     assert "scalar" in config["quantization_config"]  # IMGSIM_QUANTIZATION's default, int8
-    assert (tmp_path / "qdrant" / "setup_test_tombstones" / "edge_config.json").is_file()
+    assert (tmp_path / "qdrant" / f"{physical}_tombstones" / "edge_config.json").is_file()
 
 
 def test_example_invoke_env_file_is_well_formed():

@@ -161,8 +161,10 @@ def b64(data: bytes) -> str:
 def test_health_needs_no_key_and_reports_the_index(call, indexed):
     status, _headers, body = call("GET", "/health", api_key=None)
     assert status == 200
-    assert body == {"status": "ok", "collection": "images", "points": len(indexed),
-                    "model": runtime.get_embedder().model_name}
+    model = runtime.get_embedder().model_name
+    # "images" is an alias of the model's own collection (imgsim.deployment); no switch in progress.
+    assert body == {"status": "ok", "collection": "images", "points": len(indexed), "model": model,
+                    "serving": f"images__{model}"}
 
 
 def test_page_needs_no_key(call):

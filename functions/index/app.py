@@ -22,7 +22,14 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from imgsim.indexing import BatchReport, Indexer, indexer_from_runtime
+from imgsim import runtime
+from imgsim.indexing import (
+    BatchReport,
+    Indexer,
+    RebuildingIndexer,
+    UnavailableIndexer,
+    indexer_from_runtime,
+)
 from imgsim.tracing import make_tracer
 
 logger = Logger()
@@ -56,7 +63,8 @@ def emit_metrics(report: BatchReport) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    indexer: Indexer = indexer_from_runtime(logger=logger)
+    runtime.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
+    indexer: Indexer | RebuildingIndexer | UnavailableIndexer = indexer_from_runtime(logger=logger)
     sqs_event = SQSEvent(event)
     report = indexer.process_messages(
         ((record.message_id, record.body, record.attributes.approximate_receive_count) for record in sqs_event.records),

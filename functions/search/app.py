@@ -66,7 +66,7 @@ def get_config() -> ApiConfig:
 def get_service() -> SearchService:
     return SearchService(
         get_config(), embedder=runtime.get_embedder, store=runtime.get_store,
-        s3=lambda: runtime.get_boto3_client("s3"),
+        s3=lambda: runtime.get_boto3_client("s3"), layout=runtime.get_layout,
     )
 
 
@@ -327,4 +327,5 @@ def openapi():
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict, context: Any) -> dict:
+    runtime.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
     return app.resolve(event, context)

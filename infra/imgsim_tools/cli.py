@@ -101,7 +101,8 @@ class Session:
             from imgsim.store import open_store
 
             self._store = open_store(
-                self.settings, dim=self.embedder.dim, one_shot=getattr(self.args, "command", None) == "search"
+                self.settings, dim=self.embedder.dim, one_shot=getattr(self.args, "command", None) == "search",
+                model=self.embedder.model_name,
             )
         return self._store
 
@@ -407,8 +408,9 @@ def cmd_migrate(session: Session, args: argparse.Namespace) -> int:
         collection=args.remote_collection or session.settings.collection,
     )
     embedder_dim = session.embedder.dim
-    local = open_store(local_settings, dim=embedder_dim)
-    remote = open_store(remote_settings, dim=embedder_dim)
+    model = session.embedder.model_name  # both sides: that model's collection behind the alias
+    local = open_store(local_settings, dim=embedder_dim, model=model)
+    remote = open_store(remote_settings, dim=embedder_dim, model=model)
     source, target = (local, remote) if args.to else (remote, local)
     bar = _progress_bar(source.count())
     try:

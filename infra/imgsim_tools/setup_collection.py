@@ -40,18 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = runtime.get_settings()  # resolves QDRANT_API_KEY_PARAM from SSM like the functions do
         spec, _ = resolve_model(args.model or settings.model_name, settings.model_dir)
-        store = open_store(settings, dim=spec.output_dim)
+        store = open_store(settings, dim=spec.output_dim, model=spec.name)  # per-model, behind the alias
         try:
             store.ensure_collection()
             OrderedStore(store).tombstones.ensure_collection()  # the indexer's companion collection
             count = store.count()
+            physical = store.collection
         finally:
             store.close()
     except ImgsimError as exc:
         print(f"setup_collection: error: {exc}", file=sys.stderr)
         return 1
     where = settings.qdrant_url or f"embedded at {settings.qdrant_path}"
-    print(f"collection {settings.collection!r} ready on {where}: {spec.output_dim}-d cosine, "
+    print(f"collection {settings.collection!r} ready on {where} (alias of {physical!r}): {spec.output_dim}-d cosine, "
           f"quantization {settings.quantization}, {count} points")
     return 0
 

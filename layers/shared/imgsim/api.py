@@ -455,11 +455,14 @@ class SearchService:
         embedder: Callable[[], Any],
         store: Callable[[], Any],
         s3: Callable[[], Any],
+        layout: Callable[[], Any] | None = None,
     ) -> None:
+        """``layout``: the deployment's collections (``imgsim.deployment.Layout``), for /health."""
         self.config = config
         self._embedder = embedder
         self._store = store
         self._s3 = s3
+        self._layout = layout
 
     # -- search -------------------------------------------------------------
 
@@ -612,6 +615,12 @@ class SearchService:
         store = self._store()
         body: dict[str, Any] = {"collection": store.collection, "model": self._embedder().model_name}
         try:
+            layout = self._layout() if self._layout else None
+            if layout is not None:
+                # The alias clients name; the collection behind it; a model switch in progress.
+                body.update(collection=layout.alias, serving=layout.serving.collection)
+                if layout.building is not None:
+                    body["building"] = {"collection": layout.building.collection, "model": layout.building.model}
             body["points"] = store.count()
         except StoreUnavailable as exc:
             error = api_error_from(exc)

@@ -702,7 +702,70 @@ def _ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
 
 
-def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | None = None) -> Indexer:
+class RebuildingIndexer:
+    """While a model switch is in progress (imgsim.deployment): every batch is indexed into the served
+    collection and into the one being built, each with its own model, so uploads and deletes made
+    during ``imgsim reindex`` land in both.
+
+    Two independent passes of the same machinery (each fetches the object: double S3 GETs during a
+    rebuild only). The served collection's report is the one returned, with the building pass's
+    transient failures added, so SQS redelivers a message until both collections have it (both
+    passes are idempotent: the redelivered copy is skipped where it is already indexed).
+    """
+
+    def __init__(self, serving: Indexer, building: Indexer) -> None:
+        self.serving = serving
+        self.building = building
+
+    def _merge(self, report: BatchReport, extra: BatchReport) -> BatchReport:
+        for outcome in extra.outcomes:
+            if outcome.status == FAILED:
+                report.add(EventOutcome(outcome.message_id, FAILED, f"building collection: {outcome.reason}",
+                                        bucket=outcome.bucket, key=outcome.key))
+        for stage, ms in extra.timings_ms.items():
+            report.timings_ms[f"rebuild_{stage}"] = report.timings_ms.get(f"rebuild_{stage}", 0.0) + ms
+        return report
+
+    def process_messages(
+        self, messages: Iterable[tuple[Any, ...]], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        batch = list(messages)
+        report = self.serving.process_messages(batch, remaining_ms=remaining_ms)
+        return self._merge(report, self.building.process_messages(batch, remaining_ms=remaining_ms))
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport:
+        report = self.serving.process_events(events, report)
+        return self._merge(report, self.building.process_events(events))
+
+
+class UnavailableIndexer:
+    """The store could not even be located (Qdrant unreachable at a cold start): every message fails
+    for redelivery, as when Qdrant goes down mid-batch, and nothing is acknowledged."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def process_messages(
+        self, messages: Iterable[tuple[Any, ...]], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        report = BatchReport()
+        for message_id, *_ in messages:
+            report.message_ids.append(message_id)
+            report.add(EventOutcome(message_id, FAILED, f"store_unavailable: {self.reason}"))
+        return report
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport:
+        report = report if report is not None else BatchReport()
+        for event in events:
+            report.message_ids.append(event.message_id)
+            report.add(EventOutcome(event.message_id, FAILED, f"store_unavailable: {self.reason}",
+                                    bucket=event.bucket, key=event.key))
+        return report
+
+
+def indexer_from_runtime(
+    *, logger: Any | None = None, fetch_concurrency: int | None = None,
+) -> Indexer | RebuildingIndexer | UnavailableIndexer:
     """An Indexer on the per-process singletons of ``imgsim.runtime`` (built once, reused).
 
     ``IMGSIM_IGNORE_PREFIXES`` (default empty), ``IMGSIM_FETCH_CONCURRENCY`` (default 8),
@@ -713,9 +776,26 @@ def indexer_from_runtime(*, logger: Any | None = None, fetch_concurrency: int | 
 
     if fetch_concurrency is None:
         fetch_concurrency = env_int("IMGSIM_FETCH_CONCURRENCY", 8, minimum=1)
+    try:
+        serving = indexer_for(runtime.get_store(), runtime.get_embedder(), logger=logger,
+                              fetch_concurrency=fetch_concurrency)
+        building = runtime.get_building()
+    except StoreUnavailable as exc:  # Qdrant unreachable before the alias is known: redeliver everything
+        return UnavailableIndexer(str(exc))
+    if building is None:
+        return serving
+    store, embedder = building
+    return RebuildingIndexer(serving, indexer_for(store, embedder, logger=logger, fetch_concurrency=fetch_concurrency))
+
+
+def indexer_for(store: VectorStore, embedder: Any, *, logger: Any | None = None,
+                fetch_concurrency: int = 8) -> Indexer:
+    """An Indexer on ``store`` and ``embedder`` with the environment's indexing settings."""
+    from . import runtime
+
     return Indexer(
-        store=runtime.get_store(),
-        embedder=runtime.get_embedder(),
+        store=store,
+        embedder=embedder,
         s3_client=runtime.get_boto3_client("s3"),
         ignore_prefixes=parse_ignore_prefixes(os.environ.get("IMGSIM_IGNORE_PREFIXES")),
         fetch_concurrency=fetch_concurrency,

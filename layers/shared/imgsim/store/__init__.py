@@ -11,9 +11,17 @@ library (qdrant-client alone takes ~0.5 s to import).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import Settings
 from ..errors import ConfigError
-from .base import QUANTIZATION_CHOICES, ScoredRecord, StorageOptions, VectorStore
+from .base import (
+    QUANTIZATION_CHOICES,
+    Catalog,
+    ScoredRecord,
+    StorageOptions,
+    VectorStore,
+)
 from .types import (
     BUCKET_FIELD,
     DIRS_FIELD,
@@ -48,13 +56,44 @@ def storage_options(settings: Settings, *, one_shot: bool = False) -> StorageOpt
     )
 
 
-def open_store(settings: Settings, *, dim: int, collection: str | None = None, one_shot: bool = False) -> VectorStore:
-    """The store ``settings`` describe. Opening is lazy: the first call creates or checks the collection.
+def open_store(
+    settings: Settings, *, dim: int, collection: str | None = None, one_shot: bool = False, model: str | None = None,
+) -> VectorStore:
+    """The store ``settings`` describe, through its alias when the name is one (imgsim.deployment).
 
+    ``model``: the model whose vectors the caller reads or writes. The name is resolved (one request
+    to a server): an alias leads to its collection; when nothing exists under the name yet, that
+    model's collection is created behind the name as an alias (as the functions do); when the name
+    leads to another model's collection, ConfigError (searching or writing across models would be
+    wrong). Without ``model`` the name is used as it is and opening is lazy (the first call
+    creates or checks the collection).
     ``one_shot``: the process makes one search and exits (``imgsim search``); see
     ``StorageOptions.search_quantized``."""
+    from ..deployment import model_of, resolve
+
     name = collection or settings.collection
     options = storage_options(settings, one_shot=one_shot)
+    if model is None:
+        return _open_named(settings, name, dim, options)
+    catalog = open_catalog(settings)
+    try:
+        physical = catalog.alias_target(name)
+        if physical is not None:
+            served = model_of(name, physical)
+            if model is not None and served is not None and served != model:
+                raise ConfigError(
+                    f"{name!r} serves model {served!r} (collection {physical!r}), not {model!r}: set IMGSIM_MODEL="
+                    f"{served}, or build that model's collection with `imgsim reindex --model {model}`"
+                )
+        elif model is not None and not catalog.exists(name):
+            physical = resolve(catalog, name, model, dim_of={model: dim}, options=options).serving.collection
+        return catalog.open_owned(physical or name, dim=dim, options=options)
+    except BaseException:
+        catalog.close()
+        raise
+
+
+def _open_named(settings: Settings, name: str, dim: int, options: StorageOptions) -> VectorStore:
     if settings.qdrant_url:
         from .server import ServerStore, connect
 
@@ -63,14 +102,33 @@ def open_store(settings: Settings, *, dim: int, collection: str | None = None, o
             options=options, retries=settings.qdrant_retries, retry_budget_s=settings.qdrant_retry_budget,
             where=f"Qdrant server {settings.qdrant_url}",
         )
+    store: VectorStore = _edge_module().EdgeStore(settings.qdrant_path, name, dim=dim, options=options)
+    return store
+
+
+def _edge_module() -> Any:
     try:
-        from .edge import EdgeStore
+        from . import edge
     except ImportError as exc:  # the Lambda layer has no embedded engine: deployed functions use a server
         raise ConfigError(
             "QDRANT_URL is not set and the embedded store (qdrant-edge-py) is not installed here; set QDRANT_URL "
             "to a Qdrant server, or install imgsim's 'edge' extra for an embedded store"
         ) from exc
-    return EdgeStore(settings.qdrant_path, name, dim=dim, options=options)
+    return edge
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    """The collections and aliases of the Qdrant ``settings`` describe (imgsim.deployment's model switch)."""
+    if settings.qdrant_url:
+        from .server import ServerCatalog, connect
+
+        return ServerCatalog(
+            connect(settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_timeout),
+            retries=settings.qdrant_retries, retry_budget_s=settings.qdrant_retry_budget,
+            where=f"Qdrant server {settings.qdrant_url}",
+        )
+    catalog: Catalog = _edge_module().EdgeCatalog(settings.qdrant_path)
+    return catalog
 
 
 __all__ = [
@@ -78,6 +136,7 @@ __all__ = [
     "DIRS_FIELD",
     "KEY_FIELD",
     "QUANTIZATION_CHOICES",
+    "Catalog",
     "Condition",
     "FieldEquals",
     "FieldIn",
@@ -96,6 +155,7 @@ __all__ = [
     "in_bucket",
     "key_dirs",
     "key_is",
+    "open_catalog",
     "open_store",
     "storage_options",
     "where_all",

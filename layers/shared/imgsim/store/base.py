@@ -255,3 +255,44 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+COMPANION_SUFFIXES = ("_tombstones", "_dedupe")  # collections that belong to a collection (indexing, dedupe)
+
+
+class Catalog(ABC):
+    """The collections and aliases of one Qdrant (a server, or an embedded folder).
+
+    What a model switch needs (imgsim.deployment): a collection per model behind an alias that
+    the functions read and write through; the switch of the alias is one atomic operation.
+    Stores opened here share the catalog's connection; ``close`` closes them all.
+    """
+
+    @abstractmethod
+    def open_store(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> VectorStore: ...
+
+    @abstractmethod
+    def open_owned(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> VectorStore:
+        """``open_store``, for a store that is the catalog's only user: closing it closes the connection."""
+
+    @abstractmethod
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points at, or None when it is not an alias."""
+
+    @abstractmethod
+    def exists(self, collection: str) -> bool:
+        """A real collection of that name (not an alias)."""
+
+    @abstractmethod
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one step: readers see the old or the new, never neither."""
+
+    @abstractmethod
+    def drop(self, collection: str) -> None:
+        """Delete a collection and its companions (missing ones are ignored)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str: ...

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import qdrant_edge as qe
 
 from ..errors import CollectionMismatch, StoreError
-from .base import ScoredRecord, StorageOptions, VectorStore
+from .base import COMPANION_SUFFIXES, Catalog, ScoredRecord, StorageOptions, VectorStore
 from .edge_lock import FolderLock
 from .rwlock import RWLock
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
@@ -449,6 +449,78 @@ class EdgeStore(VectorStore):
                 on_done(False, str(exc))
         finally:
             self._building.release()
+
+
+class EdgeCatalog(Catalog):
+    """The collections of one embedded folder (QDRANT_PATH) and their aliases.
+
+    Qdrant Edge is a shard library: it has no aliases, so they are kept here in ``aliases.json``
+    beside the collections, replaced whole by a rename (atomic on POSIX), fsynced. The folder is
+    locked by this process while the catalog is open, as for any embedded store.
+    """
+
+    ALIASES = "aliases.json"
+
+    def __init__(self, path: str) -> None:
+        self._folder = _Folder(path)
+
+    def describe(self) -> str:
+        return f"embedded Qdrant Edge at {self._folder.root}" if not self._folder.temporary else "embedded (in memory)"
+
+    def open_store(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> EdgeStore:
+        for store in self._folder.stores:  # an Edge shard can be open only once per process
+            if store.collection == collection and not store._closed:
+                return store
+        return EdgeStore(str(self._folder.root), collection, dim=dim, options=options, _folder=self._folder)
+
+    def _aliases(self) -> dict[str, str]:
+        try:
+            return dict(json.loads((self._folder.root / self.ALIASES).read_text()))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise StoreError(f"{self._folder.root / self.ALIASES} is not valid JSON: {exc}") from exc
+
+    def open_owned(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> EdgeStore:
+        store = self.open_store(collection, dim=dim, options=options)
+        store._owner = True  # closing it closes the folder's other collections and releases the lock
+        return store
+
+    def alias_target(self, alias: str) -> str | None:
+        return self._aliases().get(alias)
+
+    def exists(self, collection: str) -> bool:
+        return (self._folder.root / collection / "edge_config.json").is_file()
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        if self.exists(alias):
+            raise StoreError(f"{alias!r} is a collection in {self._folder.root}; an alias cannot take its name")
+        aliases = {**self._aliases(), alias: collection}
+        target = self._folder.root / self.ALIASES
+        temporary = target.with_suffix(".json.tmp")
+        with open(temporary, "w") as fh:
+            json.dump(aliases, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, target)
+        directory = os.open(self._folder.root, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def drop(self, collection: str) -> None:
+        for name in (collection, *(collection + suffix for suffix in COMPANION_SUFFIXES)):
+            for store in list(self._folder.stores):
+                if store.collection == name:
+                    store.close()
+                    self._folder.stores.remove(store)
+            shutil.rmtree(self._folder.root / name, ignore_errors=True)
+
+    def close(self) -> None:
+        for store in list(self._folder.stores):
+            store.close()
+        self._folder.release()
 
 
 def _record(point: Any) -> Record:

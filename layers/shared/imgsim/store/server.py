@@ -8,6 +8,7 @@ a stand-in for the server's API). Every call goes through ``call_with_retries``
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from qdrant_client import QdrantClient, models
 
 from ..errors import CollectionMismatch
-from .base import ScoredRecord, StorageOptions, VectorStore
+from .base import COMPANION_SUFFIXES, Catalog, ScoredRecord, StorageOptions, VectorStore
 from .retry import call_with_retries
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
 
@@ -221,6 +222,64 @@ class ServerStore(VectorStore):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+class ServerCatalog(Catalog):
+    """Collections and aliases of a Qdrant server; the stores it opens share its client."""
+
+    def __init__(self, client: QdrantClient, *, retries: int = 3, retry_budget_s: float = 3.0,
+                 where: str = "Qdrant server") -> None:
+        self._client = client
+        self.retries = max(0, retries)
+        self.retry_budget_s = retry_budget_s
+        self._where = where
+        self._stores: dict[str, ServerStore] = {}
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return call_with_retries(what, fn, retries=self.retries, budget_s=self.retry_budget_s)
+
+    def describe(self) -> str:
+        return self._where
+
+    def open_store(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
+        """One store object per collection (it remembers its collection is checked)."""
+        store = self._stores.get(collection)
+        if store is None or store.dim != dim:
+            store = self._stores[collection] = ServerStore(
+                self._client, collection, dim=dim, options=options, retries=self.retries,
+                retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False)
+        return store
+
+    def open_owned(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
+        store = self.open_store(collection, dim=dim, options=options)
+        store._owns_client = True
+        return store
+
+    def alias_target(self, alias: str) -> str | None:
+        response = self._call("get_aliases", self._client.get_aliases)
+        return next((a.collection_name for a in response.aliases if a.alias_name == alias), None)
+
+    def exists(self, collection: str) -> bool:
+        names = self._call("get_collections", self._client.get_collections)
+        return any(c.name == collection for c in names.collections)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        # One request: Qdrant applies the alias operations of a request atomically.
+        operations: list[Any] = []
+        if self.alias_target(alias) is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        self._call("update_collection_aliases",
+                   lambda: self._client.update_collection_aliases(change_aliases_operations=operations))
+
+    def drop(self, collection: str) -> None:
+        for name in (collection, *(collection + suffix for suffix in COMPANION_SUFFIXES)):
+            if self.exists(name):
+                self._call("delete_collection", functools.partial(self._client.delete_collection, name))
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _index_creator(client: QdrantClient, collection: str, field: str) -> Callable[[], Any]:
