@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgsim.store import StorageOptions, VectorStore
+from imgsim.store import Catalog, StorageOptions, VectorStore
 
 BACKENDS = ("edge", "server")
 
@@ -31,4 +31,18 @@ def make_store(
             QdrantClient(location=":memory:"), collection, dim=dim, options=options, retries=retries,
             where="qdrant-client in-memory",
         )
+    raise ValueError(kind)
+
+
+def make_catalog(kind: str, tmp_path: Path) -> Catalog:
+    """The collections and aliases of a fresh embedded folder, or of qdrant-client's in-memory server stand-in."""
+    if kind == "edge":
+        from imgsim.store.edge import EdgeCatalog
+
+        return EdgeCatalog(str(tmp_path / "edge"))
+    if kind == "server":
+        from imgsim.store.server import ServerCatalog
+        from qdrant_client import QdrantClient
+
+        return ServerCatalog(QdrantClient(location=":memory:"), retries=0, where="qdrant-client in-memory")
     raise ValueError(kind)

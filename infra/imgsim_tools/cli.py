@@ -488,7 +488,7 @@ def cmd_compare(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- delegated commands (backfill, serve) ------------------------------------------------
+# -- delegated commands (backfill, duplicates, reindex, serve) ------------------------------------------------
 
 
 def load_backfill() -> ModuleType:
@@ -511,6 +511,12 @@ def load_local_stack() -> ModuleType:
     return command
 
 
+def load_reindex() -> ModuleType:
+    from . import reindex
+
+    return reindex
+
+
 def load_duplicates() -> ModuleType:
     from . import duplicates_cmd
 
@@ -520,6 +526,7 @@ def load_duplicates() -> ModuleType:
 DELEGATED: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "backfill": ("index existing S3 objects (s3://bucket/prefix)", load_backfill),
     "duplicates": ("list and resolve groups of duplicate images", load_duplicates),
+    "reindex": ("build a model's collection from the bucket, then switch to it (--model NAME)", load_reindex),
     "serve": ("run the whole stack on this machine (local S3, queue, API, web page)", load_local_stack),
 }
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..reindex_stack import ROUTE as REINDEX_ROUTE
 from .common import (
     HTTP_API_BODY_LIMIT,
     LAMBDA_PAYLOAD_LIMIT,
@@ -178,7 +179,9 @@ class ApiApp:
             client = scope.get("client") or ("127.0.0.1", 0)
             event = request_event(scope["method"], target, headers, body, client[0], self.port)
             request_id = event["requestContext"]["requestId"]
-            if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
+            if scope["path"] == REINDEX_ROUTE:
+                response = await asyncio.to_thread(self._reindex, scope["method"], lowered, body)
+            elif len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
                 response = _json_error(413, "body_too_large", "request over Lambda's 6 MB payload limit")
             else:
                 response = await asyncio.to_thread(self._invoke, event, scope["method"], scope["path"])
@@ -189,6 +192,24 @@ class ApiApp:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else response.body})
         log.info("%s %s -> %d (%.0f ms)", scope["method"], scope["path"], response.status,
                  (time.perf_counter() - began) * 1000)
+
+    def _reindex(self, method: str, headers: dict[str, str], body: bytes) -> HttpResponse:
+        """The local stack's own route for `imgsim reindex --stack` (imgsim_tools.reindex_stack)."""
+        import hmac
+
+        if not hmac.compare_digest(headers.get("x-api-key", ""), self.stack.api_key):
+            return _json_error(401, "unauthorized", "missing or wrong x-api-key")
+        if method == "GET":
+            status, document = 200, self.stack.reindex.status()
+        elif method == "POST":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                return _json_error(400, "invalid_json", "the body is not JSON")
+            status, document = self.stack.reindex.start(request if isinstance(request, dict) else {})
+        else:
+            return _json_error(405, "method_not_allowed", "GET or POST")
+        return HttpResponse(status, [("content-type", "application/json")], json.dumps(document).encode())
 
     def _invoke(self, event: dict, method: str, path: str) -> HttpResponse:
         try:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import lambda_emulation
+from ..reindex_stack import StackReindex
 from .common import (
     ACCOUNT_ID,
     BUCKET,
@@ -108,6 +109,7 @@ class LocalStack:
         self.dlq_url = ""
         self.poller: SqsPoller | None = None
         self._write_through: WriteThrough | None = None
+        self.reindex = StackReindex()  # `imgsim reindex --stack`: runs here, on the functions' own stores
 
     # public URLs (a wildcard listen address is reached through loopback)
     @property

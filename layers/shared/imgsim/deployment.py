@@ -99,12 +99,16 @@ def _dim(dims: dict[str, int], model: str) -> int:
 
 def _legacy_model(catalog: Catalog, collection: str, configured: str, dims: dict[str, int],
                   options: StorageOptions | None) -> str:
-    store = catalog.open_store(collection, dim=_dim(dims, configured), options=options)
-    try:
-        return recorded_model(store) or configured
-    except CollectionMismatch as exc:
-        raise CollectionMismatch(
-            f"{exc} — collection {collection!r} holds another model's vectors than IMGSIM_MODEL={configured!r}; "
-            f"serve it with its own model, or build {collection_for(collection, configured)!r} with "
-            f"`imgsim reindex --model {configured}`"
-        ) from exc
+    """The model a collection without a per-model name holds, read from a point (opened with each
+    known model's vector size in turn: the collection checks it)."""
+    sizes = [_dim(dims, configured), *(size for model, size in dims.items() if model != configured)]
+    mismatch: CollectionMismatch | None = None
+    for size in dict.fromkeys(sizes):
+        try:
+            return recorded_model(catalog.open_store(collection, dim=size, options=options)) or configured
+        except CollectionMismatch as exc:
+            mismatch = exc
+    raise CollectionMismatch(
+        f"{mismatch} — collection {collection!r} holds vectors of none of the known models "
+        f"({', '.join(sorted(dims))}); set IMGSIM_MODEL to the model it was built with"
+    )

@@ -495,6 +495,8 @@ class EdgeCatalog(Catalog):
     def switch_alias(self, alias: str, collection: str) -> None:
         if self.exists(alias):
             raise StoreError(f"{alias!r} is a collection in {self._folder.root}; an alias cannot take its name")
+        if not self.exists(collection):
+            raise StoreError(f"no collection {collection!r} in {self._folder.root}: an alias must lead to one")
         aliases = {**self._aliases(), alias: collection}
         target = self._folder.root / self.ALIASES
         temporary = target.with_suffix(".json.tmp")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
 
-from ..errors import CollectionMismatch
+from ..errors import CollectionMismatch, StoreError
 from .base import COMPANION_SUFFIXES, Catalog, ScoredRecord, StorageOptions, VectorStore
 from .retry import call_with_retries
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
@@ -264,6 +264,8 @@ class ServerCatalog(Catalog):
         return any(c.name == collection for c in names.collections)
 
     def switch_alias(self, alias: str, collection: str) -> None:
+        if not self.exists(collection):
+            raise StoreError(f"no collection {collection!r} on {self._where}: an alias must lead to one")
         # One request: Qdrant applies the alias operations of a request atomically.
         operations: list[Any] = []
         if self.alias_target(alias) is not None:

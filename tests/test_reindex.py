@@ -1,0 +1,231 @@
+"""A model switch without downtime (imgsim.deployment, `imgsim reindex`), on both store backends.
+
+Two manifest entries point at the same model file under two names (``model_a``, ``model_b``): the
+mechanics (collections per model behind the alias, dual writes, the rebuild, the switch) are what
+is tested; every point records the model it was embedded with, which tells the collections apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from imgsim import runtime
+from imgsim.indexing import RebuildingIndexer, indexer_from_runtime
+from imgsim.models import REPO_MODEL_DIR
+from imgsim.store import open_catalog
+from imgsim_tools import reindex
+from imgsim_tools.local.event_source import s3_object_event
+
+BUCKET = "imgsim-images"
+
+
+def two_model_dir(root: Path) -> Path:
+    """The repository's manifest with its default entry twice, as model_a (default) and model_b."""
+    manifest = json.loads((REPO_MODEL_DIR / "models.json").read_text())
+    entry = manifest["models"][manifest["default"]]
+    root.mkdir(parents=True)
+    (root / entry["file"]).symlink_to((REPO_MODEL_DIR / entry["file"]).resolve())
+    (root / "models.json").write_text(json.dumps({"default": "model_a", "models": {"model_a": entry, "model_b": entry}}))
+    return root
+
+
+@pytest.fixture
+def deployment(tmp_path, monkeypatch, backend):
+    """moto S3 with the bucket, both models, and the store on ``backend`` (server: qdrant-client's in-memory
+    mode stands in for Qdrant, through the same catalog code)."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("IMGSIM_MODEL_DIR", str(two_model_dir(tmp_path / "models")))
+    monkeypatch.setenv("IMGSIM_MODEL", "model_a")
+    monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
+    if backend == "server":
+        from imgsim.store.server import ServerCatalog
+        from qdrant_client import QdrantClient
+
+        class SharedServer(ServerCatalog):
+            def close(self) -> None:  # the "server" outlives each process-like runtime.reset()
+                pass
+
+        server = QdrantClient(location=":memory:")
+        monkeypatch.setattr(runtime, "open_catalog", lambda settings: SharedServer(server, retries=0))
+    runtime.reset()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+    runtime.reset()
+
+
+def s3_put_event(bucket: str, key: str, s3, removed: bool = False) -> dict:
+    """The notification S3 sends for ``key`` (created with its size and ETag, or removed)."""
+    if removed:
+        return s3_object_event(key, "us-east-1", created=False)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return s3_object_event(key, "us-east-1", created=True, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+
+
+def put(s3, photos, keys: list[str], offset: int = 0) -> None:
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=photos[(offset + i) * 37].read_bytes())
+
+
+def index(keys: list[str], s3, action: str = "put") -> None:
+    """The indexer as IndexFunction builds it, on S3 notifications for ``keys``."""
+    messages = [(f"m{i}", json.dumps(s3_put_event(BUCKET, key, s3, removed=action == "delete")), 1)
+                for i, key in enumerate(keys)]
+    report = indexer_from_runtime().process_messages(messages)
+    assert report.failed_message_ids == [], report.outcomes
+
+
+def models_in(collection: str) -> dict[str, str]:
+    """key -> model of every point in ``collection`` (through the runtime's catalog)."""
+    store = runtime.get_catalog().open_store(collection, dim=runtime.get_embedder("model_a").dim)
+    records, _ = store.scroll(limit=1000, fields=["key", "model"])
+    return {r.payload["key"]: r.payload["model"] for r in records}
+
+
+def args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    reindex.add_arguments(parser)
+    return parser.parse_args(["--quiet", *argv])
+
+
+def test_switching_models_without_downtime(deployment, photos, capsys):
+    s3 = deployment
+    first = [f"photos/{i}.jpg" for i in range(6)]
+    put(s3, photos, first)
+    index(first, s3)
+    layout = runtime.get_layout()
+    assert layout.serving.collection == "images__model_a" and layout.building is None
+    assert runtime.get_catalog().alias_target("images") == "images__model_a"
+
+    # Deployed with Model=model_b: model_a's collection is still served, model_b's is being built.
+    runtime.reset()
+    import os
+
+    os.environ["IMGSIM_MODEL"] = "model_b"
+    layout = runtime.get_layout()
+    assert (layout.serving.collection, layout.serving.model) == ("images__model_a", "model_a")
+    assert layout.building is not None and layout.building.collection == "images__model_b"
+    assert isinstance(indexer_from_runtime(), RebuildingIndexer)
+    assert runtime.get_embedder().model_name == "model_a"  # queries are embedded with the served model
+
+    # Uploads and deletes during the rebuild land in both collections.
+    put(s3, photos, ["photos/new.jpg"], offset=20)
+    index(["photos/new.jpg"], s3)
+    s3.delete_object(Bucket=BUCKET, Key=first[0])
+    index([first[0]], s3, action="delete")
+    assert set(models_in("images__model_a")) == {*first[1:], "photos/new.jpg"}
+    assert models_in("images__model_b") == {"photos/new.jpg": "model_b"}
+
+    # The rebuild: searches keep using model_a's collection until the switch.
+    assert reindex.run(args("--model", "model_b")) == 0
+    out = capsys.readouterr().out
+    # Two listings of 6 objects: the fill indexes 5 (new.jpg is there already), the catch-up finds all 6 done.
+    assert "12 objects listed" in out and "indexed   5" in out and "unchanged 7" in out
+    assert "images__model_a -> images__model_b" in out
+    assert runtime.get_catalog().alias_target("images") == "images__model_b"
+    built = models_in("images__model_b")
+    assert set(built) == {*first[1:], "photos/new.jpg"} and set(built.values()) == {"model_b"}
+
+    # Running functions follow the alias at their next refresh; then only one collection is written.
+    os.environ["IMGSIM_ALIAS_TTL"] = "0"
+    runtime.refresh()
+    assert runtime.get_layout().serving.collection == "images__model_b" and runtime.get_layout().building is None
+    assert runtime.get_store().collection == "images__model_b"
+    assert runtime.get_embedder().model_name == "model_b"
+    os.environ.pop("IMGSIM_ALIAS_TTL")
+
+
+def test_a_rebuild_resumes_and_switches_only_when_nothing_failed(deployment, photos, capsys, monkeypatch):
+    s3 = deployment
+    keys = [f"p/{i}.jpg" for i in range(8)]
+    put(s3, photos, keys)
+    index(keys, s3)
+    runtime.reset()
+    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
+
+    client = runtime.get_boto3_client("s3")
+    real = client.get_object
+
+    def throttled(**kwargs):
+        if kwargs["Key"] in ("p/3.jpg", "p/6.jpg"):
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "GetObject")
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "get_object", throttled)
+    assert reindex.run(args("--model", "model_b", "--batch-size", "3")) == 1
+    out = capsys.readouterr().out
+    assert "indexed   6" in out and "failed 4" in out  # each failing object counted in both passes
+    assert "run again" in out and runtime.get_catalog().alias_target("images") == "images__model_a"
+    assert len(models_in("images__model_b")) == 6
+
+    monkeypatch.setattr(client, "get_object", real)
+    assert reindex.run(args("--model", "model_b")) == 0  # resumes: only the two missing are downloaded
+    out = capsys.readouterr().out
+    assert "indexed   2" in out and "unchanged 14" in out  # both passes skip the 6, then the 8
+    assert runtime.get_catalog().alias_target("images") == "images__model_b"
+
+
+def test_catch_up_removes_points_of_objects_deleted_meanwhile(deployment, photos, capsys, monkeypatch):
+    s3 = deployment
+    keys = [f"q/{i}.jpg" for i in range(4)]
+    put(s3, photos, keys)
+    index(keys, s3)
+    runtime.reset()
+    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
+    # Built without the switch; then an object goes while the functions are not writing to model_b yet.
+    assert reindex.run(args("--model", "model_b", "--no-switch")) == 0
+    assert runtime.get_catalog().alias_target("images") == "images__model_a"
+    s3.delete_object(Bucket=BUCKET, Key=keys[1])
+    assert reindex.run(args("--model", "model_b")) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert set(models_in("images__model_b")) == {keys[0], keys[2], keys[3]}
+
+
+def test_a_collection_from_before_per_model_names_is_replaced_by_the_alias(deployment, photos, monkeypatch):
+    s3 = deployment
+    keys = ["old/0.jpg", "old/1.jpg"]
+    put(s3, photos, keys)
+    from imgsim.indexing import indexer_for
+
+    legacy = runtime.get_catalog().open_store("images", dim=runtime.get_embedder("model_a").dim)
+    report = indexer_for(legacy, runtime.get_embedder("model_a")).process_messages(
+        [(f"m{i}", json.dumps(s3_put_event(BUCKET, key, s3)), 1) for i, key in enumerate(keys)])
+    assert report.failed_message_ids == []
+    runtime.reset()
+    layout = runtime.get_layout()
+    assert (layout.serving.collection, layout.serving.model, layout.building) == ("images", "model_a", None)
+    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
+    assert reindex.run(args("--model", "model_b")) == 0
+    catalog = runtime.get_catalog()
+    assert catalog.alias_target("images") == "images__model_b" and not catalog.exists("images")
+
+
+def test_reindex_with_an_unknown_model_fails_cleanly(deployment):
+    from imgsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model_c"):
+        reindex.run(args("--model", "model_c"))
+
+
+def test_edge_aliases_survive_a_reopen(tmp_path):
+    from imgsim.config import Settings
+
+    catalog = open_catalog(Settings(qdrant_path=str(tmp_path / "q")))
+    catalog.open_store("images__x", dim=4).ensure_collection()
+    catalog.switch_alias("images", "images__x")
+    catalog.close()
+    reopened = open_catalog(Settings(qdrant_path=str(tmp_path / "q")))
+    try:
+        assert reopened.alias_target("images") == "images__x"
+    finally:
+        reopened.close()
