@@ -66,13 +66,17 @@ bench-restart: setup
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .bench
 
-# -- packaging (issue 5): `sam build` with the layer for ARCH, the Docker-free local invoke runner, linters.
+# -- packaging (issue 5): `sam build` with the layer for ARCH and MODEL, the Docker-free local invoke runner, linters.
 ARCH ?= x86_64
 SAM := $(VENV)/bin/sam
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" LAYER_ARCH=$(ARCH)
 
+# MODEL: the template's Model parameter and the layer's first model (default: the manifest's default);
+# EXTRA_MODELS: models the layer carries besides it (the one still served during a switch: README).
+MODEL ?= $(shell $(PYTHON) -c 'import json; print(json.load(open("model/models.json"))["default"])')
+EXTRA_MODELS ?=
 build: setup
-	$(SAM_ENV) $(SAM) build --parameter-overrides Architecture=$(ARCH)
+	$(SAM_ENV) LAYER_MODELS="$(MODEL) $(EXTRA_MODELS)" $(SAM) build --parameter-overrides Architecture=$(ARCH) Model=$(MODEL)
 
 # make invoke FN=IndexFunction EVENT=events/index_put.json [ENV=env.json] [REPEAT=3]
 # The default ENV points the functions at `imgsim serve`'s S3 emulator and an embedded Qdrant in /tmp.

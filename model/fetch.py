@@ -87,20 +87,25 @@ def fetch(entry: dict, dest_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="manifest name (default: the manifest's default)")
+    parser.add_argument("--model", action="append",
+                        help="manifest name, repeatable (default: the manifest's default); the first is the "
+                             "default of the manifest copied to --dest")
     parser.add_argument("--all", action="store_true", help="every model in the manifest")
     parser.add_argument("--dest", type=Path, default=HERE, help="directory to put the file(s) in")
+    parser.add_argument("--manifest", type=Path, default=MANIFEST, help=argparse.SUPPRESS)  # tests
     args = parser.parse_args(argv)
-    manifest = json.loads(MANIFEST.read_text())
-    names = list(manifest["models"]) if args.all else [args.model or manifest["default"]]
+    manifest = json.loads(args.manifest.read_text())
+    names = list(manifest["models"]) if args.all else list(dict.fromkeys(args.model or [manifest["default"]]))
     try:
         for name in names:
             if name not in manifest["models"]:
-                raise FetchError(f"model {name!r} is not in {MANIFEST}; known: {sorted(manifest['models'])}")
+                raise FetchError(f"model {name!r} is not in {args.manifest}; known: {sorted(manifest['models'])}")
             path = fetch(manifest["models"][name], args.dest)
             print(f"model {name}: {path} (sha256 verified)")
-        if args.dest.resolve() != HERE:
-            shutil.copyfile(MANIFEST, args.dest / MANIFEST.name)
+        if args.dest.resolve() != args.manifest.parent.resolve():
+            # The copy's default is the first model asked for: what the layer (or folder) is built around.
+            copied = {**manifest, "default": names[0] if args.model else manifest["default"]}
+            (args.dest / MANIFEST.name).write_text(json.dumps(copied, indent=2) + "\n")
     except FetchError as exc:
         print(f"fetch: error: {exc}", file=sys.stderr)
         return 1

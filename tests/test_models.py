@@ -243,3 +243,28 @@ def test_fetch_command_line(tmp_path, capsys):
     assert Embedder(model_dir=str(tmp_path)).dim == 1024
     assert module.main(["--model", "nope", "--dest", str(tmp_path)]) == 1
     assert "'nope' is not in" in capsys.readouterr().err
+
+
+def test_fetch_puts_the_named_models_in_a_folder_with_the_first_as_default(tmp_path):
+    """What the layer build does with LAYER_MODELS (the template's Model first, then EXTRA_MODELS)."""
+    import subprocess
+    import sys
+
+    manifest = json.loads(MANIFEST_PATH.read_text())
+    entry = manifest["models"][manifest["default"]]
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "models.json").write_text(json.dumps({"default": "a", "models": {"a": entry, "b": entry}}))
+    dest = tmp_path / "layer-model"
+    result = subprocess.run(
+        [sys.executable, str(REPO_MODEL_DIR / "fetch.py"), "--manifest", str(source / "models.json"),
+         "--dest", str(dest), "--model", "b", "--model", "a"],
+        capture_output=True, text=True, check=False, env={**os.environ, "MODEL_MIRROR": str(REPO_MODEL_DIR)})
+    assert result.returncode == 0, result.stderr
+    copied = json.loads((dest / "models.json").read_text())
+    assert copied["default"] == "b" and set(copied["models"]) == {"a", "b"}
+    assert (dest / entry["file"]).is_file()
+    unknown = subprocess.run([sys.executable, str(REPO_MODEL_DIR / "fetch.py"), "--manifest",
+                              str(source / "models.json"), "--dest", str(dest), "--model", "c"],
+                             capture_output=True, text=True, check=False)
+    assert unknown.returncode == 1 and "'c' is not in" in unknown.stderr

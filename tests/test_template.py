@@ -384,3 +384,14 @@ def test_versioning_is_a_parameter_and_old_versions_expire(template, resources):
     assert search["ReservedConcurrentExecutions"] == {"Ref": "SearchReservedConcurrency"}
     assert resources["HttpApi"]["Properties"]["AccessLogSettings"]["DestinationArn"] == {
         "Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+
+
+def test_model_parameter_names_exactly_the_manifest_models(template):
+    manifest = json.loads((REPO_ROOT / "model" / "models.json").read_text())
+    parameter = template["Parameters"]["Model"]
+    assert parameter["Default"] == manifest["default"]
+    assert sorted(parameter["AllowedValues"]) == sorted(manifest["models"])
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["IMGSIM_MODEL"] == {"Ref": "Model"}
+    # `make build MODEL=x` builds the layer around x and passes the same value to the template.
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert 'LAYER_MODELS="$(MODEL) $(EXTRA_MODELS)"' in makefile and "Model=$(MODEL)" in makefile
