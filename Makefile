@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser
+.PHONY: setup model serve test test-tools lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ model: $(STAMP)
 serve: setup
 	$(VENV)/bin/imgsim serve $(SERVE_ARGS)
 
-test: setup browser lint-code checkov
+test: setup browser test-tools lint-code checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # checkov (the template scan in tests/test_template.py) in a venv of its own: its pins would fight aws-sam-cli's.
@@ -45,6 +45,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for tests/test_web_page.py"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# avifenc (Debian's libavif-bin): 10-bit AVIF test files (tests/test_heif_avif.py); Pillow writes 8-bit only.
+test-tools:
+	@command -v avifenc >/dev/null || { echo "installing Debian's libavif-bin (avifenc) for tests/test_heif_avif.py"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libavif-bin; }
 
 bench: setup
 	$(PY) tests/bench/run.py

@@ -413,7 +413,7 @@ def test_damaged_png_data_is_corrupt_image(chelsea):
     ids=["random", "text", "pdf", "svg", "zip"],
 )
 def test_non_image_is_not_an_image(data):
-    with pytest.raises(NotAnImage, match="not an image.*supported: BMP, GIF, JPEG"):
+    with pytest.raises(NotAnImage, match="not an image.*supported: AVIF, BMP, GIF, HEIF, JPEG"):
         decode(data)
 
 

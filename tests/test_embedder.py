@@ -84,8 +84,8 @@ def test_pixels_entry_point_matches_bytes_entry_point(embedder, photo_bytes):
     np.testing.assert_array_equal(embedder.embed_decoded([decoded])[0], embedder.embed(photo_bytes[3]))
 
 
-def test_uses_tflite_runtime_when_installed():
-    assert imgsim.embedder.INTERPRETER_PACKAGE == "tflite_runtime"
+def test_uses_ai_edge_litert_when_installed():
+    assert imgsim.embedder.INTERPRETER_PACKAGE == "ai_edge_litert"
 
 
 def load_embedder_module_copy(name: str = "imgsim._embedder_import_probe"):
@@ -102,34 +102,34 @@ def load_embedder_module_copy(name: str = "imgsim._embedder_import_probe"):
 
 
 @pytest.fixture
-def without_tflite_runtime(monkeypatch):
-    """Make ``import tflite_runtime`` fail and offer a stand-in ``ai_edge_litert``; restored after."""
-    from tflite_runtime.interpreter import Interpreter as RealInterpreter
+def without_ai_edge_litert(monkeypatch):
+    """Make ``import ai_edge_litert`` fail and offer a stand-in ``tflite_runtime``; restored after."""
+    from ai_edge_litert.interpreter import Interpreter as RealInterpreter
 
-    class FakeLiteRtInterpreter(RealInterpreter):
+    class FakeTfliteInterpreter(RealInterpreter):
         """Behaves like the real one (same API) but is recognisably the fallback."""
 
-    package = types.ModuleType("ai_edge_litert")
-    module = types.ModuleType("ai_edge_litert.interpreter")
-    module.Interpreter = FakeLiteRtInterpreter
+    package = types.ModuleType("tflite_runtime")
+    module = types.ModuleType("tflite_runtime.interpreter")
+    module.Interpreter = FakeTfliteInterpreter
     package.interpreter = module
-    monkeypatch.setitem(sys.modules, "ai_edge_litert", package)
-    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", module)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", package)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
     # None in sys.modules makes the import statement raise ImportError.
-    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
-    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
-    return FakeLiteRtInterpreter
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    return FakeTfliteInterpreter
 
 
-def test_falls_back_to_ai_edge_litert_without_tflite_runtime(without_tflite_runtime, embedder, photo_bytes):
+def test_falls_back_to_tflite_runtime_without_ai_edge_litert(without_ai_edge_litert, embedder, photo_bytes):
     fallback_module = load_embedder_module_copy()
-    assert fallback_module.INTERPRETER_PACKAGE == "ai_edge_litert"
-    assert fallback_module.Interpreter is without_tflite_runtime
+    assert fallback_module.INTERPRETER_PACKAGE == "tflite_runtime"
+    assert fallback_module.Interpreter is without_ai_edge_litert
     fallback = fallback_module.Embedder()
-    assert isinstance(fallback._interpreter, without_tflite_runtime)
+    assert isinstance(fallback._interpreter, without_ai_edge_litert)
     np.testing.assert_allclose(fallback.embed(photo_bytes[0]), embedder.embed(photo_bytes[0]), atol=1e-6)
     # The real module was never touched.
-    assert imgsim.embedder.INTERPRETER_PACKAGE == "tflite_runtime"
+    assert imgsim.embedder.INTERPRETER_PACKAGE == "ai_edge_litert"
 
 
 def test_settings_from_env_reach_the_embedder(monkeypatch):

@@ -137,7 +137,7 @@ def test_second_manifest_entry_is_used_with_no_code_change(tmp_path, embedder, p
 
 
 def run_model_directly(model_path: Path, tensor: np.ndarray) -> np.ndarray:
-    from tflite_runtime.interpreter import Interpreter
+    from imgsim.embedder import Interpreter  # the package imgsim uses (LiteRT)
 
     interpreter = Interpreter(model_path=str(model_path))
     interpreter.allocate_tensors()

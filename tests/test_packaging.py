@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ LAYER_SRC = REPO_ROOT / "layers" / "shared"
 BIN = Path(sys.executable).parent
 PHOTOS = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
 LAYER_LIMIT_BYTES = 250 * 1000 * 1000  # Lambda: function + all layers, unzipped (262,144,000 B; kept round)
-LAYER_BUDGET_BYTES = 150 * 1000 * 1000  # the layer Makefile's guard (140 MB measured; issue 11 asked 110)
+LAYER_BUDGET_BYTES = 175 * 1000 * 1000  # the layer Makefile's guard (164 MB measured; issue 11 asked 110: README)
 API_KEY = "local-dev-key"  # what events/*.json send in x-api-key
 
 # SAM CLI's template providers (used by the runner) call deprecated samtranslator/jsonschema APIs.
@@ -311,7 +312,8 @@ def test_layer_layout(sam_build):
     python = layer / "python"
     assert (python / "imgsim" / "__init__.py").is_file()
     assert (python / "imgsim" / "models.py").read_bytes() == (LAYER_SRC / "imgsim" / "models.py").read_bytes()
-    assert any((python / "tflite_runtime").glob("_pywrap_tensorflow_interpreter_wrapper*.so"))
+    assert any((python / "ai_edge_litert").glob("_pywrap_tensorflow_interpreter_wrapper*.so"))
+    assert not (python / "tflite_runtime").exists()  # its x86_64 wheel needs GLIBC_2.29 (README)
     numpy_version = re.search(r"^Version: (.+)$", next(python.glob("numpy-*.dist-info/METADATA")).read_text(), re.MULTILINE)
     assert int(numpy_version.group(1).split(".")[0]) < 2
 
@@ -367,6 +369,55 @@ def test_layer_holds_lambda_platform_wheels(sam_build):
         assert all("cp311" in t or "abi3" in t or "py3" in t for t in tags), (dist_info.name, tags)
     elf_header = next((python / "numpy" / "core").glob("_multiarray_umath*.so")).read_bytes()[:20]
     assert elf_header[:4] == b"\x7fELF" and int.from_bytes(elf_header[18:20], "little") == 62  # EM_X86_64
+
+
+LAMBDA_GLIBC = (2, 26)  # Amazon Linux 2, the python3.11 runtime
+
+
+def glibc_needed(shared_object: Path) -> tuple[int, int]:
+    """The newest GLIBC symbol version an ELF file needs (readelf reads any architecture's files)."""
+    readelf = shutil.which("readelf")
+    assert readelf, "readelf missing: `make test` installs binutils"
+    out = subprocess.run([readelf, "-V", "--wide", str(shared_object)], capture_output=True, text=True, check=True)
+    versions = [tuple(map(int, v)) for v in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", out.stdout)]
+    return max(versions, default=(0, 0))
+
+
+@pytest.mark.slow
+def test_every_native_library_in_the_layer_runs_on_lambdas_glibc(sam_build):
+    """Wheel tags can claim more than the binaries need; the symbol versions are what the loader checks."""
+    python = sam_build / "SharedLayer" / "python"
+    libraries = [p for p in python.rglob("*.so*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
+    assert any("pi_heif" in str(p) for p in libraries) and any("libavif" in p.name for p in libraries)
+    too_new = {str(p.relative_to(python)): glibc_needed(p) for p in libraries if glibc_needed(p) > LAMBDA_GLIBC}
+    assert too_new == {}
+
+
+def test_arm64_stays_off_while_no_aarch64_interpreter_loads_on_lambdas_glibc(tmp_path):
+    """The template offers x86_64 only because the aarch64 LiteRT interpreter needs a newer glibc than the
+    python3.11 runtime's 2.26. Checked on the wheel itself: when a release fixes it, this fails, and arm64
+    can come back (layers/shared/Makefile, template Architecture)."""
+    (pin,) = [str(req) for name, req in layer_requirements().items() if name == "ai-edge-litert"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--implementation",
+         "cp", "--python-version", "3.11", "--platform", "manylinux2014_aarch64", "--platform",
+         "manylinux_2_17_aarch64", "-d", str(tmp_path), pin], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import zipfile
+
+    (wheel,) = tmp_path.glob("*.whl")
+    needs = {}
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.endswith(".so"):
+                target = tmp_path / "x" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(name))
+                assert int.from_bytes(target.read_bytes()[18:20], "little") == 183, name  # EM_AARCH64
+                needs[name.rsplit("/", 1)[-1]] = glibc_needed(target)
+    assert max(needs.values()) > LAMBDA_GLIBC, needs
+    template = (REPO_ROOT / "template.yaml").read_text()
+    assert "AllowedValues: [x86_64]" in template
 
 
 @pytest.mark.slow
@@ -433,7 +484,29 @@ def local_aws(tmp_path_factory):
     server.stop()
 
 
-def run_function(sam_build: Path, function: str, event_name: str, env_file: Path,
+def phone_format_event(folder: Path, fmt: str, content_type: str) -> Path:
+    """events/search.json with its query photo re-encoded as HEIC or AVIF."""
+    import base64
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    event = json.loads((REPO_ROOT / "events" / "search.json").read_text())
+    img = Image.open(io.BytesIO(base64.b64decode(event["body"]))).convert("RGB")
+    out = io.BytesIO()
+    if fmt == "heic":
+        pillow_heif.from_pillow(img).save(out, quality=90)
+    else:
+        img.save(out, "AVIF", quality=90)
+    event["body"] = base64.b64encode(out.getvalue()).decode()
+    event["headers"].update({"content-type": content_type, "content-length": str(len(out.getvalue()))})
+    path = folder / f"search_{fmt}.json"
+    path.write_text(json.dumps(event))
+    return path
+
+
+def run_function(sam_build: Path, function: str, event_name: str | Path, env_file: Path,
                  record: Path | None = None) -> tuple[dict, str]:
     completed = invoke.invoke(function, str(REPO_ROOT / "events" / event_name), build_dir=str(sam_build),
                               env_vars_path=str(env_file), capture=True, record_loaded=record and str(record))
@@ -452,11 +525,9 @@ def api_body(response: dict) -> dict:
     return json.loads(body)
 
 
-# Large files in the layer no sample event loads, each with the reason it ships.
-LOADED_ON_DEMAND = {
-    "pillow.libs/libavif-*": "AVIF decoding: loaded when an AVIF image arrives (the sample events are JPEG)",
-    "PIL/_avif.*": "AVIF decoding, as above",
-}
+# Large files in the layer no invocation here loads, each with the reason it ships (none at the moment: the
+# HEIC and AVIF searches load the image decoders that only such files need).
+LOADED_ON_DEMAND: dict[str, str] = {}
 # Packages only Tracing=Active loads (imgsim.tracing): tracing is off under the runner, as under `sam local`
 # (AWS_SAM_LOCAL); tests/test_tracing.py loads them through powertools' Tracer.
 PACKAGES_ON_DEMAND = {"aws_xray_sdk", "wrapt"}
@@ -482,7 +553,7 @@ def test_both_functions_run_from_the_build_with_the_sample_events(sam_build, loc
     env_file = local_aws["env_file"]
     (bucket, key) = local_aws["keys"][0]
 
-    def run(function: str, event_name: str, env: Path = env_file) -> tuple[dict, str]:
+    def run(function: str, event_name: str | Path, env: Path = env_file) -> tuple[dict, str]:
         return run_function(sam_build, function, event_name, env, record)
 
     result, _ = run("IndexFunction", "index_put.json")
@@ -499,6 +570,12 @@ def test_both_functions_run_from_the_build_with_the_sample_events(sam_build, loc
 
     by_key, _ = run("SearchFunction", "search_by_key.json")
     assert by_key["statusCode"] == 200, by_key
+
+    # The same query photo as HEIC and as AVIF (events made here from the shared photo, not committed).
+    for fmt, content_type in (("heic", "image/heic"), ("avif", "image/avif")):
+        found, _ = run("SearchFunction", phone_format_event(tmp_path, fmt, content_type))
+        assert found["statusCode"] == 200, found
+        assert api_body(found)["results"][0]["key"] == key, fmt
 
     compare, _ = run("SearchFunction", "compare.json")
     assert compare["statusCode"] == 200, compare

@@ -731,3 +731,32 @@ def test_no_request_gets_a_5xx(call, route, path_value, query, content_type, bod
     assert status < 500, (method, path, query, content_type, body, parsed)
     if status >= 400:
         assert headers["content-type"].startswith("application/json") and "error" in parsed
+
+
+# -- HEIC and AVIF (phones, modern browsers) ---------------------------------------------------
+
+
+def test_heic_and_avif_queries_find_the_same_photo(call, indexed):
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    item = next(iter(indexed.values()))
+    img = Image.open(io.BytesIO(item.data)).convert("RGB")
+    encoded = io.BytesIO()
+    pillow_heif.from_pillow(img).save(encoded, quality=90)
+    heic_bytes = encoded.getvalue()
+    encoded = io.BytesIO()
+    img.save(encoded, "AVIF", quality=90)
+    for data, content_type in ((heic_bytes, "image/heic"), (encoded.getvalue(), "image/avif")):
+        status, _, body = call("POST", "/search", body=data, content_type=content_type)
+        assert status == 200, body
+        assert body["results"][0]["id"] == item.id and body["results"][0]["percent"] >= 99.0
+    for content_type in ("image/heic", "image/heif", "image/avif"):
+        status, _, body = call("POST", "/uploads", body=json_body({"filename": "IMG_0001.HEIC", "content_type": content_type}),
+                               content_type="application/json")
+        assert status == 200 and body["headers"] == {"Content-Type": content_type}, body
+    # A truncated HEIC is the client's error, with the API's error shape.
+    assert_error(call("POST", "/search", body=heic_bytes[: len(heic_bytes) // 2], content_type="image/heic"),
+                 400, "corrupt_image")

@@ -298,7 +298,7 @@ def test_parameters_and_outputs(template):
     for name in ("QdrantUrl", "QdrantApiKeyParameterName", "ApiKeyParameterName", "CollectionName",
                  "Architecture", "IndexReservedConcurrency", "CorsOrigin"):
         assert name in params
-    assert params["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
+    assert params["Architecture"]["AllowedValues"] == ["x86_64"]  # arm64: see test_packaging
     assert {"ApiUrl", "ImagesBucketName", "IndexQueueUrl", "IndexDeadLetterQueueUrl"} <= set(template["Outputs"])
 
 

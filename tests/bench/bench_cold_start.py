@@ -44,9 +44,9 @@ import time, glob, sys
 t = time.perf_counter()
 import numpy, PIL.Image, boto3
 try:
-    from tflite_runtime.interpreter import Interpreter
-except ImportError:
     from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    from tflite_runtime.interpreter import Interpreter
 model = glob.glob(sys.argv[1] + "/model/*.tflite")[0]
 Interpreter(model_path=model, num_threads=1).allocate_tensors()
 print((time.perf_counter() - t) * 1000)
@@ -58,7 +58,7 @@ t = time.perf_counter()
 importlib.import_module("app")
 imported = (time.perf_counter() - t) * 1000
 from imgsim import runtime
-runtime.get_embedder()
+runtime.get_embedder(runtime.configured_model())  # the model, without reaching a store
 import imgsim.store.server  # the Qdrant Cloud path (qdrant-client) both deployed functions open
 print(imported, (time.perf_counter() - t) * 1000)
 """

@@ -28,7 +28,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from .config import env_float, env_int
-from .decode import FORMAT_CONTENT_TYPES
+from .decode import EXTRA_CONTENT_TYPES, FORMAT_CONTENT_TYPES
 from .errors import DecodeTooCostly, ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
@@ -43,7 +43,7 @@ DEFAULT_UPLOAD_PREFIX = "uploads/"
 RETRY_AFTER_SECONDS = 5
 
 # Content types POST /uploads accepts: what the indexer can decode.
-UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values())
+UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values()) | EXTRA_CONTENT_TYPES
 IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
 
 

@@ -15,14 +15,16 @@ from .errors import ConfigError
 from .models import ModelSpec, resolve_model, verify_file
 from .preprocess import to_input_tensor
 
-try:  # tflite-runtime: the small runtime Lambda layers use (Python <= 3.11)
-    from tflite_runtime.interpreter import Interpreter
-
-    INTERPRETER_PACKAGE = "tflite_runtime"
-except ImportError:  # newer Pythons: Google's successor package, same API
+try:  # ai-edge-litert (LiteRT): what the layer ships. tflite-runtime 2.14's x86_64 wheel needs GLIBC_2.29
+    # (log, exp, pow) and Lambda's python3.11 runtime has glibc 2.26: it cannot load there
+    # (tests/test_packaging.py checks every library's symbol versions). Same Interpreter API.
     from ai_edge_litert.interpreter import Interpreter
 
     INTERPRETER_PACKAGE = "ai_edge_litert"
+except ImportError:  # machines that only have the older tflite-runtime
+    from tflite_runtime.interpreter import Interpreter
+
+    INTERPRETER_PACKAGE = "tflite_runtime"
 
 
 def l2_normalize(vectors: NDArray[Any]) -> NDArray[Any]:
