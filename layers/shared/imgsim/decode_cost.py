@@ -3,7 +3,8 @@
 Measured on this machine class (2 cores, one decode at a time, Pillow 12, tests/bench and
 README "Decoding"): 16 MP and 36 MP files of every format and mode, peak RSS above the
 process baseline (VmHWM) and wall time of ``decode_image``. The figures below are those
-measurements rounded up by ~15-25 %, so an estimate is an upper bound. Large images are
+measurements rounded up by ~15-25 %, so an estimate is an upper bound (re-checked at 12 MP by
+tests/bench/bench_formats.py, which raised RGB to 5.4 B/px, palette/grey to 1.9 and BMP to 5 ns/px). Large images are
 reduced band by band (``decode._reduce_to_rgb``), so the peak is the decoded image in its
 own mode plus small temporaries; WebP is the exception (libwebp decodes into its own
 full-size RGBA buffers: ~16 bytes/pixel, and Pillow offers no reduced WebP decode).
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 
 # Peak bytes per pixel of the decoded (post-draft) image, by Pillow mode.
 BYTES_PER_PIXEL = {
-    "1": 1.8, "L": 1.8, "P": 1.8,
+    "1": 1.9, "L": 1.9, "P": 1.9,
     "I;16": 3.9, "I;16B": 3.9, "I;16L": 3.9, "I;16N": 3.9,
-    "RGB": 5.0, "YCbCr": 5.0, "LAB": 5.0, "HSV": 5.0,
+    "RGB": 5.4, "YCbCr": 5.4, "LAB": 5.4, "HSV": 5.4,
     "CMYK": 5.2, "RGBA": 5.8, "RGBa": 5.8, "RGBX": 5.8, "LA": 5.8, "La": 5.8, "PA": 5.8,
     "I": 6.3, "F": 6.3,
 }
@@ -37,7 +38,7 @@ JPEG_PROGRESSIVE_BYTES = 3.4
 JPEG_BASELINE_BYTES = 0.3
 
 # Nanoseconds per pixel of the full image, by format (8-bit; 16-bit/float and alpha cost more).
-NS_PER_PIXEL = {"PNG": 26.0, "GIF": 9.0, "BMP": 4.0, "WEBP": 24.0, "TIFF": 26.0}
+NS_PER_PIXEL = {"PNG": 26.0, "GIF": 9.0, "BMP": 5.0, "WEBP": 24.0, "TIFF": 26.0}
 PNG_NS_BY_MODE = {"L": 12.0, "P": 12.0, "1": 12.0, "I;16": 23.0, "I;16B": 23.0, "RGBA": 42.0, "LA": 42.0, "PA": 42.0}
 JPEG_PROGRESSIVE_NS = 11.0
 JPEG_BASELINE_NS = 3.0
@@ -55,7 +56,7 @@ MAX_JPEG_SCANS = 500
 HEIF_BYTES_PER_PIXEL = {"RGB": 8.5, "RGBA": 11.0}
 AVIF_BYTES_PER_PIXEL = {"RGB": 10.5, "RGBA": 12.5}
 HEIF_NS = (63.0, 46.0)  # per pixel, per byte of the file
-AVIF_NS = (12.0, 35.0)
+AVIF_NS = (14.0, 35.0)
 
 
 @dataclass(frozen=True)
