@@ -84,6 +84,13 @@ class Settings:
     oversampling: float = 2.0
     hnsw_ef: int | None = None  # None: the engine's default (ef_construct, 100)
     index_threshold: int = 20_000  # embedded store: unindexed points that start a background HNSW build
+    # A Qdrant cluster (README "Qdrant clusters"; imgsim.store.ClusterOptions): None = the server's default
+    qdrant_shards: int | None = None
+    qdrant_replication_factor: int | None = None
+    qdrant_write_consistency_factor: int | None = None
+    qdrant_on_disk_payload: bool | None = None
+    qdrant_write_ordering: str = "medium"  # weak | medium | strong
+    qdrant_read_consistency: str = "majority"  # majority | quorum | all
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -108,4 +115,11 @@ class Settings:
             oversampling=env_float("IMGSIM_OVERSAMPLING", 2.0, minimum=1.0),
             hnsw_ef=env_int("IMGSIM_HNSW_EF", 0, minimum=0) or None,
             index_threshold=env_int("IMGSIM_INDEX_THRESHOLD", 20_000, minimum=1),
+            qdrant_shards=env_int("QDRANT_SHARDS", 0, minimum=0) or None,
+            qdrant_replication_factor=env_int("QDRANT_REPLICATION_FACTOR", 0, minimum=0) or None,
+            qdrant_write_consistency_factor=env_int("QDRANT_WRITE_CONSISTENCY_FACTOR", 0, minimum=0) or None,
+            qdrant_on_disk_payload=env_bool("QDRANT_ON_DISK_PAYLOAD", False) if os.environ.get(
+                "QDRANT_ON_DISK_PAYLOAD") else None,
+            qdrant_write_ordering=env_choice("QDRANT_WRITE_ORDERING", "medium", ("weak", "medium", "strong")),
+            qdrant_read_consistency=env_choice("QDRANT_READ_CONSISTENCY", "majority", ("majority", "quorum", "all")),
         )

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from .base import (
     QUANTIZATION_CHOICES,
     Catalog,
+    ClusterOptions,
     ScoredRecord,
     StorageOptions,
     VectorStore,
@@ -93,6 +94,19 @@ def open_store(
         raise
 
 
+def cluster_options(settings: Settings) -> ClusterOptions:
+    """QDRANT_SHARDS and friends (README "Qdrant clusters"), checked together."""
+    try:
+        return ClusterOptions(
+            shard_number=settings.qdrant_shards, replication_factor=settings.qdrant_replication_factor,
+            write_consistency_factor=settings.qdrant_write_consistency_factor,
+            on_disk_payload=settings.qdrant_on_disk_payload, write_ordering=settings.qdrant_write_ordering,
+            read_consistency=settings.qdrant_read_consistency,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"Qdrant cluster settings: {exc}") from exc
+
+
 def _open_named(settings: Settings, name: str, dim: int, options: StorageOptions) -> VectorStore:
     if settings.qdrant_url:
         from .server import ServerStore, connect
@@ -100,7 +114,7 @@ def _open_named(settings: Settings, name: str, dim: int, options: StorageOptions
         return ServerStore(
             connect(settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_timeout), name, dim=dim,
             options=options, retries=settings.qdrant_retries, retry_budget_s=settings.qdrant_retry_budget,
-            where=f"Qdrant server {settings.qdrant_url}",
+            where=f"Qdrant server {settings.qdrant_url}", cluster=cluster_options(settings),
         )
     store: VectorStore = _edge_module().EdgeStore(settings.qdrant_path, name, dim=dim, options=options)
     return store
@@ -125,7 +139,7 @@ def open_catalog(settings: Settings) -> Catalog:
         return ServerCatalog(
             connect(settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_timeout),
             retries=settings.qdrant_retries, retry_budget_s=settings.qdrant_retry_budget,
-            where=f"Qdrant server {settings.qdrant_url}",
+            where=f"Qdrant server {settings.qdrant_url}", cluster=cluster_options(settings),
         )
     catalog: Catalog = _edge_module().EdgeCatalog(settings.qdrant_path)
     return catalog
@@ -137,6 +151,7 @@ __all__ = [
     "KEY_FIELD",
     "QUANTIZATION_CHOICES",
     "Catalog",
+    "ClusterOptions",
     "Condition",
     "FieldEquals",
     "FieldIn",
@@ -150,6 +165,7 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "Where",
+    "cluster_options",
     "field_unchanged",
     "ids_in",
     "in_bucket",

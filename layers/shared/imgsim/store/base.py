@@ -61,6 +61,54 @@ class StorageOptions:
         return self.quantization != "none"
 
 
+WRITE_ORDERINGS = ("weak", "medium", "strong")
+READ_CONSISTENCIES = ("majority", "quorum", "all")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How a collection lives on a multi-node Qdrant (README "Qdrant clusters"); the embedded engine,
+    one process on one folder, has no use for them.
+
+    Creation (``None``: the server's default, e.g. Qdrant Cloud's collection defaults): ``shard_number``
+    is fixed at creation (at least 2 per node: the cluster can grow without resharding),
+    ``replication_factor`` copies of each shard (2 for production: a node lost loses nothing and
+    stops nothing), ``write_consistency_factor`` replicas that must acknowledge a write,
+    ``on_disk_payload`` keeps payloads on disk (RAM for vectors only).
+
+    Every request: ``write_ordering`` for writes and ``read_consistency`` for the indexer's read-backs.
+    The indexer's ordering protocol (imgsim.ordering) is a read, then a conditional write (compare-and-
+    set on the stored sequencer/ETag): on replicated shards both must see one order of writes.
+    ``medium`` makes every replica apply a point's writes in the order its shard's (elected) leader
+    gives them and stays writable when a node is lost; ``strong`` (a fixed leader) would stop writes
+    when that node is down; ``weak`` (Qdrant's default) lets replicas apply concurrent writes in
+    different orders. Read-backs ask a ``majority`` of replicas; searches use the default (the first
+    replica to answer: a search a moment stale is harmless).
+    """
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk_payload: bool | None = None
+    write_ordering: str = "medium"
+    read_consistency: str = "majority"
+
+    def __post_init__(self) -> None:
+        if self.write_ordering not in WRITE_ORDERINGS:
+            raise ValueError(f"write ordering must be one of {', '.join(WRITE_ORDERINGS)}, got {self.write_ordering!r}")
+        if self.read_consistency not in READ_CONSISTENCIES:
+            raise ValueError(f"read consistency must be one of {', '.join(READ_CONSISTENCIES)}, "
+                             f"got {self.read_consistency!r}")
+        for name in ("shard_number", "replication_factor", "write_consistency_factor"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if (self.write_consistency_factor or 1) > (self.replication_factor or 1):
+            raise ValueError(
+                f"write_consistency_factor {self.write_consistency_factor} is more than replication_factor "
+                f"{self.replication_factor or 1}: no write could ever be acknowledged")
+
+
 @dataclass(frozen=True)
 class ScoredRecord:
     id: str

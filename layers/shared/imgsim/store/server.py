@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 from qdrant_client import QdrantClient, models
 
 from ..errors import CollectionMismatch, StoreError
-from .base import COMPANION_SUFFIXES, Catalog, ScoredRecord, StorageOptions, VectorStore
+from .base import (
+    COMPANION_SUFFIXES,
+    Catalog,
+    ClusterOptions,
+    ScoredRecord,
+    StorageOptions,
+    VectorStore,
+)
 from .retry import call_with_retries
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
 
@@ -95,9 +102,13 @@ class ServerStore(VectorStore):
         retry_budget_s: float = 3.0,
         where: str = "Qdrant server",
         owns_client: bool = True,
+        cluster: ClusterOptions | None = None,
     ) -> None:
         super().__init__(collection, dim=dim, options=options)
         self._client = client
+        self.cluster = cluster or ClusterOptions()
+        self._ordering = models.WriteOrdering(self.cluster.write_ordering)
+        self._consistency = models.ReadConsistencyType(self.cluster.read_consistency)
         self.retries = max(0, retries)
         self.retry_budget_s = retry_budget_s
         self._where = where
@@ -126,6 +137,10 @@ class ServerStore(VectorStore):
                         on_disk=True if quantized and self.options.originals_on_disk else None,
                     ),
                     quantization_config=quantization_config(self.options),
+                    shard_number=self.cluster.shard_number,
+                    replication_factor=self.cluster.replication_factor,
+                    write_consistency_factor=self.cluster.write_consistency_factor,
+                    on_disk_payload=self.cluster.on_disk_payload,
                 ),
             )
             for field in INDEXED_FIELDS:
@@ -144,6 +159,7 @@ class ServerStore(VectorStore):
         for field in INDEXED_FIELDS:  # a collection from an older imgsim lacks the newer ones
             if field not in (info.payload_schema or {}):
                 self._call("create_payload_index", _index_creator(client, name, field))
+        self._check_cluster(name, info.config.params)
         existing = _quantization_name(info.config.quantization_config or vectors.quantization_config)
         if existing != self.options.quantization and self.dim > 1:
             # Harmless for correctness: searches still work, only memory and recall differ.
@@ -153,13 +169,38 @@ class ServerStore(VectorStore):
                 self.options.quantization,
             )
 
+    def _check_cluster(self, name: str, params: Any) -> None:
+        """The existing collection against the configured cluster settings: a write consistency its replicas
+        cannot meet is an error (no write would be acknowledged); other differences are warnings, with
+        the way to change them (the data is right either way)."""
+        replicas = params.replication_factor or 1
+        if (self.cluster.write_consistency_factor or 1) > replicas:
+            raise CollectionMismatch(
+                f"collection {name!r} has {replicas} replica(s) per shard but QDRANT_WRITE_CONSISTENCY_FACTOR is "
+                f"{self.cluster.write_consistency_factor}: no write could be acknowledged; raise its replication "
+                "factor (update_collection + replicate shards) or lower the setting"
+            )
+        wanted = {"shard_number": self.cluster.shard_number, "replication_factor": self.cluster.replication_factor,
+                  "write_consistency_factor": self.cluster.write_consistency_factor,
+                  "on_disk_payload": self.cluster.on_disk_payload}
+        how = {"shard_number": "fixed at creation: Qdrant Cloud's resharding, or a new collection (imgsim reindex)",
+               "replication_factor": "update_collection(replication_factor=...), then Qdrant replicates the shards",
+               "write_consistency_factor": "update_collection(write_consistency_factor=...)",
+               "on_disk_payload": "update_collection(on_disk_payload=...)"}
+        for field, value in wanted.items():
+            actual = getattr(params, field, None)
+            if value is not None and actual != value:
+                log.warning("collection %r has %s=%s but the configuration asks for %s; keeping it (%s)",
+                            name, field, actual, value, how[field])
+
     # -- primitives -------------------------------------------------------------------------------------------
 
     def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None:
         structs = [models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload) for p in points]
         self._call(
             "upsert",
-            lambda: self._client.upsert(self.collection, points=structs, wait=True, update_filter=to_filter(only_if)),
+            lambda: self._client.upsert(self.collection, points=structs, wait=True, update_filter=to_filter(only_if),
+                                        ordering=self._ordering),
         )
 
     def _delete(self, selector: IdIn | Where) -> None:
@@ -168,12 +209,14 @@ class ServerStore(VectorStore):
             if isinstance(selector, IdIn)
             else models.FilterSelector(filter=to_filter(selector) or models.Filter())
         )
-        self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True))
+        self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True,
+                                                         ordering=self._ordering))
 
     def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]:
         found = self._call(
             "retrieve",
-            lambda: self._client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=with_vectors),
+            lambda: self._client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=with_vectors,
+                                          consistency=self._consistency),
         )
         return [_record(p) for p in found]
 
@@ -185,6 +228,7 @@ class ServerStore(VectorStore):
             lambda: self._client.scroll(
                 self.collection, scroll_filter=to_filter(where), limit=limit, offset=offset,
                 with_payload=list(fields) if fields is not None else True, with_vectors=with_vectors,
+                consistency=self._consistency,
             ),
         )
         return [_record(p) for p in found], (str(next_offset) if next_offset is not None else None)
@@ -217,6 +261,7 @@ class ServerStore(VectorStore):
         return ServerStore(
             self._client, self.collection + suffix, dim=dim, options=options or StorageOptions(quantization="none"),
             retries=self.retries, retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False,
+            cluster=self.cluster,  # companions are replicated like their collection
         )
 
     def close(self) -> None:
@@ -228,8 +273,9 @@ class ServerCatalog(Catalog):
     """Collections and aliases of a Qdrant server; the stores it opens share its client."""
 
     def __init__(self, client: QdrantClient, *, retries: int = 3, retry_budget_s: float = 3.0,
-                 where: str = "Qdrant server") -> None:
+                 where: str = "Qdrant server", cluster: ClusterOptions | None = None) -> None:
         self._client = client
+        self.cluster = cluster
         self.retries = max(0, retries)
         self.retry_budget_s = retry_budget_s
         self._where = where
@@ -247,7 +293,7 @@ class ServerCatalog(Catalog):
         if store is None or store.dim != dim:
             store = self._stores[collection] = ServerStore(
                 self._client, collection, dim=dim, options=options, retries=self.retries,
-                retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False)
+                retry_budget_s=self.retry_budget_s, where=self._where, owns_client=False, cluster=self.cluster)
         return store
 
     def open_owned(self, collection: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
