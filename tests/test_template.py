@@ -395,3 +395,14 @@ def test_model_parameter_names_exactly_the_manifest_models(template):
     # `make build MODEL=x` builds the layer around x and passes the same value to the template.
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert 'LAYER_MODELS="$(MODEL) $(EXTRA_MODELS)"' in makefile and "Model=$(MODEL)" in makefile
+
+
+def test_cluster_settings_reach_both_functions(template):
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["QDRANT_SHARDS"] == {"Ref": "QdrantShardNumber"}
+    assert variables["QDRANT_REPLICATION_FACTOR"] == {"Ref": "QdrantReplicationFactor"}
+    assert variables["QDRANT_WRITE_CONSISTENCY_FACTOR"] == {"Ref": "QdrantWriteConsistencyFactor"}
+    assert variables["QDRANT_ON_DISK_PAYLOAD"] == "true"
+    params = template["Parameters"]
+    assert (params["QdrantShardNumber"]["Default"], params["QdrantReplicationFactor"]["Default"],
+            params["QdrantWriteConsistencyFactor"]["Default"]) == (6, 2, 1)

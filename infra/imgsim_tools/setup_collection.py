@@ -8,7 +8,9 @@ key or a dimension mismatch before any image is indexed.
         python infra/setup_collection.py [--collection images]
 
 Uses the same settings as the functions (QDRANT_URL, QDRANT_API_KEY or QDRANT_API_KEY_PARAM read from
-SSM, QDRANT_COLLECTION, QDRANT_TIMEOUT, QDRANT_RETRIES; unset QDRANT_URL = embedded at QDRANT_PATH).
+SSM, QDRANT_COLLECTION, QDRANT_TIMEOUT, QDRANT_RETRIES, the cluster settings QDRANT_SHARDS,
+QDRANT_REPLICATION_FACTOR, QDRANT_WRITE_CONSISTENCY_FACTOR, QDRANT_ON_DISK_PAYLOAD; unset QDRANT_URL =
+embedded at QDRANT_PATH, where the cluster settings do not apply).
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantization", choices=("none", "int8", "binary"),
                         help="how the collection stores vectors (default: IMGSIM_QUANTIZATION or int8; README "
                              "\"Memory and quantization\")")
+    parser.add_argument("--shards", type=int, help="shard_number at creation (default: QDRANT_SHARDS or the server's)")
+    parser.add_argument("--replication-factor", type=int,
+                        help="copies of each shard (default: QDRANT_REPLICATION_FACTOR or the server's; 2 in production)")
+    parser.add_argument("--write-consistency-factor", type=int,
+                        help="replicas that must acknowledge a write (default: QDRANT_WRITE_CONSISTENCY_FACTOR)")
     args = parser.parse_args(argv)
-    if args.collection:
-        os.environ["QDRANT_COLLECTION"] = args.collection
-    if args.quantization:
-        os.environ["IMGSIM_QUANTIZATION"] = args.quantization
+    for value, variable in ((args.collection, "QDRANT_COLLECTION"), (args.quantization, "IMGSIM_QUANTIZATION"),
+                            (args.shards, "QDRANT_SHARDS"), (args.replication_factor, "QDRANT_REPLICATION_FACTOR"),
+                            (args.write_consistency_factor, "QDRANT_WRITE_CONSISTENCY_FACTOR")):
+        if value:
+            os.environ[variable] = str(value)
 
     from imgsim import runtime
     from imgsim.errors import ImgsimError
