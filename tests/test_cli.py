@@ -481,3 +481,19 @@ def test_display_key_for_files_and_s3_objects():
         "s3://imgsim-images/photos/cat.jpg"
     )
     assert cli.display_key({}, "the-id") == "the-id"
+
+
+def test_heic_and_avif_files_are_indexed_and_searchable(capsys, qdrant_env, tmp_path):
+    """The CLI decodes what phones write: an iPhone export folder is indexed, and searched by its HEIC."""
+    import pillow_heif
+
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    photo = Image.open(PHOTOS_DIR / CAT_PHOTOS[0]).convert("RGB")
+    pillow_heif.from_pillow(photo).save(folder / "IMG_0001.HEIC", quality=90)
+    Image.open(PHOTOS_DIR / OTHER_PHOTOS[0]).convert("RGB").save(folder / "IMG_0002.avif", quality=90)
+    code, out, err = run(capsys, "index", str(folder))
+    assert code == 0 and out.startswith("indexed 2, skipped 0, failed 0"), (out, err)
+    results = search_json(capsys, folder / "IMG_0001.HEIC", "--limit", "1")
+    assert results[0]["key"].endswith("IMG_0001.HEIC") and results[0]["format"] == "HEIF"
+    assert results[0]["content_type"] == "image/heic" and results[0]["percent"] >= 99.0

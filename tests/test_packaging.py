@@ -397,25 +397,30 @@ def test_arm64_stays_off_while_no_aarch64_interpreter_loads_on_lambdas_glibc(tmp
     """The template offers x86_64 only because the aarch64 LiteRT interpreter needs a newer glibc than the
     python3.11 runtime's 2.26. Checked on the wheel itself: when a release fixes it, this fails, and arm64
     can come back (layers/shared/Makefile, template Architecture)."""
-    (pin,) = [str(req) for name, req in layer_requirements().items() if name == "ai-edge-litert"]
+    pins = {name: str(req) for name, req in layer_requirements().items()
+            if name in ("ai-edge-litert", "pi-heif", "pillow")}
+    platforms = [arg for minor in range(17, 27) for arg in ("--platform", f"manylinux_2_{minor}_aarch64")]
     result = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--implementation",
-         "cp", "--python-version", "3.11", "--platform", "manylinux2014_aarch64", "--platform",
-         "manylinux_2_17_aarch64", "-d", str(tmp_path), pin], capture_output=True, text=True, timeout=300, check=False)
+         "cp", "--python-version", "3.11", "--platform", "manylinux2014_aarch64", *platforms, "-d", str(tmp_path),
+         *pins.values()], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     import zipfile
 
-    (wheel,) = tmp_path.glob("*.whl")
-    needs = {}
-    with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if name.endswith(".so"):
-                target = tmp_path / "x" / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.read(name))
-                assert int.from_bytes(target.read_bytes()[18:20], "little") == 183, name  # EM_AARCH64
-                needs[name.rsplit("/", 1)[-1]] = glibc_needed(target)
-    assert max(needs.values()) > LAMBDA_GLIBC, needs
+    needs: dict[str, dict[str, tuple[int, int]]] = {}
+    for wheel in tmp_path.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                if ".so" in name.rsplit("/", 1)[-1]:
+                    target = tmp_path / "x" / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.read(name))
+                    assert int.from_bytes(target.read_bytes()[18:20], "little") == 183, name  # EM_AARCH64
+                    needs.setdefault(wheel.name.split("-")[0], {})[name] = glibc_needed(target)
+    assert set(needs) == {"ai_edge_litert", "pi_heif", "pillow"}
+    # The image decoders added for HEIC and AVIF would load there; the interpreter would not.
+    assert max(needs["pi_heif"].values()) <= LAMBDA_GLIBC and max(needs["pillow"].values()) <= LAMBDA_GLIBC
+    assert max(needs["ai_edge_litert"].values()) > LAMBDA_GLIBC, needs["ai_edge_litert"]
     template = (REPO_ROOT / "template.yaml").read_text()
     assert "AllowedValues: [x86_64]" in template
 

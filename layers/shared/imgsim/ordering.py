@@ -16,8 +16,13 @@ that lost to an older concurrent write is retried, a put undone by a concurrent
 newer delete removes itself, and a delete removes any older point written behind
 its back.
 
-On a replicated Qdrant cluster these writes and read-backs need ``ordering`` /
-``consistency`` settings (issue 13); the protocol itself is the same.
+On a replicated Qdrant cluster the compare-and-set only holds if every replica applies a point's
+writes in one order and the read-backs see what a majority has: the server backend sends every
+write with ``ordering=medium`` (the shard leader orders them; Qdrant's default *weak* lets replicas
+apply concurrent writes in different orders, so one replica could keep the put another dropped)
+and every retrieve/scroll with ``consistency=majority`` (``imgsim.store.ClusterOptions``;
+``QDRANT_WRITE_ORDERING``, ``QDRANT_READ_CONSISTENCY``; README "Qdrant clusters"). ``strong`` would
+also order them but stops writes while the fixed leader's node is down. The protocol is the same.
 This module only uses ``VectorStore``'s interface: both backends run exactly this code.
 """
 
