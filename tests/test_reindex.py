@@ -98,7 +98,7 @@ def args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["--quiet", *argv])
 
 
-def test_switching_models_without_downtime(deployment, photos, capsys):
+def test_switching_models_without_downtime(deployment, photos, capsys, monkeypatch):
     s3 = deployment
     first = [f"photos/{i}.jpg" for i in range(6)]
     put(s3, photos, first)
@@ -109,9 +109,7 @@ def test_switching_models_without_downtime(deployment, photos, capsys):
 
     # Deployed with Model=model_b: model_a's collection is still served, model_b's is being built.
     runtime.reset()
-    import os
-
-    os.environ["IMGSIM_MODEL"] = "model_b"
+    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
     layout = runtime.get_layout()
     assert (layout.serving.collection, layout.serving.model) == ("images__model_a", "model_a")
     assert layout.building is not None and layout.building.collection == "images__model_b"
@@ -137,12 +135,11 @@ def test_switching_models_without_downtime(deployment, photos, capsys):
     assert set(built) == {*first[1:], "photos/new.jpg"} and set(built.values()) == {"model_b"}
 
     # Running functions follow the alias at their next refresh; then only one collection is written.
-    os.environ["IMGSIM_ALIAS_TTL"] = "0"
+    monkeypatch.setenv("IMGSIM_ALIAS_TTL", "0")
     runtime.refresh()
     assert runtime.get_layout().serving.collection == "images__model_b" and runtime.get_layout().building is None
     assert runtime.get_store().collection == "images__model_b"
     assert runtime.get_embedder().model_name == "model_b"
-    os.environ.pop("IMGSIM_ALIAS_TTL")
 
 
 def test_a_rebuild_resumes_and_switches_only_when_nothing_failed(deployment, photos, capsys, monkeypatch):
