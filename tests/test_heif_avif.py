@@ -187,3 +187,14 @@ def test_the_indexer_indexes_heic_and_avif_objects(photos, embedder, moto_s3, tm
     finally:
         store.close()
         runtime.reset()
+
+
+def test_the_page_offers_heic_and_avif_files():
+    """The file pickers list .heic/.heif/.avif (browsers that do not map them to image/*), and uploads
+    declare their content types."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "functions" / "search" / "static" / "index.html").read_text()
+    pickers = page.count('accept="image/*,.heic,.heif,.avif"')
+    assert pickers == page.count('type="file"') == 4
+    assert 'heic: "image/heic"' in page and 'heif: "image/heif"' in page and 'avif: "image/avif"' in page

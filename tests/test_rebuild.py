@@ -24,29 +24,9 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 @pytest.fixture
-def s3(tmp_path, monkeypatch, backend):
-    import boto3
-    from moto import mock_aws
-
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
-    if backend == "server":
-        from imgsim.store.server import ServerCatalog
-        from qdrant_client import QdrantClient
-
-        class SharedServer(ServerCatalog):
-            def close(self) -> None:  # the server outlives the process-like runtime.reset()
-                pass
-
-        server = QdrantClient(location=":memory:")
-        monkeypatch.setattr(runtime, "open_catalog", lambda settings: SharedServer(server, retries=0))
-    runtime.reset()
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-    runtime.reset()
+def s3(runtime_on_backend, moto_s3):
+    runtime.reset()  # boto3 clients made inside moto's mock
+    return moto_s3
 
 
 def snapshot() -> dict[str, tuple[dict, np.ndarray]]:

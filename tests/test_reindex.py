@@ -34,34 +34,13 @@ def two_model_dir(root: Path) -> Path:
 
 
 @pytest.fixture
-def deployment(tmp_path, monkeypatch, backend):
-    """moto S3 with the bucket, both models, and the store on ``backend`` (server: qdrant-client's in-memory
-    mode stands in for Qdrant, through the same catalog code)."""
-    import boto3
-    from moto import mock_aws
-
+def deployment(tmp_path, monkeypatch, runtime_on_backend, moto_s3):
+    """moto S3 with the bucket, both models, the runtime on the store of ``backend``."""
     monkeypatch.setenv("IMGSIM_MODEL_DIR", str(two_model_dir(tmp_path / "models")))
     monkeypatch.setenv("IMGSIM_MODEL", "model_a")
     monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
-    if backend == "server":
-        from imgsim.store.server import ServerCatalog
-        from qdrant_client import QdrantClient
-
-        class SharedServer(ServerCatalog):
-            def close(self) -> None:  # the "server" outlives each process-like runtime.reset()
-                pass
-
-        server = QdrantClient(location=":memory:")
-        monkeypatch.setattr(runtime, "open_catalog", lambda settings: SharedServer(server, retries=0))
     runtime.reset()
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
-    runtime.reset()
+    return moto_s3
 
 
 def s3_put_event(bucket: str, key: str, s3, removed: bool = False) -> dict:
@@ -83,6 +62,14 @@ def index(keys: list[str], s3, action: str = "put") -> None:
                 for i, key in enumerate(keys)]
     report = indexer_from_runtime().process_messages(messages)
     assert report.failed_message_ids == [], report.outcomes
+
+
+def indexed_with_model_a_then_configured_b(s3, photos, keys: list[str], monkeypatch) -> None:
+    """``keys`` uploaded and indexed while model_a is configured; then the deployment is configured for model_b."""
+    put(s3, photos, keys)
+    index(keys, s3)
+    runtime.reset()
+    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
 
 
 def models_in(collection: str) -> dict[str, str]:
@@ -145,10 +132,7 @@ def test_switching_models_without_downtime(deployment, photos, capsys, monkeypat
 def test_a_rebuild_resumes_and_switches_only_when_nothing_failed(deployment, photos, capsys, monkeypatch):
     s3 = deployment
     keys = [f"p/{i}.jpg" for i in range(8)]
-    put(s3, photos, keys)
-    index(keys, s3)
-    runtime.reset()
-    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
+    indexed_with_model_a_then_configured_b(s3, photos, keys, monkeypatch)
 
     client = runtime.get_boto3_client("s3")
     real = client.get_object
@@ -175,10 +159,7 @@ def test_a_rebuild_resumes_and_switches_only_when_nothing_failed(deployment, pho
 def test_catch_up_removes_points_of_objects_deleted_meanwhile(deployment, photos, capsys, monkeypatch):
     s3 = deployment
     keys = [f"q/{i}.jpg" for i in range(4)]
-    put(s3, photos, keys)
-    index(keys, s3)
-    runtime.reset()
-    monkeypatch.setenv("IMGSIM_MODEL", "model_b")
+    indexed_with_model_a_then_configured_b(s3, photos, keys, monkeypatch)
     # Built without the switch; then an object goes while the functions are not writing to model_b yet.
     assert reindex.run(args("--model", "model_b", "--no-switch")) == 0
     assert runtime.get_catalog().alias_target("images") == "images__model_a"

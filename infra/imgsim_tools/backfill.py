@@ -77,6 +77,16 @@ def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
+def listed_events(bucket: str, listed: list[dict[str, Any]], event_name: str, *, only_if_changed: bool) -> list[ObjectEvent]:
+    """Put events for listed objects (their ETag and size as S3 lists them), for the indexer."""
+    return [
+        ObjectEvent(message_id=obj["Key"], action=PUT, bucket=bucket, key=obj["Key"],
+                    etag=str(obj.get("ETag", "")).strip('"') or None, size=obj.get("Size"),
+                    event_name=event_name, only_if_changed=only_if_changed)
+        for obj in listed
+    ]
+
+
 def backfill_event(bucket: str, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
     """An S3 notification record for a listed object, as the index queue expects it.
 
@@ -118,12 +128,7 @@ def run(args: argparse.Namespace) -> int:
     listed = 0
     for chunk in chunks(list_objects(s3, bucket, prefix), max(1, args.batch_size)):
         listed += len(chunk)
-        events = [
-            ObjectEvent(message_id=obj["Key"], action=PUT, bucket=bucket, key=obj["Key"],
-                        etag=str(obj.get("ETag", "")).strip('"') or None, size=obj.get("Size"),
-                        event_name="ObjectCreated:Backfill", only_if_changed=not args.force)
-            for obj in chunk
-        ]
+        events = listed_events(bucket, chunk, "ObjectCreated:Backfill", only_if_changed=not args.force)
         report = indexer.process_events(events)
         total.outcomes.extend(report.outcomes)
         for stage, ms in report.timings_ms.items():

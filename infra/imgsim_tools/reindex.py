@@ -38,7 +38,6 @@ from imgsim.indexing import (
     DELETE,
     FAILED,
     INDEXED,
-    PUT,
     SKIPPED,
     BatchReport,
     ObjectEvent,
@@ -47,7 +46,7 @@ from imgsim.indexing import (
 from imgsim.points import utc_now_iso
 from imgsim.store import Catalog, StorageOptions
 
-from .backfill import chunks, list_objects, parse_s3_uri
+from .backfill import chunks, list_objects, listed_events, parse_s3_uri
 
 
 @dataclass
@@ -134,12 +133,7 @@ class Reindexer:
         for chunk in chunks(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
             keys.update(obj["Key"] for obj in chunk)
             self.progress.listed += len(chunk)
-            events = [
-                ObjectEvent(message_id=obj["Key"], action=PUT, bucket=self.bucket, key=obj["Key"],
-                            etag=str(obj.get("ETag", "")).strip('"') or None, size=obj.get("Size"),
-                            event_name="ObjectCreated:Reindex", only_if_changed=True)
-                for obj in chunk
-            ]
+            events = listed_events(self.bucket, chunk, "ObjectCreated:Reindex", only_if_changed=True)
             self.progress.count(indexer.process_events(events))
             self.on_progress(self.progress)
         return keys
