@@ -207,3 +207,21 @@ def test_edge_aliases_survive_a_reopen(tmp_path):
         assert reopened.alias_target("images") == "images__x"
     finally:
         reopened.close()
+
+
+def test_reindex_against_a_running_local_stack_names_the_way_in(tmp_path, monkeypatch, capsys):
+    """The embedded store is locked by the process that has it open (here: this test, as `imgsim serve` would)."""
+    from imgsim.config import Settings
+    from imgsim_tools import cli
+
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "q"))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
+    holder = open_catalog(Settings(qdrant_path=str(tmp_path / "q")))
+    try:
+        assert cli.main(["reindex", "--model", runtime.configured_model(), "--quiet"]) == 1
+    finally:
+        holder.close()
+        runtime.reset()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is in use by" in err and "--stack http://127.0.0.1:3000" in err

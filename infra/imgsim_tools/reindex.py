@@ -267,10 +267,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stack:
         return run_in_stack(args)
+    from imgsim.errors import StoreLocked
+
     started = time.perf_counter()
     bar = Bar(args.quiet)
-    reindexer = reindexer_from_runtime(args.model, args.uri, batch_size=args.batch_size,
-                                       concurrency=args.concurrency, on_progress=bar.update)
+    try:
+        reindexer = reindexer_from_runtime(args.model, args.uri, batch_size=args.batch_size,
+                                           concurrency=args.concurrency, on_progress=bar.update)
+    except StoreLocked as exc:  # the embedded store of a running `imgsim serve`: reindex inside it
+        bar.close()
+        raise StoreLocked(f"{exc}; if that is `imgsim serve`, run the reindex inside it: imgsim reindex --model "
+                          f"{args.model} --stack http://127.0.0.1:3000") from exc
     try:
         progress = reindexer.run(switch=not args.no_switch)
     finally:
