@@ -163,7 +163,7 @@ def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, e
     assert set(second) == set(first)
     assert {r["key"] for r in second.values()} == {r["key"] for r in first.values()}
 
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
@@ -215,7 +215,7 @@ def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_d
     assert code == 130
     assert out.startswith("interrupted: indexed 2, skipped 0, failed 0")
 
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
@@ -303,7 +303,7 @@ def test_compare_two_images(capsys, embedder):
 
 
 def test_collection_with_another_dimension_exits_1(capsys, qdrant_env, image_dir):
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim.store import open_store
 
     store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=8)

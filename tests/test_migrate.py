@@ -11,9 +11,9 @@ import imgsim.store.server
 import numpy as np
 import pytest
 from imgsim import StoredPoint, point_id_for_file, runtime
-from imgsim.config import Settings
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
+from imgsim.settings import Settings
 from imgsim.store import key_dirs, open_store
 from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerCatalog, ServerStore

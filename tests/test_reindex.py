@@ -196,7 +196,7 @@ def test_reindex_with_an_unknown_model_fails_cleanly(deployment):
 
 
 def test_edge_aliases_survive_a_reopen(tmp_path):
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
 
     catalog = open_catalog(Settings(qdrant_path=str(tmp_path / "q")))
     catalog.open_store("images__x", dim=4).ensure_collection()
@@ -211,7 +211,7 @@ def test_edge_aliases_survive_a_reopen(tmp_path):
 
 def test_reindex_against_a_running_local_stack_names_the_way_in(tmp_path, monkeypatch, capsys):
     """The embedded store is locked by the process that has it open (here: this test, as `imgsim serve` would)."""
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim_tools import cli
 
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "q"))

@@ -25,7 +25,7 @@ def put_photo(serve: Serve, path: Path, key: str) -> str:
 
 def keys_by_collection(data_dir: Path) -> dict[str, set[str]]:
     """key sets of both model collections, read from the stopped stack's embedded store."""
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim.store import open_catalog
 
     catalog = open_catalog(Settings(qdrant_path=str(data_dir / "qdrant")))

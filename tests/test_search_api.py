@@ -498,7 +498,7 @@ def test_delete_refuses_points_without_an_object_here(call):
 def unreachable_store(search_app, monkeypatch):
     """The service with a Qdrant server that refuses connections (a closed local port)."""
     from imgsim.api import SearchService
-    from imgsim.config import Settings
+    from imgsim.settings import Settings
     from imgsim.store import open_store
 
     store = open_store(

@@ -30,11 +30,11 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from imgsim.config import Settings
 from imgsim.decode import DecodedImage
 from imgsim.errors import ImageError, StoreError
 from imgsim.ids import point_id_for_file
 from imgsim.scoring import percent_from_score, score_from_cosine
+from imgsim.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from imgsim.config import Settings
 from imgsim.errors import CollectionMismatch, ConfigError
+from imgsim.settings import Settings
 from imgsim.store import ClusterOptions, StoredPoint, cluster_options
 from imgsim.store.server import ServerStore, connect
 from imgsim.store.types import IdIn

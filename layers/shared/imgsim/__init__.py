@@ -1,6 +1,5 @@
 """imgsim: image similarity search shared by the Lambda functions, the CLI and the local stack."""
 
-from .config import Settings
 from .decode import DecodedImage, decode_image
 from .embedder import Embedder
 from .errors import (
@@ -21,6 +20,7 @@ from .errors import (
 )
 from .ids import point_id_for_file, point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
+from .settings import Settings
 from .store import Record, SearchHit, StoredPoint, VectorStore, open_store
 
 __all__ = [

@@ -14,12 +14,11 @@ import binascii
 import hmac
 import json
 import math
-import os
 import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,57 +26,20 @@ from python_multipart import FormParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from .config import env_float, env_int
 from .decode import EXTRA_CONTENT_TYPES, FORMAT_CONTENT_TYPES
 from .errors import DecodeTooCostly, ImageError, ImageTooLarge, StoreUnavailable
 from .ids import point_id_for_object
 from .scoring import percent_from_score, score_from_cosine
+from .settings import ApiSettings
 from .store import FieldEquals, FieldRange, Where
 
-# Lambda accepts at most 6 MiB of invocation payload, and HTTP API delivers binary
-# bodies base64-encoded (4/3 larger), so about 4.7 MB of raw image fits; keep
-# room for headers and the rest of the event.
-DEFAULT_MAX_BODY_BYTES = 4_500_000
-DEFAULT_URL_TTL = 900
-DEFAULT_UPLOAD_PREFIX = "uploads/"
 RETRY_AFTER_SECONDS = 5
 
 # Content types POST /uploads accepts: what the indexer can decode.
 UPLOAD_CONTENT_TYPES = frozenset(FORMAT_CONTENT_TYPES.values()) | EXTRA_CONTENT_TYPES
 IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
 
-
-# Raw cosine of the search vectors above which two images count as "similar": passed by 1 in ~900 random pairs
-# of photos of different animals and by every labelled look-alike pair (bench_duplicates.py, README "Duplicates").
-DEFAULT_SIMILAR_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """The search API's settings (environment variables, defaults in README.md)."""
-
-    images_bucket: str | None = None
-    upload_prefix: str = DEFAULT_UPLOAD_PREFIX
-    url_ttl: int = DEFAULT_URL_TTL
-    cors_origin: str = "*"
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    api_key: str | None = field(default=None, repr=False)
-    api_key_param: str | None = None
-    # Results at or above it are marked "similar": true (tests/bench/bench_duplicates.py calibrates it).
-    similar_threshold: float = DEFAULT_SIMILAR_THRESHOLD
-
-    @classmethod
-    def from_env(cls) -> ApiConfig:
-        return cls(
-            images_bucket=os.environ.get("IMAGES_BUCKET") or None,
-            upload_prefix=os.environ.get("IMGSIM_UPLOAD_PREFIX", DEFAULT_UPLOAD_PREFIX),
-            url_ttl=env_int("IMGSIM_URL_TTL", DEFAULT_URL_TTL, minimum=1),
-            cors_origin=os.environ.get("IMGSIM_CORS_ORIGIN") or "*",
-            max_body_bytes=env_int("IMGSIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
-            api_key=os.environ.get("IMGSIM_API_KEY") or None,
-            api_key_param=os.environ.get("IMGSIM_API_KEY_PARAM") or None,
-            similar_threshold=env_float("IMGSIM_SIMILAR_THRESHOLD", DEFAULT_SIMILAR_THRESHOLD, minimum=0.0),
-        )
+ApiConfig = ApiSettings  # the search API's settings (imgsim.settings)
 
 
 class ApiError(Exception):

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import Settings
 from .decode import DecodedImage, decode_image
 from .errors import ConfigError
 from .models import ModelSpec, resolve_model, verify_file
 from .preprocess import to_input_tensor
+from .settings import Settings
 
 try:  # ai-edge-litert (LiteRT): what the layer ships. tflite-runtime 2.14's x86_64 wheel needs GLIBC_2.29
     # (log, exp, pow) and Lambda's python3.11 runtime has glibc 2.26: it cannot load there
@@ -49,7 +49,7 @@ class Embedder:
         num_threads: int | None = None,
         settings: Settings | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        self.settings = settings or Settings()
         self.spec, self.model_path = resolve_model(model or self.settings.model_name, model_dir or self.settings.model_dir)
         verify_file(self.model_path, self.spec.sha256)
         self.num_threads = max(1, num_threads or self.settings.num_threads)

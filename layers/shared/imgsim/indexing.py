@@ -37,10 +37,8 @@ from urllib.parse import unquote_plus
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import env_float, env_int
 from .decode import DecodedImage, check_header, probe_cost
 from .dedupe import (
-    DEFAULT_DUPLICATE_THRESHOLD,
     DuplicateIndex,
     Match,
     Signature,
@@ -59,6 +57,7 @@ from .ids import point_id_for_object
 from .isolation import IsolatedDecodeFailed, decode_in_child
 from .ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
 from .points import DUPLICATE_OF_FIELD, DUPLICATE_SCORE_FIELD, image_payload
+from .settings import IndexSettings
 from .store import FieldIn, StoredPoint, VectorStore, Where, field_unchanged
 
 log = logging.getLogger(__name__)
@@ -766,16 +765,12 @@ class UnavailableIndexer:
 def indexer_from_runtime(
     *, logger: Any | None = None, fetch_concurrency: int | None = None,
 ) -> Indexer | RebuildingIndexer | UnavailableIndexer:
-    """An Indexer on the per-process singletons of ``imgsim.runtime`` (built once, reused).
-
-    ``IMGSIM_IGNORE_PREFIXES`` (default empty), ``IMGSIM_FETCH_CONCURRENCY`` (default 8),
-    ``IMGSIM_ISOLATE_AFTER`` (default 2) and ``IMGSIM_ISOLATED_TIMEOUT`` (seconds, default 30)
-    are read here: they only concern indexing.
-    """
+    """An Indexer on the per-process singletons of ``imgsim.runtime`` (built once, reused)."""
     from . import runtime
 
+    options = runtime.get_app_settings().index
     if fetch_concurrency is None:
-        fetch_concurrency = env_int("IMGSIM_FETCH_CONCURRENCY", 8, minimum=1)
+        fetch_concurrency = options.fetch_concurrency
     try:
         serving = indexer_for(runtime.get_store(), runtime.get_embedder(), logger=logger,
                               fetch_concurrency=fetch_concurrency)
@@ -789,26 +784,26 @@ def indexer_from_runtime(
 
 
 def indexer_for(store: VectorStore, embedder: Any, *, logger: Any | None = None,
-                fetch_concurrency: int = 8) -> Indexer:
-    """An Indexer on ``store`` and ``embedder`` with the environment's indexing settings."""
+                fetch_concurrency: int = 8, options: IndexSettings | None = None) -> Indexer:
+    """An Indexer on ``store`` and ``embedder`` with the process's indexing settings."""
     from . import runtime
 
+    options = options or runtime.get_app_settings().index
     return Indexer(
         store=store,
         embedder=embedder,
         s3_client=runtime.get_boto3_client("s3"),
-        ignore_prefixes=parse_ignore_prefixes(os.environ.get("IMGSIM_IGNORE_PREFIXES")),
+        ignore_prefixes=options.ignore_prefixes,
         fetch_concurrency=fetch_concurrency,
         logger=logger,
-        isolate_after=env_int("IMGSIM_ISOLATE_AFTER", 2, minimum=1),
-        isolated_timeout_s=env_float("IMGSIM_ISOLATED_TIMEOUT", 30.0, minimum=1.0),
-        duplicate_threshold=duplicate_threshold_from_env(),
+        isolate_after=options.isolate_after,
+        isolated_timeout_s=options.isolated_timeout_s,
+        duplicate_threshold=options.duplicate_check,
     )
 
 
 def duplicate_threshold_from_env() -> float | None:
-    """``IMGSIM_DUPLICATE_THRESHOLD`` (default 0.79, calibrated in tests/bench/bench_duplicates.py);
-    ``IMGSIM_DEDUPE=off`` turns the check at upload off."""
-    if os.environ.get("IMGSIM_DEDUPE", "on").strip().lower() in ("off", "false", "0", "no"):
-        return None
-    return env_float("IMGSIM_DUPLICATE_THRESHOLD", DEFAULT_DUPLICATE_THRESHOLD, minimum=0.0)
+    """The process's duplicate check threshold (None: IMGSIM_DEDUPE=off)."""
+    from . import runtime
+
+    return runtime.get_app_settings().index.duplicate_check

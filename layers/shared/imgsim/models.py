@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +45,8 @@ class ModelSpec:
 
 
 def candidate_model_dirs(model_dir: str | None = None) -> list[Path]:
-    env_dir = model_dir or os.environ.get("IMGSIM_MODEL_DIR")
-    if env_dir:
-        return [Path(env_dir)]
+    if model_dir:
+        return [Path(model_dir)]
     return [LAYER_MODEL_DIR, REPO_MODEL_DIR]
 
 

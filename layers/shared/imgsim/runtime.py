@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, env_float
 from .embedder import Embedder
 from .errors import ImgsimError
+from .settings import AppSettings, Settings, load
 from .store import Catalog, VectorStore, open_catalog, storage_options
 
 if TYPE_CHECKING:
@@ -39,16 +38,21 @@ def read_secret_parameter(name: str) -> str:
 
 
 @lru_cache(maxsize=1)
+def get_app_settings() -> AppSettings:
+    return load()
+
+
+@lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    settings = Settings.from_env()
-    param = os.environ.get("QDRANT_API_KEY_PARAM")
+    settings = get_app_settings().engine
+    param = settings.qdrant_api_key_param
     # Only a Qdrant server needs a key: the embedded store (no QDRANT_URL) never reads SSM.
     if param and settings.qdrant_url and not settings.qdrant_api_key:
         settings = dataclasses.replace(settings, qdrant_api_key=read_secret_parameter(param))
     return settings
 
 
-ALIAS_TTL_ENV = "IMGSIM_ALIAS_TTL"
+ALIAS_TTL_ENV = "IMGSIM_ALIAS_TTL"  # imgsim.settings.ALIAS_TTL
 _embedders: dict[str, Embedder] = {}
 _stores: dict[str, VectorStore] = {}
 _layout: dict[str, Any] = {"layout": None, "checked": 0.0}
@@ -101,7 +105,7 @@ def get_layout() -> Layout:
 def refresh() -> None:
     """Re-read the alias when IMGSIM_ALIAS_TTL seconds (default 30) have passed: called by the handlers
     at the start of each invocation, so warm environments follow ``imgsim reindex``'s switch."""
-    ttl = env_float(ALIAS_TTL_ENV, 30.0, minimum=0.0)
+    ttl = get_settings().alias_ttl_s
     with _lock:
         if _layout["layout"] is not None and time.monotonic() - _layout["checked"] >= ttl:
             try:
@@ -165,5 +169,5 @@ def reset() -> None:
         _embedders.clear()
         _stores.clear()
         _layout.update(layout=None, checked=0.0)
-        for cached in (get_settings, get_catalog, get_boto3_client):
+        for cached in (get_app_settings, get_settings, get_catalog, get_boto3_client):
             cached.cache_clear()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Settings
 from ..errors import ConfigError
+from ..settings import Settings
 from .base import (
     QUANTIZATION_CHOICES,
     Catalog,
