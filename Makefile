@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test test-tools lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser
+.PHONY: setup model serve test test-fast test-tools lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ serve: setup
 
 test: setup browser test-tools lint-code checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast tier: unit tests of every pipeline stage and service with a fake embedder and an in-memory store
+# (no model file, no process, no browser: tests/unit/conftest.py refuses them). Seconds, for every change.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # checkov (the template scan in tests/test_template.py) in a venv of its own: its pins would fight aws-sam-cli's.
 CHECKOV := $(VENV)/checkov/bin/checkov

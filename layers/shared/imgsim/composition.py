@@ -1,0 +1,223 @@
+"""The composition root: one object per process that builds the embedder, the stores, the catalog and the AWS
+clients from one ``AppSettings``, each once, and hands them to the services and the pipeline.
+
+Lambda reuses an execution environment across invocations, so the interpreter, the Qdrant client and the boto3
+clients are built on first use and then kept: the handler modules hold one ``Root`` each (``functions/*/app.py``),
+the CLI builds one per command from its options, the local stack one for both functions (its environments share
+it: the TFLite interpreter serializes its own calls and both store backends are thread-safe), and a test builds the
+one it needs. Nothing here reads the environment: the settings come in whole (``imgsim.settings.load``).
+
+Secrets: when ``QDRANT_API_KEY_PARAM`` names an SSM SecureString (the deployed stack) and no key is given, it is
+read once with powertools parameters (cached 5 min) on first use of a Qdrant server; the embedded store never
+reads SSM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .deployment import Layout, resolve
+from .embedder import Embedder
+from .errors import ImgsimError
+from .settings import AppSettings, Settings, load
+from .store import Catalog, VectorStore, open_catalog, storage_options
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str], Any]
+SecretReader = Callable[[str], str]
+EmbedderFactory = Callable[[str, Settings], Embedder]
+
+
+def model_embedder(model: str, settings: Settings) -> Embedder:
+    """The real embedder (LiteRT); tests of the fast tier pass a fake factory instead."""
+    return Embedder(model, settings=settings)
+
+
+def read_secret_parameter(name: str) -> str:
+    """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``), cached 5 min."""
+    from aws_lambda_powertools.utilities import parameters
+
+    if name.startswith("secretsmanager:"):
+        return str(parameters.get_secret(name.split(":", 1)[1], max_age=300))
+    return str(parameters.get_parameter(name, decrypt=True, max_age=300))
+
+
+def boto3_client_factory(
+    *, endpoint_url: str | None = None, region: str | None = None, access_key: str | None = None,
+    secret_key: str | None = None,
+) -> ClientFactory:
+    """boto3 clients with adaptive retries; SigV4 presigning for S3 (botocore may still presign with the deprecated
+    SigV2). With no arguments boto3 finds endpoint, region and credentials as on Lambda (its own variables and
+    the execution role); the local stack passes its emulator's endpoint and dummy credentials explicitly."""
+
+    def make(service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "adaptive", "max_attempts": 5})
+        if service == "s3":
+            config = config.merge(Config(signature_version="s3v4"))
+        kwargs: dict[str, Any] = {"config": config}
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        if region:
+            kwargs["region_name"] = region
+        if access_key and secret_key:
+            kwargs.update(aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=None)
+        return boto3.client(service, **kwargs)  # type: ignore[call-overload]  # any service name, by design
+
+    return make
+
+
+class Root:
+    """Everything one process shares, built lazily from ``settings`` and kept until ``close()``."""
+
+    def __init__(
+        self, settings: AppSettings | None = None, *, clients: ClientFactory | None = None,
+        read_secret: SecretReader | None = None, embedders: EmbedderFactory | None = None,
+    ) -> None:
+        self.settings = settings or AppSettings()
+        self._make_embedder = embedders or model_embedder
+        self._make_client = clients or boto3_client_factory()
+        self._read_secret = read_secret or read_secret_parameter
+        self._lock = threading.RLock()
+        self._engine: Settings | None = None
+        self._catalog: Catalog | None = None
+        self._clients: dict[str, Any] = {}
+        self._embedders: dict[str, Embedder] = {}
+        self._stores: dict[str, VectorStore] = {}
+        self._layout: Layout | None = None
+        self._checked = 0.0
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Root:
+        """The root of a process configured by its environment (a Lambda function)."""
+        return cls(load(), **kwargs)
+
+    # -- settings and secrets ---------------------------------------------------------------------------------------
+
+    def read_secret(self, name: str) -> str:
+        return self._read_secret(name)
+
+    @property
+    def engine(self) -> Settings:
+        """The engine settings, with the Qdrant API key read from SSM when only its parameter is given."""
+        with self._lock:
+            if self._engine is None:
+                engine = self.settings.engine
+                param = engine.qdrant_api_key_param
+                if param and engine.qdrant_url and not engine.qdrant_api_key:
+                    engine = dataclasses.replace(engine, qdrant_api_key=self._read_secret(param))
+                self._engine = engine
+            return self._engine
+
+    # -- AWS --------------------------------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        """One boto3 client per service (thread-safe, reused)."""
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._make_client(service)
+            return self._clients[service]
+
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    # -- model and store --------------------------------------------------------------------------------------------
+
+    def configured_model(self) -> str:
+        """IMGSIM_MODEL, or the manifest's default model."""
+        if self.engine.model_name:
+            return self.engine.model_name
+        from .models import find_model_dir, load_manifest
+
+        default, _ = load_manifest(find_model_dir(self.engine.model_dir) / "models.json")
+        return default
+
+    def _embedder(self, model: str) -> Embedder:
+        if model not in self._embedders:
+            self._embedders[model] = self._make_embedder(model, self.engine)
+        return self._embedders[model]
+
+    def catalog(self) -> Catalog:
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = open_catalog(self.engine)
+            return self._catalog
+
+    def _current_layout(self, refresh: bool = False) -> Layout:
+        layout = self._layout
+        if layout is None or refresh:
+            configured = self.configured_model()
+            dims = {configured: self._embedder(configured).dim}
+            if layout is not None:
+                dims.update({m: e.dim for m, e in self._embedders.items()})
+            layout = resolve(self.catalog(), self.engine.collection, configured, dim_of=dims,
+                             options=storage_options(self.engine))
+            self._layout, self._checked = layout, time.monotonic()
+        return layout
+
+    def layout(self) -> Layout:
+        """Which collection is served (and with which model), and which one is being built (imgsim.deployment)."""
+        with self._lock:
+            return self._current_layout()
+
+    def refresh(self) -> None:
+        """Re-read the alias when ``alias_ttl_s`` has passed: the handlers call it at the start of each invocation,
+        so warm environments follow ``imgsim reindex``'s switch."""
+        with self._lock:
+            if self._layout is not None and time.monotonic() - self._checked >= self.engine.alias_ttl_s:
+                try:
+                    self._current_layout(refresh=True)
+                except ImgsimError as exc:  # Qdrant unreachable for a moment: keep serving what was resolved
+                    self._checked = time.monotonic()
+                    log.warning("could not re-read the collection alias (%s); keeping %s", exc,
+                                self._layout.serving.collection)
+
+    def embedder(self, model: str | None = None) -> Embedder:
+        """The embedder of ``model``, by default of the model the served collection holds."""
+        with self._lock:
+            return self._embedder(model or self._current_layout().serving.model)
+
+    def store(self) -> VectorStore:
+        """The served collection (through the alias QDRANT_COLLECTION)."""
+        with self._lock:
+            layout = self._current_layout()
+            return self._open(layout.serving.collection, self._embedder(layout.serving.model).dim)
+
+    def building(self) -> tuple[VectorStore, Embedder] | None:
+        """The configured model's collection and embedder while another model's is served, else None."""
+        with self._lock:
+            building = self._current_layout().building
+            if building is None:
+                return None
+            embedder = self._embedder(building.model)
+            return self._open(building.collection, embedder.dim), embedder
+
+    def _open(self, collection: str, dim: int) -> VectorStore:
+        """One store object per collection (it remembers that its collection is checked)."""
+        store = self._stores.get(collection)
+        if store is None or store.dim != dim:
+            store = self._stores[collection] = self.catalog().open_store(
+                collection, dim=dim, options=storage_options(self.engine))
+        return store
+
+    def close(self) -> None:
+        """Close the catalog (the embedded store's file lock) and forget everything built."""
+        with self._lock:
+            if self._catalog is not None:
+                self._catalog.close()
+            self._catalog = None
+            self._embedders.clear()
+            self._stores.clear()
+            self._clients.clear()
+            self._layout = None
+
+
+__all__ = ["Root", "boto3_client_factory", "model_embedder", "read_secret_parameter"]
