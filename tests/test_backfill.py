@@ -161,3 +161,24 @@ def test_bad_uri_is_a_config_error():
         listing.parse_s3_uri("https://example.com/photos")
     assert listing.parse_s3_uri("s3://b/some/prefix") == ("b", "some/prefix")
     assert listing.parse_s3_uri("s3://b") == ("b", "")
+
+
+def test_the_command_line_backfills_where_its_options_say(s3, photos, tmp_path, capsys):
+    """`imgsim --qdrant-path DIR backfill ...`: the global option reaches the command's session (no variable is
+    set for it), and the session's store is closed when the command ends."""
+    from imgsim.deployment import open_model_store
+    from imgsim.settings import Settings
+    from imgsim_tools import cli
+
+    for i in range(2):
+        s3.put_object(Bucket=BUCKET, Key=f"cli/{i}.jpg", Body=photos[i * 300].read_bytes())
+    other = tmp_path / "elsewhere"
+    assert cli.main(["--qdrant-path", str(other), "backfill", f"s3://{BUCKET}/cli/", "--quiet"]) == 0
+    assert "indexed   2" in capsys.readouterr().out
+    embedder = runtime.get_embedder()
+    store = open_model_store(Settings(qdrant_path=str(other)), dim=embedder.dim, model=embedder.model_name)
+    try:
+        assert store.count() == 2
+    finally:
+        store.close()
+    assert runtime.get_store().count() == 0  # QDRANT_PATH's store: untouched

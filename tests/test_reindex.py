@@ -232,3 +232,25 @@ def test_reindex_against_a_running_local_stack_names_the_way_in(tmp_path, monkey
         runtime.reset()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is in use by" in err and "--stack http://127.0.0.1:3000" in err
+
+
+def test_the_command_lines_own_session_writes_both_collections_during_a_switch(deployment, photos, capsys,
+                                                                              monkeypatch):
+    """`imgsim backfill` on the CLI's session (settings read once, its own catalog, closed at the end) sees the
+    deployment as the functions do: while model_a is served and model_b configured, objects land in both."""
+    from imgsim_tools import cli, session
+
+    # The CLI opens its catalog as the runtime does (the server stand-in is shared by every catalog).
+    monkeypatch.setattr(session, "open_catalog", runtime.open_catalog)
+    s3 = deployment
+    indexed_with_model_a_then_configured_b(s3, photos, ["s/0.jpg"], monkeypatch)
+    put(s3, photos, ["s/1.jpg", "s/2.jpg"], offset=3)
+    runtime.reset()  # the command opens the store itself
+    assert cli.main(["backfill", f"s3://{BUCKET}/s/", "--quiet"]) == 0
+    keys = {"s/0.jpg", "s/1.jpg", "s/2.jpg"}
+    assert set(models_in("images__model_a")) == keys
+    assert models_in("images__model_b") == dict.fromkeys(keys, "model_b")
+    runtime.reset()
+    assert cli.main(["reindex", "--model", "model_b", "--quiet"]) == 0
+    assert "unchanged 6" in capsys.readouterr().out  # both listings: all there already
+    assert runtime.get_catalog().alias_target("images") == "images__model_b"
