@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
+from imgsim import runtime
 from imgsim import settings as names
 from imgsim.deployment import Layout, open_in_catalog, resolve
 from imgsim.embedder import Embedder
@@ -57,9 +58,7 @@ def read_settings(environ: Mapping[str, str], overrides: Mapping[str, str] | Non
     app = load(effective)
     engine = app.engine
     if engine.qdrant_url and engine.qdrant_api_key_param and not engine.qdrant_api_key:
-        from imgsim.runtime import read_secret_parameter
-
-        engine = dataclasses.replace(engine, qdrant_api_key=read_secret_parameter(engine.qdrant_api_key_param))
+        engine = dataclasses.replace(engine, qdrant_api_key=runtime.read_secret_parameter(engine.qdrant_api_key_param))
         app = dataclasses.replace(app, engine=engine)
     return app
 
@@ -219,8 +218,6 @@ class Session:
 
     def client(self, service: str) -> Any:
         """The process's boto3 client for ``service`` (the one the indexer fetches objects with)."""
-        from imgsim import runtime
-
         return runtime.get_boto3_client(service)
 
     def close(self) -> None:
@@ -235,36 +232,33 @@ class RuntimeSession(Session):
     """A Session on ``imgsim.runtime``'s per-process objects (and its settings); ``close`` leaves them to it."""
 
     def __init__(self) -> None:
-        from imgsim import runtime
-
-        self._runtime = runtime
         super().__init__(dataclasses.replace(runtime.get_app_settings(), engine=runtime.get_settings()))
 
     def configured_model(self) -> str:
-        return self._runtime.configured_model()
+        return runtime.configured_model()
 
     @property
     def embedder(self) -> Embedder:
-        return self._runtime.get_embedder(self._runtime.configured_model())
+        return runtime.get_embedder(runtime.configured_model())
 
     def embedder_for(self, model: str | None = None) -> Embedder:
-        return self._runtime.get_embedder(model or self._runtime.configured_model())
+        return runtime.get_embedder(model or runtime.configured_model())
 
     @property
     def catalog(self) -> Catalog:
-        return self._runtime.get_catalog()
+        return runtime.get_catalog()
 
     def layout(self) -> Layout:
-        return self._runtime.get_layout()
+        return runtime.get_layout()
 
     def served_store(self) -> VectorStore:
-        return self._runtime.get_store()
+        return runtime.get_store()
 
     def served_embedder(self) -> Embedder:
-        return self._runtime.get_embedder()
+        return runtime.get_embedder()
 
     def building(self) -> tuple[VectorStore, Embedder] | None:
-        return self._runtime.get_building()
+        return runtime.get_building()
 
     def indexer(self, fetch_concurrency: int | None = None) -> Any:
         from imgsim.indexing import indexer_from_runtime
