@@ -23,7 +23,7 @@ from types import ModuleType
 
 from . import commands
 from .commands.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from .session import Session, global_overrides, read_settings
+from .session import GLOBAL_OPTIONS, Session, global_overrides, read_settings
 
 # -- argument parsing -----------------------------------------------------------------------
 
@@ -55,7 +55,7 @@ def _global_options() -> argparse.ArgumentParser:
     return common
 
 
-GLOBAL_DESTS = ("collection", "qdrant_path", "qdrant_url", "verbose")
+GLOBAL_DESTS = (*GLOBAL_OPTIONS, "verbose")
 
 
 def build_parser() -> argparse.ArgumentParser:
