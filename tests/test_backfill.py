@@ -9,7 +9,9 @@ from imgsim import runtime
 from imgsim.errors import ConfigError
 from imgsim.ids import point_id_for_object
 from imgsim.indexing import INDEXED, SKIPPED
-from imgsim_tools import backfill
+from imgsim_tools import listing
+from imgsim_tools.commands import backfill
+from imgsim_tools.session import RuntimeSession
 
 BUCKET = "imgsim-images"
 
@@ -18,6 +20,11 @@ def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="imgsim backfill")
     backfill.add_arguments(parser)
     return parser.parse_args(list(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command on the runtime's objects: the ones this test inspects (and whose S3 client it watches)."""
+    return backfill.run(args, RuntimeSession())
 
 
 @pytest.fixture
@@ -59,7 +66,7 @@ def test_backfill_indexes_a_prefix_and_is_safe_to_rerun(s3, photos, get_object_c
     s3.put_object(Bucket=BUCKET, Key="photos/empty-folder/", Body=b"")  # console folder marker
     s3.put_object(Bucket=BUCKET, Key="elsewhere/x.jpg", Body=photos[1].read_bytes())
 
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--quiet", "--batch-size", "3")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--quiet", "--batch-size", "3")) == 0
     out = capsys.readouterr().out
     store = runtime.get_store()
     assert store.count() == 8
@@ -69,7 +76,7 @@ def test_backfill_indexes_a_prefix_and_is_safe_to_rerun(s3, photos, get_object_c
 
     # Re-run: nothing downloaded again, nothing duplicated.
     get_object_calls.clear()
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
     out = capsys.readouterr().out
     assert "indexed   0" in out and "unchanged 8" in out
     assert get_object_calls == ["photos/readme.txt"]  # poison is not remembered: re-checked
@@ -78,14 +85,14 @@ def test_backfill_indexes_a_prefix_and_is_safe_to_rerun(s3, photos, get_object_c
     # One object replaced: only that one is indexed again, with the new content.
     s3.put_object(Bucket=BUCKET, Key=keys[0], Body=photos[1500].read_bytes())
     get_object_calls.clear()
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
     assert "indexed   1" in capsys.readouterr().out
     assert keys[0] in get_object_calls
     new_etag = s3.head_object(Bucket=BUCKET, Key=keys[0])["ETag"].strip('"')
     assert store.get(point_id_for_object(BUCKET, keys[0])).payload["etag"] == new_etag
 
     # --force re-indexes everything, still without duplicates.
-    assert backfill.run(parse(f"s3://{BUCKET}/photos", "--quiet", "--force")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos", "--quiet", "--force")) == 0
     assert "indexed   8" in capsys.readouterr().out
     assert store.count() == 8
 
@@ -97,7 +104,7 @@ def test_backfill_keeps_a_stored_sequencer(s3, photos, capsys):
     s3.put_object(Bucket=BUCKET, Key="photos/a.jpg", Body=photos[0].read_bytes())
     indexer_from_runtime().process_events([ObjectEvent("m", PUT, BUCKET, "photos/a.jpg", sequencer="00AB")])
     s3.put_object(Bucket=BUCKET, Key="photos/a.jpg", Body=photos[700].read_bytes())  # event not yet delivered
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
     payload = runtime.get_store().get(point_id_for_object(BUCKET, "photos/a.jpg")).payload
     assert payload["sequencer"] == "00AB"
     assert payload["etag"] == s3.head_object(Bucket=BUCKET, Key="photos/a.jpg")["ETag"].strip('"')
@@ -108,7 +115,7 @@ def test_listing_follows_every_page(s3):
         s3.put_object(Bucket=BUCKET, Key=f"p/{i}.jpg", Body=b"x")
     pages = []
     s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: pages.append(parsed["KeyCount"]))
-    listed = [o["Key"] for o in backfill.list_objects(s3, BUCKET, "p/", page_size=3)]
+    listed = [o["Key"] for o in listing.list_objects(s3, BUCKET, "p/", page_size=3)]
     assert listed == [f"p/{i}.jpg" for i in range(7)]
     assert pages == [3, 3, 1]
 
@@ -134,23 +141,44 @@ def test_via_queue_enqueues_events_the_indexer_accepts(s3, photos, capsys):
             for m in messages:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--via-queue", queue_url, "--quiet")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--via-queue", queue_url, "--quiet")) == 0
     assert "12 objects listed, 12 enqueued" in capsys.readouterr().out
     first = drain()
     assert [o.status for o in first] == [INDEXED] * 12
     assert sorted(o.key for o in first) == sorted(keys)
     assert runtime.get_store().count() == 12
 
-    assert backfill.run(parse(f"s3://{BUCKET}/photos/", "--via-queue", queue_url, "--quiet")) == 0
+    assert run(parse(f"s3://{BUCKET}/photos/", "--via-queue", queue_url, "--quiet")) == 0
     again = drain()
     assert {(o.status, o.reason) for o in again} == {(SKIPPED, "unchanged")}
-    forced = backfill.backfill_event(BUCKET, {"Key": "a b.jpg", "Size": 3, "ETag": '"e"'}, force=True)
+    forced = backfill.backfill_record(BUCKET, {"Key": "a b.jpg", "Size": 3, "ETag": '"e"'}, force=True)
     assert forced["s3"]["object"] == {"key": "a+b.jpg", "size": 3, "eTag": "e"}
-    assert forced["imgsimBackfill"] is False
+    assert "imgsimBackfill" not in forced and "sequencer" not in forced["s3"]["object"]
 
 
 def test_bad_uri_is_a_config_error():
     with pytest.raises(ConfigError):
-        backfill.parse_s3_uri("https://example.com/photos")
-    assert backfill.parse_s3_uri("s3://b/some/prefix") == ("b", "some/prefix")
-    assert backfill.parse_s3_uri("s3://b") == ("b", "")
+        listing.parse_s3_uri("https://example.com/photos")
+    assert listing.parse_s3_uri("s3://b/some/prefix") == ("b", "some/prefix")
+    assert listing.parse_s3_uri("s3://b") == ("b", "")
+
+
+def test_the_command_line_backfills_where_its_options_say(s3, photos, tmp_path, capsys):
+    """`imgsim --qdrant-path DIR backfill ...`: the global option reaches the command's session (no variable is
+    set for it), and the session's store is closed when the command ends."""
+    from imgsim.deployment import open_model_store
+    from imgsim.settings import Settings
+    from imgsim_tools import cli
+
+    for i in range(2):
+        s3.put_object(Bucket=BUCKET, Key=f"cli/{i}.jpg", Body=photos[i * 300].read_bytes())
+    other = tmp_path / "elsewhere"
+    assert cli.main(["--qdrant-path", str(other), "backfill", f"s3://{BUCKET}/cli/", "--quiet"]) == 0
+    assert "indexed   2" in capsys.readouterr().out
+    embedder = runtime.get_embedder()
+    store = open_model_store(Settings(qdrant_path=str(other)), dim=embedder.dim, model=embedder.model_name)
+    try:
+        assert store.count() == 2
+    finally:
+        store.close()
+    assert runtime.get_store().count() == 0  # QDRANT_PATH's store: untouched

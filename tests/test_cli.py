@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from imgsim.ids import point_id_for_file
 from imgsim_tools import cli
+from imgsim_tools.commands import embed, search
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_embed_prints_one_json_object_per_file(capsys, embedder):
 
 def test_vector_json_round_trips_float32_exactly():
     values = np.random.default_rng(7).standard_normal(1024).astype(np.float32)
-    printed = json.loads(json.dumps(cli.vector_json(values)))
+    printed = json.loads(json.dumps(embed.vector_json(values)))
     np.testing.assert_array_equal(np.asarray(printed, dtype=np.float32), values)
 
 
@@ -163,10 +164,10 @@ def test_index_again_is_idempotent(capsys, monkeypatch, image_dir, qdrant_env, e
     assert set(second) == set(first)
     assert {r["key"] for r in second.values()} == {r["key"] for r in first.values()}
 
+    from imgsim.deployment import open_model_store
     from imgsim.settings import Settings
-    from imgsim.store import open_store
 
-    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
+    store = open_model_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
     try:
         assert store.count() == 6
     finally:
@@ -215,10 +216,10 @@ def test_ctrl_c_during_index_prints_partial_summary(capsys, monkeypatch, image_d
     assert code == 130
     assert out.startswith("interrupted: indexed 2, skipped 0, failed 0")
 
+    from imgsim.deployment import open_model_store
     from imgsim.settings import Settings
-    from imgsim.store import open_store
 
-    store = open_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
+    store = open_model_store(Settings(qdrant_path=str(qdrant_env)), dim=embedder.dim, model=embedder.model_name)
     try:
         assert store.count() == 2  # the first batch was stored and the store closed cleanly
     finally:
@@ -381,24 +382,31 @@ def test_serve_without_a_checkout_exits_2(capsys, monkeypatch, tmp_path):
 
 
 def test_serve_runs_local_stack_with_global_options(capsys, monkeypatch, tmp_path):
+    """A command gets the global options, given before or after it, in its arguments and its session's settings;
+    the environment is read, never written."""
     import types
 
     fake = types.ModuleType("fake_local_stack")
-    exec(  # noqa: S102 - a stand-in module for the delegate
+    exec(  # noqa: S102 - a stand-in module for the command
         '"""Fake local stack."""\n'
         "import json, os\n"
         "def add_arguments(parser):\n"
         "    parser.add_argument('--port', type=int, default=3000)\n"
-        "def run(args):\n"
+        "def run(args, session):\n"
         "    print(json.dumps({'port': args.port, 'collection': args.collection, 'verbose': args.verbose,\n"
-        "                      'env': os.environ['QDRANT_COLLECTION'], 'path': os.environ['QDRANT_PATH']}))\n"
+        "                      'settings': [session.settings.collection, session.settings.qdrant_path],\n"
+        "                      'overrides': dict(session.overrides), 'env': os.environ['QDRANT_COLLECTION']}))\n"
         "    return 7\n", fake.__dict__,
     )
-    monkeypatch.setitem(cli.DELEGATED, "serve", ("fake", lambda: fake))
+    real_load = cli.commands.load
+    monkeypatch.setattr(cli.commands, "load", lambda name: fake if name == "serve" else real_load(name))
     monkeypatch.setenv("QDRANT_COLLECTION", "before")
     code, out, _ = run(capsys, "--collection", "pics", "serve", "--port", "8080", "-v", "--qdrant-path", "/tmp/q")
     assert code == 7
-    assert json.loads(out) == {"port": 8080, "collection": "pics", "verbose": True, "env": "pics", "path": "/tmp/q"}
+    assert json.loads(out) == {
+        "port": 8080, "collection": "pics", "verbose": True, "settings": ["pics", "/tmp/q"],
+        "overrides": {"QDRANT_COLLECTION": "pics", "QDRANT_PATH": "/tmp/q"}, "env": "before",
+    }
 
 
 def test_project_root_is_the_checkout(monkeypatch):
@@ -476,11 +484,11 @@ def test_script_ctrl_c_exits_130_after_partial_summary(tmp_path):
 
 
 def test_display_key_for_files_and_s3_objects():
-    assert cli.display_key({"key": "/home/me/cat.jpg", "source": "file"}, "id") == "/home/me/cat.jpg"
-    assert cli.display_key({"key": "photos/cat.jpg", "bucket": "imgsim-images", "source": "s3"}, "id") == (
+    assert search.display_key({"key": "/home/me/cat.jpg", "source": "file"}, "id") == "/home/me/cat.jpg"
+    assert search.display_key({"key": "photos/cat.jpg", "bucket": "imgsim-images", "source": "s3"}, "id") == (
         "s3://imgsim-images/photos/cat.jpg"
     )
-    assert cli.display_key({}, "the-id") == "the-id"
+    assert search.display_key({}, "the-id") == "the-id"
 
 
 def test_heic_and_avif_files_are_indexed_and_searchable(capsys, qdrant_env, tmp_path):

@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from imgsim import runtime
 from imgsim.ids import point_id_for_object
+from imgsim_tools.events import sqs_event
 from support import INDEX_APP_PATH, lambda_context, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,31 +81,16 @@ def aws(tmp_path, monkeypatch):
 
 
 def receive_lambda_event(sqs, queue_url: str, queue_arn: str, max_records: int = 10) -> dict:
-    """Receive up to ``max_records`` messages and shape them exactly as Lambda's SQS poller does."""
-    records = []
-    while len(records) < max_records:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(10, max_records - len(records)),
+    """Receive up to ``max_records`` messages and shape them exactly as Lambda's SQS poller does
+    (imgsim_tools.events, the local stack's event source mapping's too)."""
+    messages = []
+    while len(messages) < max_records:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(10, max_records - len(messages)),
                                   AttributeNames=["All"], MessageAttributeNames=["All"], WaitTimeSeconds=0)
-        messages = got.get("Messages", [])
-        if not messages:
+        if not got.get("Messages"):
             break
-        for m in messages:
-            records.append({
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
-                           "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
-                    for name, a in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
-            })
-    return {"Records": records}
+        messages.extend(got["Messages"])
+    return sqs_event(messages, queue_arn, REGION)
 
 
 def acknowledge(sqs, queue_url: str, event: dict, response: dict) -> None:

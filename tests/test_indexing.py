@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-from urllib.parse import quote_plus
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from imgsim.indexing import (
     parse_ignore_prefixes,
 )
 from imgsim.store import key_dirs
+from imgsim_tools.events import s3_notification, s3_record
 from PIL import Image
 
 BUCKET = "imgsim-images"
@@ -35,24 +35,11 @@ BUCKET = "imgsim-images"
 
 def s3_body(key: str, action: str = PUT, *, sequencer: str | None = None, size: int | None = None,
             etag: str = "0123456789abcdef0123456789abcdef", bucket: str = BUCKET) -> str:
-    """One S3 notification as S3 sends it to SQS: the key URL-encoded with '+' for spaces."""
-    obj: dict = {"key": quote_plus(key)}
-    if action == PUT:
-        obj.update(size=size if size is not None else 1000, eTag=etag)
-    if sequencer is not None:
-        obj["sequencer"] = sequencer
-    return json.dumps({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-01-01T00:00:00.000Z",
-        "eventName": "ObjectCreated:Put" if action == PUT else "ObjectRemoved:Delete",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "imgsim",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"},
-                          "arn": f"arn:aws:s3:::{bucket}"},
-               "object": obj},
-    }]})
+    """One S3 notification as S3 sends it to SQS (imgsim_tools.events): the key URL-encoded with '+' for spaces."""
+    record = s3_record(bucket, key, event_name="ObjectCreated:Put" if action == PUT else "ObjectRemoved:Delete",
+                       size=size if size is not None else 1000, etag=etag, sequencer=sequencer,
+                       event_time="2026-01-01T00:00:00.000Z")
+    return json.dumps(s3_notification(record))
 
 
 @pytest.fixture

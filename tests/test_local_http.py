@@ -37,7 +37,7 @@ def server():
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     stack = FakeStack()
-    api = local_stack.ApiServer(sock, stack)
+    api = local_stack.ApiServer(sock, stack.invoke)
     thread = threading.Thread(target=api.serve_forever, daemon=True)
     thread.start()
     port = sock.getsockname()[1]

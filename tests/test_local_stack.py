@@ -397,7 +397,6 @@ def test_event_source_redelivers_failures_then_dead_letters():
     """The local event source mapping: batches of up to 10, ApproximateReceiveCount per delivery,
     batchItemFailures redelivered after the visibility timeout, the DLQ after maxReceiveCount."""
     import threading
-    from types import SimpleNamespace
 
     import boto3
     from imgsim_tools.local import event_source
@@ -416,8 +415,9 @@ def test_event_source_redelivers_failures_then_dead_letters():
             failed = [r["messageId"] for r in event["Records"] if r["body"] == "body-3"]
             return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
-        stack = SimpleNamespace(_stopping=threading.Event(), invoke=invoke)
-        poller = event_source.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", stack, dlq_url=dlq,
+        settled: list[str] = []
+        poller = event_source.SqsPoller(sqs, queue, "arn:aws:sqs:us-east-1:123456789012:q", invoke=invoke,
+                                       stopping=threading.Event(), settle=settled.extend, dlq_url=dlq,
                                        redelivery_delay_s=0.01, max_receive_count=5)
         while poller.drain_once():
             pass
@@ -432,6 +432,8 @@ def test_event_source_redelivers_failures_then_dead_letters():
         assert [count for batch in deliveries for body, count in batch if body == "body-3"] == ["1", "2", "3", "4", "5"]
         dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
         assert [m["Body"] for m in dead] == ["body-3"] and poller.pending() == 0
+        # Every message is settled once: when handled, or when it went to the DLQ.
+        assert sorted(settled) == sorted(f"body-{i}" for i in range(12))
 
 
 def test_queue_timeouts_and_batch_size_come_from_the_template():

@@ -11,10 +11,11 @@ import imgsim.store.server
 import numpy as np
 import pytest
 from imgsim import StoredPoint, point_id_for_file, runtime
+from imgsim.deployment import open_model_store
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
 from imgsim.settings import Settings
-from imgsim.store import key_dirs, open_store
+from imgsim.store import key_dirs
 from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerCatalog, ServerStore
 from imgsim_tools import cli
@@ -114,7 +115,7 @@ def test_migrate_from_a_server_into_an_empty_embedded_store(capsys, server, tmp_
     assert code == 0, err
     assert out.startswith(f"migrated from {URL}: copied 600 points and 1 tombstones")
     model = runtime.get_embedder().model_name
-    store = open_store(Settings(qdrant_path=str(fresh)), dim=DIM, model=model)  # through the alias
+    store = open_model_store(Settings(qdrant_path=str(fresh)), dim=DIM, model=model)  # through the alias
     assert store.collection.startswith("images__") and store.count() == 600
     store.close()
 

@@ -17,8 +17,9 @@ from imgsim import runtime
 from imgsim.indexing import RebuildingIndexer, indexer_from_runtime
 from imgsim.models import REPO_MODEL_DIR
 from imgsim.store import open_catalog
-from imgsim_tools import reindex
-from imgsim_tools.local.event_source import s3_object_event
+from imgsim_tools.commands import reindex
+from imgsim_tools.events import s3_notification, s3_record
+from imgsim_tools.session import RuntimeSession
 
 BUCKET = "imgsim-images"
 
@@ -39,6 +40,8 @@ def deployment(tmp_path, monkeypatch, runtime_on_backend, moto_s3):
     monkeypatch.setenv("IMGSIM_MODEL_DIR", str(two_model_dir(tmp_path / "models")))
     monkeypatch.setenv("IMGSIM_MODEL", "model_a")
     monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
+    # Running functions re-read the alias at every refresh (the settings are read once per process).
+    monkeypatch.setenv("IMGSIM_ALIAS_TTL", "0")
     runtime.reset()
     return moto_s3
 
@@ -46,9 +49,9 @@ def deployment(tmp_path, monkeypatch, runtime_on_backend, moto_s3):
 def s3_put_event(bucket: str, key: str, s3, removed: bool = False) -> dict:
     """The notification S3 sends for ``key`` (created with its size and ETag, or removed)."""
     if removed:
-        return s3_object_event(key, "us-east-1", created=False)
+        return s3_notification(s3_record(bucket, key, event_name="ObjectRemoved:Delete"))
     head = s3.head_object(Bucket=bucket, Key=key)
-    return s3_object_event(key, "us-east-1", created=True, size=head["ContentLength"], etag=head["ETag"].strip('"'))
+    return s3_notification(s3_record(bucket, key, size=head["ContentLength"], etag=head["ETag"]))
 
 
 def put(s3, photos, keys: list[str], offset: int = 0) -> None:
@@ -85,6 +88,11 @@ def args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["--quiet", *argv])
 
 
+def run(parsed: argparse.Namespace) -> int:
+    """The command on the runtime's objects, as inside `imgsim serve` (and the ones this test inspects)."""
+    return reindex.run(parsed, RuntimeSession())
+
+
 def test_switching_models_without_downtime(deployment, photos, capsys, monkeypatch):
     s3 = deployment
     first = [f"photos/{i}.jpg" for i in range(6)]
@@ -112,7 +120,7 @@ def test_switching_models_without_downtime(deployment, photos, capsys, monkeypat
     assert models_in("images__model_b") == {"photos/new.jpg": "model_b"}
 
     # The rebuild: searches keep using model_a's collection until the switch.
-    assert reindex.run(args("--model", "model_b")) == 0
+    assert run(args("--model", "model_b")) == 0
     out = capsys.readouterr().out
     # Two listings of 6 objects: the fill indexes 5 (new.jpg is there already), the catch-up finds all 6 done.
     assert "12 objects listed" in out and "indexed   5" in out and "unchanged 7" in out
@@ -122,7 +130,6 @@ def test_switching_models_without_downtime(deployment, photos, capsys, monkeypat
     assert set(built) == {*first[1:], "photos/new.jpg"} and set(built.values()) == {"model_b"}
 
     # Running functions follow the alias at their next refresh; then only one collection is written.
-    monkeypatch.setenv("IMGSIM_ALIAS_TTL", "0")
     runtime.refresh()
     assert runtime.get_layout().serving.collection == "images__model_b" and runtime.get_layout().building is None
     assert runtime.get_store().collection == "images__model_b"
@@ -143,14 +150,14 @@ def test_a_rebuild_resumes_and_switches_only_when_nothing_failed(deployment, pho
         return real(**kwargs)
 
     monkeypatch.setattr(client, "get_object", throttled)
-    assert reindex.run(args("--model", "model_b", "--batch-size", "3")) == 1
+    assert run(args("--model", "model_b", "--batch-size", "3")) == 1
     out = capsys.readouterr().out
     assert "indexed   6" in out and "failed 4" in out  # each failing object counted in both passes
     assert "run again" in out and runtime.get_catalog().alias_target("images") == "images__model_a"
     assert len(models_in("images__model_b")) == 6
 
     monkeypatch.setattr(client, "get_object", real)
-    assert reindex.run(args("--model", "model_b")) == 0  # resumes: only the two missing are downloaded
+    assert run(args("--model", "model_b")) == 0  # resumes: only the two missing are downloaded
     out = capsys.readouterr().out
     assert "indexed   2" in out and "unchanged 14" in out  # both passes skip the 6, then the 8
     assert runtime.get_catalog().alias_target("images") == "images__model_b"
@@ -161,10 +168,10 @@ def test_catch_up_removes_points_of_objects_deleted_meanwhile(deployment, photos
     keys = [f"q/{i}.jpg" for i in range(4)]
     indexed_with_model_a_then_configured_b(s3, photos, keys, monkeypatch)
     # Built without the switch; then an object goes while the functions are not writing to model_b yet.
-    assert reindex.run(args("--model", "model_b", "--no-switch")) == 0
+    assert run(args("--model", "model_b", "--no-switch")) == 0
     assert runtime.get_catalog().alias_target("images") == "images__model_a"
     s3.delete_object(Bucket=BUCKET, Key=keys[1])
-    assert reindex.run(args("--model", "model_b")) == 0
+    assert run(args("--model", "model_b")) == 0
     assert "removed 1" in capsys.readouterr().out
     assert set(models_in("images__model_b")) == {keys[0], keys[2], keys[3]}
 
@@ -183,7 +190,7 @@ def test_a_collection_from_before_per_model_names_is_replaced_by_the_alias(deplo
     layout = runtime.get_layout()
     assert (layout.serving.collection, layout.serving.model, layout.building) == ("images", "model_a", None)
     monkeypatch.setenv("IMGSIM_MODEL", "model_b")
-    assert reindex.run(args("--model", "model_b")) == 0
+    assert run(args("--model", "model_b")) == 0
     catalog = runtime.get_catalog()
     assert catalog.alias_target("images") == "images__model_b" and not catalog.exists("images")
 
@@ -192,7 +199,7 @@ def test_reindex_with_an_unknown_model_fails_cleanly(deployment):
     from imgsim.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model_c"):
-        reindex.run(args("--model", "model_c"))
+        run(args("--model", "model_c"))
 
 
 def test_edge_aliases_survive_a_reopen(tmp_path):
@@ -225,3 +232,25 @@ def test_reindex_against_a_running_local_stack_names_the_way_in(tmp_path, monkey
         runtime.reset()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is in use by" in err and "--stack http://127.0.0.1:3000" in err
+
+
+def test_the_command_lines_own_session_writes_both_collections_during_a_switch(deployment, photos, capsys,
+                                                                              monkeypatch):
+    """`imgsim backfill` on the CLI's session (settings read once, its own catalog, closed at the end) sees the
+    deployment as the functions do: while model_a is served and model_b configured, objects land in both."""
+    from imgsim_tools import cli, session
+
+    # The CLI opens its catalog as the runtime does (the server stand-in is shared by every catalog).
+    monkeypatch.setattr(session, "open_catalog", runtime.open_catalog)
+    s3 = deployment
+    indexed_with_model_a_then_configured_b(s3, photos, ["s/0.jpg"], monkeypatch)
+    put(s3, photos, ["s/1.jpg", "s/2.jpg"], offset=3)
+    runtime.reset()  # the command opens the store itself
+    assert cli.main(["backfill", f"s3://{BUCKET}/s/", "--quiet"]) == 0
+    keys = {"s/0.jpg", "s/1.jpg", "s/2.jpg"}
+    assert set(models_in("images__model_a")) == keys
+    assert models_in("images__model_b") == dict.fromkeys(keys, "model_b")
+    runtime.reset()
+    assert cli.main(["reindex", "--model", "model_b", "--quiet"]) == 0
+    assert "unchanged 6" in capsys.readouterr().out  # both listings: all there already
+    assert runtime.get_catalog().alias_target("images") == "images__model_b"

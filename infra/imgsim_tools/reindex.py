@@ -1,4 +1,5 @@
-"""`imgsim reindex --model NAME [s3://bucket[/prefix]]`: a model switch without downtime.
+"""A model switch without downtime: what `imgsim reindex --model NAME [s3://bucket[/prefix]]` does (the command is
+``imgsim_tools.commands.reindex``; inside a running `imgsim serve`, ``imgsim_tools.reindex_stack`` runs it).
 
 Builds ``<QDRANT_COLLECTION>__NAME`` from the bucket with the backfill machinery (the same
 ``Indexer`` the Lambda runs, the new model's embedder), then points the alias
@@ -24,16 +25,14 @@ that, then deletes the previous collection and its companions.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgsim.deployment import collection_for, resolve
+from imgsim.errors import ConfigError
 from imgsim.indexing import (
     DELETE,
     FAILED,
@@ -44,9 +43,13 @@ from imgsim.indexing import (
     indexer_for,
 )
 from imgsim.points import utc_now_iso
-from imgsim.store import Catalog, StorageOptions
+from imgsim.settings import IndexSettings
+from imgsim.store import Catalog, StorageOptions, storage_options
 
-from .backfill import chunks, list_objects, listed_events, parse_s3_uri
+from .listing import batches, list_objects, listed_events, parse_s3_uri
+
+if TYPE_CHECKING:
+    from .session import Session
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Reindexer:
         self, *, catalog: Catalog, alias: str, model: str, embedder: Any, s3: Any, bucket: str, prefix: str = "",
         options: StorageOptions | None = None, dims: dict[str, int] | None = None, batch_size: int = 32,
         concurrency: int = 8, on_progress: Callable[[Progress], None] | None = None,
+        index_settings: IndexSettings | None = None,
     ) -> None:
         self.catalog, self.alias, self.model, self.embedder = catalog, alias, model, embedder
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
@@ -94,6 +98,7 @@ class Reindexer:
         self.dims = {**(dims or {}), model: embedder.dim}
         self.batch_size, self.concurrency = max(1, batch_size), max(1, concurrency)
         self.on_progress = on_progress or (lambda progress: None)
+        self.index_settings = index_settings
         self.progress = Progress(model=model, target=collection_for(alias, model))
 
     def run(self, *, switch: bool = True) -> Progress:
@@ -102,7 +107,8 @@ class Reindexer:
             layout = resolve(self.catalog, self.alias, self.model, dim_of=self.dims, options=self.options)
             progress.previous = layout.serving.collection
             store = self.catalog.open_store(progress.target, dim=self.embedder.dim, options=self.options)
-            indexer = indexer_for(store, self.embedder, fetch_concurrency=self.concurrency)
+            indexer = indexer_for(store, self.embedder, fetch_concurrency=self.concurrency,
+                                  options=self.index_settings)
             progress.phase = "fill"
             self._index_listing(indexer)
             progress.phase = "catch-up"
@@ -130,10 +136,10 @@ class Reindexer:
 
     def _index_listing(self, indexer: Any) -> set[str]:
         keys: set[str] = set()
-        for chunk in chunks(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
-            keys.update(obj["Key"] for obj in chunk)
-            self.progress.listed += len(chunk)
-            events = listed_events(self.bucket, chunk, "ObjectCreated:Reindex", only_if_changed=True)
+        for batch in batches(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
+            keys.update(obj["Key"] for obj in batch)
+            self.progress.listed += len(batch)
+            events = listed_events(self.bucket, batch, "ObjectCreated:Reindex", only_if_changed=True)
             self.progress.count(indexer.process_events(events))
             self.on_progress(self.progress)
         return keys
@@ -168,124 +174,26 @@ class Reindexer:
         return True
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="manifest name of the model to switch to")
-    parser.add_argument("uri", nargs="?", help="s3://bucket[/prefix] to index (default: s3://$IMAGES_BUCKET)")
-    parser.add_argument("--batch-size", type=int, default=32, help="objects per embed batch and upsert (default 32)")
-    parser.add_argument("--concurrency", type=int, default=8, help="parallel S3 downloads (default 8)")
-    parser.add_argument("--no-switch", action="store_true", help="build (or top up) the collection, keep the alias")
-    parser.add_argument("--drop-old", action="store_true",
-                        help="after the switch, wait 2 x IMGSIM_ALIAS_TTL and delete the previous collection")
-    parser.add_argument("--stack", metavar="URL",
-                        help="run inside a running `imgsim serve` (its embedded store is locked by it), e.g. "
-                             "http://127.0.0.1:3000")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def bucket_and_prefix(uri: str | None) -> tuple[str, str]:
-    import os
-
-    from imgsim.errors import ConfigError
-
+def bucket_and_prefix(uri: str | None, images_bucket: str | None) -> tuple[str, str]:
+    """``s3://bucket[/prefix]``, or the deployment's bucket (IMAGES_BUCKET) when no URI is given."""
     if uri:
         return parse_s3_uri(uri)
-    bucket = os.environ.get("IMAGES_BUCKET")
-    if not bucket:
+    if not images_bucket:
         raise ConfigError("name the bucket (s3://bucket[/prefix]) or set IMAGES_BUCKET")
-    return bucket, ""
+    return images_bucket, ""
 
 
-def reindexer_from_runtime(model: str, uri: str | None, *, batch_size: int = 32, concurrency: int = 8,
-                           on_progress: Callable[[Progress], None] | None = None) -> Reindexer:
-    """A Reindexer on the process's runtime (its catalog, embedders and S3 client: shared with the
-    functions when run inside the local stack)."""
-    from imgsim import runtime
-    from imgsim.store import storage_options
-
-    bucket, prefix = bucket_and_prefix(uri)
-    settings = runtime.get_settings()
-    embedder = runtime.get_embedder(model)
-    dims = {runtime.configured_model(): runtime.get_embedder(runtime.configured_model()).dim}
+def reindexer_for(session: Session, model: str, uri: str | None, *, batch_size: int = 32, concurrency: int = 8,
+                  on_progress: Callable[[Progress], None] | None = None) -> Reindexer:
+    """A Reindexer on a session's catalog, embedders and S3 client (inside the local stack: the runtime's, shared
+    with the functions)."""
+    bucket, prefix = bucket_and_prefix(uri, session.app_settings.api.images_bucket)
+    settings = session.settings
+    embedder = session.embedder_for(model)
+    configured = session.configured_model()
     return Reindexer(
-        catalog=runtime.get_catalog(), alias=settings.collection, model=model, embedder=embedder,
-        s3=runtime.get_boto3_client("s3"), bucket=bucket, prefix=prefix, options=storage_options(settings),
-        dims=dims, batch_size=batch_size, concurrency=concurrency, on_progress=on_progress,
+        catalog=session.catalog, alias=settings.collection, model=model, embedder=embedder,
+        s3=session.client("s3"), bucket=bucket, prefix=prefix, options=storage_options(settings),
+        dims={configured: session.embedder_for(configured).dim}, batch_size=batch_size, concurrency=concurrency,
+        on_progress=on_progress, index_settings=session.app_settings.index,
     )
-
-
-def print_summary(progress: Progress, seconds: float, out: Any = None) -> None:
-    out = out or sys.stdout
-    print(f"reindex {progress.model} into {progress.target}: {progress.listed} objects listed in {seconds:.1f} s "
-          f"({progress.phase})", file=out)
-    print(f"  indexed   {progress.indexed}", file=out)
-    print(f"  unchanged {progress.unchanged} (already in {progress.target})", file=out)
-    print(f"  skipped   {progress.skipped}  removed {progress.removed}  failed {progress.failed}", file=out)
-    for line in progress.failures:
-        print(f"    {line}", file=out)
-    if progress.switched:
-        print(f"  alias switched: {progress.previous} -> {progress.target}", file=out)
-    if progress.error:
-        print(f"  {progress.error}", file=out)
-
-
-class Bar:
-    """tqdm over the listed objects, its postfix the counts (none with --quiet or without tqdm)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.bar: Any = None
-        if not quiet:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(unit="obj", desc="reindex", file=sys.stderr)
-            except ImportError:
-                pass
-        self.lock = threading.Lock()
-
-    def update(self, progress: Progress) -> None:
-        if self.bar is None:
-            return
-        with self.lock:
-            self.bar.set_description(f"reindex ({progress.phase})")
-            self.bar.n = progress.listed
-            self.bar.set_postfix(indexed=progress.indexed, unchanged=progress.unchanged, failed=progress.failed,
-                                 refresh=False)
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def run(args: argparse.Namespace) -> int:
-    from imgsim.config import env_float
-
-    from imgsim_tools.reindex_stack import run_in_stack
-
-    if args.stack:
-        return run_in_stack(args)
-    from imgsim.errors import StoreLocked
-
-    started = time.perf_counter()
-    bar = Bar(args.quiet)
-    try:
-        reindexer = reindexer_from_runtime(args.model, args.uri, batch_size=args.batch_size,
-                                           concurrency=args.concurrency, on_progress=bar.update)
-    except StoreLocked as exc:  # the embedded store of a running `imgsim serve`: reindex inside it
-        bar.close()
-        raise StoreLocked(f"{exc}; if that is `imgsim serve`, run the reindex inside it: imgsim reindex --model "
-                          f"{args.model} --stack http://127.0.0.1:3000") from exc
-    try:
-        progress = reindexer.run(switch=not args.no_switch)
-    finally:
-        bar.close()
-    print_summary(progress, time.perf_counter() - started)
-    if progress.switched and args.drop_old:
-        wait = 2 * env_float("IMGSIM_ALIAS_TTL", 30.0, minimum=0.0)
-        print(f"  waiting {wait:.0f} s for running functions to follow the alias, then dropping {progress.previous}")
-        if reindexer.drop_previous(wait):
-            print(f"  dropped {progress.previous}")
-    return 0 if progress.phase == "done" else 1

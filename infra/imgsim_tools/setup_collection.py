@@ -5,12 +5,12 @@ The functions create it on first use too; running this once after `sam deploy` c
 key or a dimension mismatch before any image is indexed.
 
     QDRANT_URL=https://xyz.cloud.qdrant.io:6333 QDRANT_API_KEY_PARAM=/imgsim/qdrant-api-key \
-        python infra/setup_collection.py [--collection images]
+        python -m imgsim_tools.setup_collection [--collection images]
 
 Uses the same settings as the functions (QDRANT_URL, QDRANT_API_KEY or QDRANT_API_KEY_PARAM read from
 SSM, QDRANT_COLLECTION, QDRANT_TIMEOUT, QDRANT_RETRIES, the cluster settings QDRANT_SHARDS,
 QDRANT_REPLICATION_FACTOR, QDRANT_WRITE_CONSISTENCY_FACTOR, QDRANT_ON_DISK_PAYLOAD; unset QDRANT_URL =
-embedded at QDRANT_PATH, where the cluster settings do not apply).
+embedded at QDRANT_PATH, where the cluster settings do not apply). An option wins over its variable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from imgsim import settings as names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,22 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-consistency-factor", type=int,
                         help="replicas that must acknowledge a write (default: QDRANT_WRITE_CONSISTENCY_FACTOR)")
     args = parser.parse_args(argv)
-    for value, variable in ((args.collection, "QDRANT_COLLECTION"), (args.quantization, "IMGSIM_QUANTIZATION"),
-                            (args.shards, "QDRANT_SHARDS"), (args.replication_factor, "QDRANT_REPLICATION_FACTOR"),
-                            (args.write_consistency_factor, "QDRANT_WRITE_CONSISTENCY_FACTOR")):
-        if value:
-            os.environ[variable] = str(value)
+    overrides = {variable: str(value) for value, variable in (
+        (args.collection, names.QDRANT_COLLECTION), (args.quantization, names.QUANTIZATION),
+        (args.shards, names.QDRANT_SHARDS), (args.replication_factor, names.QDRANT_REPLICATION_FACTOR),
+        (args.write_consistency_factor, names.QDRANT_WRITE_CONSISTENCY_FACTOR)) if value}
 
-    from imgsim import runtime
+    from imgsim.deployment import open_model_store
     from imgsim.errors import ImgsimError
     from imgsim.models import resolve_model
     from imgsim.ordering import OrderedStore
-    from imgsim.store import open_store
+
+    from .session import read_settings
 
     try:
-        settings = runtime.get_settings()  # resolves QDRANT_API_KEY_PARAM from SSM like the functions do
+        # The functions' settings, the options applied; QDRANT_API_KEY_PARAM read from SSM as the functions do.
+        settings = read_settings(os.environ, overrides).engine
         spec, _ = resolve_model(args.model or settings.model_name, settings.model_dir)
-        store = open_store(settings, dim=spec.output_dim, model=spec.name)  # per-model, behind the alias
+        store = open_model_store(settings, dim=spec.output_dim, model=spec.name)  # per-model, behind the alias
         try:
             store.ensure_collection()
             OrderedStore(store).tombstones.ensure_collection()  # the indexer's companion collection

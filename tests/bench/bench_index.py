@@ -54,23 +54,21 @@ def load_handler_module():
 
 
 def lambda_event(sqs, queue_url: str, queue_arn: str, count: int) -> dict:
-    records = []
-    while len(records) < count:
+    from imgsim_tools.events import sqs_event
+
+    received = []
+    while len(received) < count:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
                                        AttributeNames=["All"]).get("Messages", [])
         if not messages:
             break
         for m in messages:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-            if '"s3:TestEvent"' in m["Body"]:
-                continue
-            records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                            "attributes": m.get("Attributes", {}), "messageAttributes": {},
-                            "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
-                            "eventSourceARN": queue_arn, "awsRegion": REGION})
-    if len(records) != count:
-        raise RuntimeError(f"expected {count} notifications, got {len(records)}")
-    return {"Records": records}
+            if '"s3:TestEvent"' not in m["Body"]:
+                received.append(m)
+    if len(received) != count:
+        raise RuntimeError(f"expected {count} notifications, got {len(received)}")
+    return sqs_event(received, queue_arn, REGION)
 
 
 def stage_metrics(emf_output: str) -> dict[str, float]:

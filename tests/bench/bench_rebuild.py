@@ -31,7 +31,8 @@ os.environ.pop("QDRANT_URL", None)
 
 def run(concurrency: int, dedupe: bool, scratch: Path) -> float:
     from imgsim import runtime
-    from imgsim_tools import backfill
+    from imgsim_tools.commands import backfill
+    from imgsim_tools.session import RuntimeSession
 
     os.environ["QDRANT_PATH"] = str(scratch / f"q-{concurrency}-{dedupe}")
     os.environ["IMGSIM_DEDUPE"] = "on" if dedupe else "off"
@@ -50,7 +51,7 @@ def run(concurrency: int, dedupe: bool, scratch: Path) -> float:
     runtime.get_embedder()  # the model is loaded once per process on Lambda too: not part of the rate
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        assert backfill.run(args) == 0
+        assert backfill.run(args, RuntimeSession()) == 0
     seconds = time.perf_counter() - started
     assert runtime.get_store().count() == COUNT
     runtime.reset()

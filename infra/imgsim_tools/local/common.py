@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,11 @@ class StackError(Exception):
         self.exit_code = exit_code
 
 
-
 class StackStopping(Exception):
     """The stack is stopping: no more invocations."""
+
+
+# One invocation of a function of the stack: (function name, event, timeout in seconds) -> its result. The event
+# source and the HTTP front end call the functions only through this; StackStopping once the stack stops.
+Invoke = Callable[[str, dict[str, Any], int], Any]
 

@@ -1,31 +1,29 @@
-"""Lambda's SQS event source mapping for IndexFunction, and the S3 notifications it carries."""
+"""Lambda's SQS event source mapping for IndexFunction, and the S3 notifications it carries.
+
+It talks to the rest of the stack through three things only: the function to invoke (``Invoke``), the stack's
+stop signal (a ``threading.Event``) and a callback told which notifications were handled (``settle``).
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import threading
 import time
 import traceback
-import uuid
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, unquote_plus
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_plus
 
+from ..events import REGION, received_message, sqs_event
 from .common import (
-    BUCKET,
     INDEX_BATCH_SIZE,
     INDEX_TIMEOUT_S,
     RECEIVE_WAIT_S,
     SETTINGS,
+    Invoke,
     StackStopping,
     log,
 )
-
-if TYPE_CHECKING:
-    from .stack import LocalStack
 
 
 def s3_changes(bodies: list[str]) -> list[tuple[str, str, str | None]]:
@@ -49,60 +47,6 @@ def s3_changes(bodies: list[str]) -> list[tuple[str, str, str | None]]:
             elif name.startswith("ObjectRemoved:"):
                 changes.append((key, "delete", None))
     return changes
-
-
-def s3_object_event(key: str, region: str, *, created: bool, size: int | None = None, etag: str | None = None) -> dict:
-    """The notification S3 sends to the queue for a created or deleted object (keys URL-encoded, as S3 does)."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    obj: dict[str, Any] = {"key": quote_plus(key)}
-    if created:
-        obj.update({k: v for k, v in (("size", size), ("eTag", etag)) if v is not None})
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": region, "eventTime": now,
-        "eventName": "ObjectCreated:Put" if created else "ObjectRemoved:Delete",
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "index-created" if created else "index-removed",
-               "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"}, "object": obj},
-    }]}
-
-
-def sqs_event(messages: list[dict], queue_arn: str, region: str) -> dict:
-    """The event Lambda's SQS event source mapping passes for messages from ``receive_message``."""
-    records = []
-    for message in messages:
-        attributes = message.get("Attributes", {})
-        records.append({
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {
-                name: attributes[name]
-                for name in ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp",
-                             "AWSTraceHeader", "SequenceNumber", "MessageGroupId", "MessageDeduplicationId")
-                if name in attributes
-            },
-            "messageAttributes": {
-                name: _lambda_message_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": region,
-        })
-    return {"Records": records}
-
-
-def _lambda_message_attribute(value: dict) -> dict:
-    binary = value.get("BinaryValue")
-    converted: dict[str, Any] = {
-        "stringListValues": list(value.get("StringListValues", [])),
-        "binaryListValues": [base64.b64encode(v).decode() for v in value.get("BinaryListValues", [])],
-        "dataType": value["DataType"],
-    }
-    if "StringValue" in value:
-        converted["stringValue"] = value["StringValue"]
-    if binary is not None:
-        converted["binaryValue"] = base64.b64encode(binary).decode()
-    return converted
 
 
 def failed_message_ids(response: Any, message_ids: list[str]) -> set[str]:
@@ -140,15 +84,20 @@ class SqsPoller:
     data dir when they are written (``WriteThrough``), not from here.
     """
 
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, stack: LocalStack, *, dlq_url: str = "",
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, *, invoke: Invoke, stopping: threading.Event,
+                 settle: Callable[[list[str]], None] | None = None, region: str = REGION, dlq_url: str = "",
                  redelivery_delay_s: float = SETTINGS.visibility_timeout_s,
                  max_receive_count: int = SETTINGS.max_receive_count) -> None:
+        """``invoke``: IndexFunction's invocations; ``stopping``: set when the stack stops; ``settle``: called
+        with the bodies of the messages handled (or dead-lettered), which are no longer owed to the function."""
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
         self.dlq_url = dlq_url
-        self.stack = stack
-        self.region = os.environ["AWS_DEFAULT_REGION"]
+        self._invoke = invoke
+        self._stopping = stopping
+        self._settle = settle
+        self.region = region
         self.redelivery_delay_s = redelivery_delay_s
         self.max_receive_count = max_receive_count
         self._ready: list[dict] = []  # messages to deliver, oldest first
@@ -159,16 +108,16 @@ class SqsPoller:
     # -- ingress: moto's queue -> the buffer ---------------------------------------------------------------------
 
     def drain(self) -> None:
-        while not self.stack._stopping.is_set():
+        while not self._stopping.is_set():
             try:
                 if not self.drain_once():
                     # Short polls with a pause rather than a 1 s long poll: a stop is noticed in 0.1 s.
-                    self.stack._stopping.wait(0.1)
+                    self._stopping.wait(0.1)
             except Exception as exc:  # noqa: BLE001 - the drain must survive a hiccup of the emulator
-                if self.stack._stopping.is_set():
+                if self._stopping.is_set():
                     return
                 log.warning("queue drain failed: %s", exc)
-                self.stack._stopping.wait(1)
+                self._stopping.wait(1)
 
     def drain_once(self) -> int:
         response = self.sqs.receive_message(
@@ -193,12 +142,8 @@ class SqsPoller:
         """Messages for the function as if they had arrived on the queue (the start-up catch-up's)."""
         if not bodies:
             return
-        now_ms = str(int(time.time() * 1000))
-        messages = [{
-            "MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex, "Body": body,
-            "MD5OfBody": hashlib.md5(body.encode()).hexdigest(), "MessageAttributes": {},
-            "Attributes": {"ApproximateReceiveCount": "0", "SentTimestamp": now_ms, "SenderId": "AIDAJHIPRHEMV73VRJEBU"},
-        } for body in bodies]
+        now_ms = int(time.time() * 1000)
+        messages = [received_message(body, sent_ms=now_ms) for body in bodies]
         with self._cond:
             self._ready.extend(messages)
             self._cond.notify_all()
@@ -214,16 +159,16 @@ class SqsPoller:
     # -- delivery: the buffer -> IndexFunction ---------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self.stack._stopping.is_set():
+        while not self._stopping.is_set():
             try:
                 self.poll_once()
             except StackStopping:
                 return
             except Exception as exc:  # noqa: BLE001 - the poller must survive a hiccup of the emulator
-                if self.stack._stopping.is_set():
+                if self._stopping.is_set():
                     return
                 log.warning("queue poll failed: %s", exc)
-                self.stack._stopping.wait(1)
+                self._stopping.wait(1)
 
     def _take(self, wait_s: float) -> list[dict]:
         with self._cond:
@@ -234,7 +179,7 @@ class SqsPoller:
                 if due:
                     self._waiting = [(at, m) for at, m in self._waiting if at > now]
                     self._ready.extend(due)
-                if self._ready or now >= deadline or self.stack._stopping.is_set():
+                if self._ready or now >= deadline or self._stopping.is_set():
                     batch, self._ready = self._ready[:INDEX_BATCH_SIZE], self._ready[INDEX_BATCH_SIZE:]
                     return batch
                 next_due = min((at for at, _ in self._waiting), default=deadline)
@@ -253,7 +198,7 @@ class SqsPoller:
         ids = [m["MessageId"] for m in messages]
         began = time.perf_counter()
         try:
-            result = self.stack.invoke("IndexFunction", event, INDEX_TIMEOUT_S)
+            result = self._invoke("IndexFunction", event, INDEX_TIMEOUT_S)
             failed = failed_message_ids(result, ids)
             log.info("IndexFunction: batch of %d in %.1f ms", len(ids), (time.perf_counter() - began) * 1000)
         except StackStopping:
@@ -267,9 +212,8 @@ class SqsPoller:
         dead: list[dict] = []
         if failed:
             dead = self._redeliver_or_dead_letter([m for m in messages if m["MessageId"] in failed], len(ids))
-        settle = getattr(self.stack, "settle", None)
-        if settle is not None:  # handled, or in the DLQ: either way no longer owed to the function
-            settle([m["Body"] for m in messages if m["MessageId"] not in failed or m in dead])
+        if self._settle is not None:  # handled, or in the DLQ: either way no longer owed to the function
+            self._settle([m["Body"] for m in messages if m["MessageId"] not in failed or m in dead])
         return len(messages)
 
     def _redeliver_or_dead_letter(self, failed: list[dict], batch_size: int) -> list[dict]:

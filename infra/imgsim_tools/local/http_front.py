@@ -1,4 +1,8 @@
-"""API Gateway HTTP API in front of SearchFunction: uvicorn (h11) turning requests into format-2.0 events."""
+"""API Gateway HTTP API in front of SearchFunction: uvicorn (h11) turning requests into format-2.0 events.
+
+It talks to the rest of the stack through the function to invoke (``Invoke``) and, for the stack's own
+``/_local/reindex`` route, the API key and the reindex it starts (``ReindexRoute``): not the stack itself.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,36 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..events import http_api_event
 from ..reindex_stack import ROUTE as REINDEX_ROUTE
 from .common import (
     HTTP_API_BODY_LIMIT,
     LAMBDA_PAYLOAD_LIMIT,
     SEARCH_TIMEOUT_S,
+    Invoke,
     StackStopping,
     log,
 )
 
-if TYPE_CHECKING:
-    from .stack import LocalStack
+
+class ReindexRoute(Protocol):
+    """`imgsim reindex --stack`'s side in the stack (imgsim_tools.reindex_stack.StackReindex)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def start(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
 
 
 # -- API Gateway HTTP API emulation ---------------------------------------------------------------------------------
 
 def request_event(method: str, target: str, headers: Any, body: bytes, source_ip: str, port: int) -> dict:
     """The HTTP API event for one request (imgsim_tools.events knows the shape; the tests use it too)."""
-    from ..events import http_api_event
-
     split = urlsplit(target)
     joined: dict[str, str] = {}
     for name, value in headers:  # repeated headers: one comma-joined value, as API Gateway does
@@ -141,11 +150,15 @@ class JsonErrorsH11Protocol(H11Protocol):
 
 
 class ApiApp:
-    """ASGI app: each HTTP request -> an API Gateway HTTP API event -> SearchFunction's handler."""
+    """ASGI app: each HTTP request -> an API Gateway HTTP API event -> SearchFunction's handler.
 
-    def __init__(self, stack: LocalStack, port: int) -> None:
-        self.stack = stack
+    ``api_key`` guards the ``reindex`` route (without one, that path goes to the function like any other)."""
+
+    def __init__(self, invoke: Invoke, port: int, *, api_key: str = "", reindex: ReindexRoute | None = None) -> None:
+        self.invoke = invoke
         self.port = port
+        self.api_key = api_key
+        self.reindex = reindex
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -179,7 +192,7 @@ class ApiApp:
             client = scope.get("client") or ("127.0.0.1", 0)
             event = request_event(scope["method"], target, headers, body, client[0], self.port)
             request_id = event["requestContext"]["requestId"]
-            if scope["path"] == REINDEX_ROUTE:
+            if scope["path"] == REINDEX_ROUTE and self.reindex is not None:
                 response = await asyncio.to_thread(self._reindex, scope["method"], lowered, body)
             elif len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
                 response = _json_error(413, "body_too_large", "request over Lambda's 6 MB payload limit")
@@ -197,23 +210,24 @@ class ApiApp:
         """The local stack's own route for `imgsim reindex --stack` (imgsim_tools.reindex_stack)."""
         import hmac
 
-        if not hmac.compare_digest(headers.get("x-api-key", ""), self.stack.api_key):
+        assert self.reindex is not None
+        if not self.api_key or not hmac.compare_digest(headers.get("x-api-key", ""), self.api_key):
             return _json_error(401, "unauthorized", "missing or wrong x-api-key")
         if method == "GET":
-            status, document = 200, self.stack.reindex.status()
+            status, document = 200, self.reindex.status()
         elif method == "POST":
             try:
                 request = json.loads(body or b"{}")
             except ValueError:
                 return _json_error(400, "invalid_json", "the body is not JSON")
-            status, document = self.stack.reindex.start(request if isinstance(request, dict) else {})
+            status, document = self.reindex.start(request if isinstance(request, dict) else {})
         else:
             return _json_error(405, "method_not_allowed", "GET or POST")
         return HttpResponse(status, [("content-type", "application/json")], json.dumps(document).encode())
 
     def _invoke(self, event: dict, method: str, path: str) -> HttpResponse:
         try:
-            result = self.stack.invoke("SearchFunction", event, SEARCH_TIMEOUT_S)
+            result = self.invoke("SearchFunction", event, SEARCH_TIMEOUT_S)
             return http_response(result)
         except StackStopping:
             return _json_error(503, "stopping", "imgsim serve is stopping")
@@ -226,12 +240,13 @@ class ApiServer:
     """uvicorn serving ``ApiApp`` on an already-bound socket, on its own thread (no signal handlers:
     the stack handles Ctrl-C). No ``Server`` banner; keep-alive for the page's many small requests."""
 
-    def __init__(self, sock: socket.socket, stack: LocalStack) -> None:
+    def __init__(self, sock: socket.socket, invoke: Invoke, *, api_key: str = "",
+                 reindex: ReindexRoute | None = None) -> None:
         import uvicorn
 
         self.sock = sock
         config = uvicorn.Config(
-            ApiApp(stack, sock.getsockname()[1]), http=JsonErrorsH11Protocol, lifespan="off", access_log=False,
+            ApiApp(invoke, sock.getsockname()[1], api_key=api_key, reindex=reindex), http=JsonErrorsH11Protocol, lifespan="off", access_log=False,
             log_config=None, server_header=False, timeout_keep_alive=60,
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )

@@ -16,6 +16,10 @@ One process runs what AWS runs in several services:
 The handlers run unchanged: they are configured only through the environment variables of the contract
 (``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
 
+The parts talk to each other through small interfaces, not through this object: the event source and the HTTP
+front end get the function to call (``invoke``) and the stop signal (a ``threading.Event``); the event source
+tells the durable bucket what was handled through a callback (``settle``).
+
 Persistence: Qdrant persists by itself (its write-ahead log). moto keeps S3 in memory, so every write and delete
 it acknowledges is first committed under ``<data-dir>/s3/`` with the notification it owes the event source
 (``durable_s3``). On start the bucket's listing goes back into moto (bytes read on first access) *before* the
@@ -32,11 +36,12 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .. import lambda_emulation
+from ..events import s3_notification, s3_record
 from ..reindex_stack import StackReindex
 from .common import (
     ACCOUNT_ID,
@@ -55,7 +60,7 @@ from .common import (
 )
 from .durable_s3 import PUT, DurableBucket, WriteThrough
 from .environments import EnvironmentPool, PoolClosed
-from .event_source import SqsPoller, s3_changes, s3_object_event
+from .event_source import SqsPoller, s3_changes
 from .http_front import ApiServer
 
 # -- the stack --------------------------------------------------------------------------------------------------------
@@ -81,8 +86,12 @@ class LocalStack:
     def __init__(
         self, *, host: str, port: int, s3_port: int, data_dir: Path,
         index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER, search_concurrency: int = 4,
+        variables: Mapping[str, str] | None = None,
     ) -> None:
+        """``variables``: settings the command line chose (imgsim's global options, e.g. QDRANT_PATH); they win
+        over this shell's and the template's."""
         self.host = host
+        self.variables = dict(variables or {})
         self.port = port
         self.s3_port = s3_port
         self.data_dir = data_dir.resolve()
@@ -149,14 +158,16 @@ class LocalStack:
                 "SearchFunction": EnvironmentPool(self.search_handler_path, "imgsim_local_search_app",
                                                   self.search_concurrency, load_handler),
             }
-            self.poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, self, dlq_url=self.dlq_url)
+            self.poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, invoke=self.invoke,
+                                    stopping=self._stopping, settle=self.settle,
+                                    region=os.environ["AWS_DEFAULT_REGION"], dlq_url=self.dlq_url)
             self._catch_up()
             self._start_poller()
             self._spawn("index-builder", self._index_builder)
         except BaseException:
             api_socket.close()
             raise
-        self._http_server = ApiServer(api_socket, self)
+        self._http_server = ApiServer(api_socket, self.invoke, api_key=self.api_key, reindex=self.reindex)
         self._spawn("api-server", self._http_server.serve_forever)
         self.started = True
         self.start_seconds = time.perf_counter() - began
@@ -235,6 +246,10 @@ class LocalStack:
 
     def _configure_environment(self) -> None:
         env = os.environ
+        # What the command line chose first: the setdefaults below keep it.
+        env.update(self.variables)
+        if "QDRANT_PATH" in self.variables and "QDRANT_URL" not in self.variables:
+            env.pop("QDRANT_URL", None)
         # Every AWS call of this process (and of the handlers) goes to the emulator, signed with dummy
         # credentials, so a developer's real credentials or profile are never used.
         env["AWS_ENDPOINT_URL"] = self.s3_url
@@ -364,9 +379,13 @@ class LocalStack:
         region = os.environ["AWS_DEFAULT_REGION"]
         bodies = []
         for item in pending:
-            event = s3_object_event(item.key, region, created=item.action == PUT, size=item.size, etag=item.etag)
-            event["Records"][0]["imgsimBackfill"] = item.action == PUT
-            bodies.append(json.dumps(event))
+            created = item.action == PUT
+            record = s3_record(
+                BUCKET, item.key, event_name="ObjectCreated:Put" if created else "ObjectRemoved:Delete",
+                size=item.size, etag=item.etag, only_if_changed=created, region=region,
+                configuration_id="index-created" if created else "index-removed", principal_id="imgsim-local",
+            )
+            bodies.append(json.dumps(s3_notification(record)))
         self.poller.enqueue(bodies)
         if self.restored or pending:
             log.info("restored %d stored images from %s; %d events owed to the indexer sent again",

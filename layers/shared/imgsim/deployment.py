@@ -17,6 +17,9 @@ the deployment is *configured* for:
 
 The layout is re-read at most every ``IMGSIM_ALIAS_TTL`` seconds (default 30) by running functions
 (``imgsim.runtime.refresh``), so warm environments follow a switch without a deploy.
+
+The CLI reads and writes one model's collection by name (``open_model_store``): opening resolves the name here,
+so ``imgsim.store`` (the backends) never depends on this module.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import CollectionMismatch, ConfigError
-from .store import Catalog, StorageOptions, VectorStore
+from .settings import Settings
+from .store import Catalog, StorageOptions, VectorStore, open_catalog, storage_options
 
 SEPARATOR = "__"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -112,3 +116,42 @@ def _legacy_model(catalog: Catalog, collection: str, configured: str, dims: dict
         f"{mismatch} — collection {collection!r} holds vectors of none of the known models "
         f"({', '.join(sorted(dims))}); set IMGSIM_MODEL to the model it was built with"
     )
+
+
+def open_model_store(
+    settings: Settings, *, dim: int, model: str, collection: str | None = None, one_shot: bool = False,
+) -> VectorStore:
+    """The collection of ``model`` that the name in ``settings`` (or ``collection``) leads to; closing the store
+    closes its connection.
+
+    The name is resolved (one request to a server): an alias leads to its collection; when nothing exists under
+    the name yet, that model's collection is created behind the name as an alias (as the functions do); when the
+    name leads to another model's collection, ConfigError (searching or writing across models would be wrong).
+    ``one_shot``: the process makes one search and exits (``imgsim search``); see
+    ``StorageOptions.search_quantized``."""
+    catalog = open_catalog(settings)
+    try:
+        return open_in_catalog(catalog, collection or settings.collection, model=model, dim=dim,
+                               options=storage_options(settings, one_shot=one_shot), owned=True)
+    except BaseException:
+        catalog.close()
+        raise
+
+
+def open_in_catalog(
+    catalog: Catalog, name: str, *, model: str, dim: int, options: StorageOptions | None = None, owned: bool = False,
+) -> VectorStore:
+    """``open_model_store`` on an open catalog. ``owned``: the store is the catalog's only user (closing it
+    closes the catalog); otherwise the catalog's owner closes it."""
+    physical = catalog.alias_target(name)
+    if physical is not None:
+        served = model_of(name, physical)
+        if served is not None and served != model:
+            raise ConfigError(
+                f"{name!r} serves model {served!r} (collection {physical!r}), not {model!r}: set IMGSIM_MODEL="
+                f"{served}, or build that model's collection with `imgsim reindex --model {model}`"
+            )
+    elif not catalog.exists(name):
+        physical = resolve(catalog, name, model, dim_of={model: dim}, options=options).serving.collection
+    opener = catalog.open_owned if owned else catalog.open_store
+    return opener(physical or name, dim=dim, options=options)

@@ -5,6 +5,9 @@
 - otherwise: embedded Qdrant Edge at ``QDRANT_PATH`` (``imgsim.store.edge``; ``:memory:``
   for a throwaway store). Not in the Lambda layer.
 
+Which collection a name leads to (aliases, one collection per model) is ``imgsim.deployment``'s business,
+built on the ``Catalog`` here: this package never imports it.
+
 Backends are imported on first use, so a process on one never loads the other's
 library (qdrant-client alone takes ~0.5 s to import).
 """
@@ -58,40 +61,14 @@ def storage_options(settings: Settings, *, one_shot: bool = False) -> StorageOpt
 
 
 def open_store(
-    settings: Settings, *, dim: int, collection: str | None = None, one_shot: bool = False, model: str | None = None,
+    settings: Settings, *, dim: int, collection: str | None = None, one_shot: bool = False,
 ) -> VectorStore:
-    """The store ``settings`` describe, through its alias when the name is one (imgsim.deployment).
-
-    ``model``: the model whose vectors the caller reads or writes. The name is resolved (one request
-    to a server): an alias leads to its collection; when nothing exists under the name yet, that
-    model's collection is created behind the name as an alias (as the functions do); when the name
-    leads to another model's collection, ConfigError (searching or writing across models would be
-    wrong). Without ``model`` the name is used as it is and opening is lazy (the first call
-    creates or checks the collection).
-    ``one_shot``: the process makes one search and exits (``imgsim search``); see
-    ``StorageOptions.search_quantized``."""
-    from ..deployment import model_of, resolve
-
-    name = collection or settings.collection
-    options = storage_options(settings, one_shot=one_shot)
-    if model is None:
-        return _open_named(settings, name, dim, options)
-    catalog = open_catalog(settings)
-    try:
-        physical = catalog.alias_target(name)
-        if physical is not None:
-            served = model_of(name, physical)
-            if model is not None and served is not None and served != model:
-                raise ConfigError(
-                    f"{name!r} serves model {served!r} (collection {physical!r}), not {model!r}: set IMGSIM_MODEL="
-                    f"{served}, or build that model's collection with `imgsim reindex --model {model}`"
-                )
-        elif model is not None and not catalog.exists(name):
-            physical = resolve(catalog, name, model, dim_of={model: dim}, options=options).serving.collection
-        return catalog.open_owned(physical or name, dim=dim, options=options)
-    except BaseException:
-        catalog.close()
-        raise
+    """The collection named in ``settings`` (or ``collection``), used as it is: opening is lazy (the first call
+    creates or checks the collection). To open one model's collection through the alias, as the functions
+    and the CLI do: ``imgsim.deployment.open_model_store``.
+    ``one_shot``: the process makes one search and exits; see ``StorageOptions.search_quantized``."""
+    return _open_named(settings, collection or settings.collection, dim,
+                       storage_options(settings, one_shot=one_shot))
 
 
 def cluster_options(settings: Settings) -> ClusterOptions:

@@ -1,4 +1,8 @@
-"""Run the whole stack on this machine: local S3, queue, API and web page (see imgsim_tools.local.stack)."""
+"""Run the whole stack on this machine: local S3, queue, API and web page (see imgsim_tools.local.stack).
+
+The stack runs the project's handlers and reads its template: it needs a checkout (found as imgsim_tools.project
+says), reported in one line when there is none.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,22 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .common import INDEX_HANDLER, SEARCH_HANDLER, StackError, log
-from .stack import LocalStack
+from ..project import ProjectNotFound, handler_file, project_root
+from .common import UsageError
 
-# -- command line ---------------------------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from ..session import Session
+
+log = logging.getLogger("imgsim.serve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        root = project_root()
+    except ProjectNotFound as exc:
+        raise UsageError(f"imgsim serve: {exc}") from exc
     parser.add_argument("--port", type=int, default=3000, help="HTTP port of the page and the API (default 3000)")
     parser.add_argument("--s3-port", type=int, default=4566, help="port of the S3 + SQS emulator (default 4566)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -33,16 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 4; 1 serializes every request)",
     )
     # Hidden: run the stack around other handlers (the stack's own tests use tiny stand-ins).
-    parser.add_argument("--index-handler", default=str(INDEX_HANDLER), help=argparse.SUPPRESS)
-    parser.add_argument("--search-handler", default=str(SEARCH_HANDLER), help=argparse.SUPPRESS)
+    parser.add_argument("--index-handler", default=str(handler_file("index", root)), help=argparse.SUPPRESS)
+    parser.add_argument("--search-handler", default=str(handler_file("search", root)), help=argparse.SUPPRESS)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, session: Session) -> int:
+    # Imported here: the stack's modules read the checkout's template when imported (add_arguments checked it).
+    from ..local.common import StackError
+    from ..local.stack import LocalStack
+
     _configure_logging()
     stack = LocalStack(
         host=args.host, port=args.port, s3_port=args.s3_port, data_dir=Path(args.data_dir),
         index_handler=Path(args.index_handler), search_handler=Path(args.search_handler),
-        search_concurrency=args.search_concurrency,
+        search_concurrency=args.search_concurrency, variables=session.overrides,
     )
     stop = threading.Event()
 

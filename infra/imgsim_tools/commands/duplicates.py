@@ -18,11 +18,18 @@ import argparse
 import csv
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from imgsim.errors import ImgsimError
+from imgsim.settings import DEFAULT_DUPLICATE_THRESHOLD
+
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 # bench_duplicates.py: raw cosine of the search vectors at <= 1 false pair per 30 look-alikes.
 RAW_THRESHOLD = 0.74
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,31 +49,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="--resolve: really delete (default: a dry run)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from imgsim import runtime
-    from imgsim.errors import ImgsimError
-
+def run(args: argparse.Namespace, session: Session) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         print("imgsim duplicates: --threshold must be between 0 and 1", file=sys.stderr)
         return EXIT_USAGE
     try:
         if args.resolve:
-            return resolve(args, runtime)
-        return list_groups(args, runtime)
+            return resolve(args, session)
+        return list_groups(args, session)
     except ImgsimError as exc:
         print(f"imgsim duplicates: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    finally:
-        runtime.reset()
+        return EXIT_FAILURE
 
 
-def list_groups(args: argparse.Namespace, runtime: Any) -> int:
+def list_groups(args: argparse.Namespace, session: Session) -> int:
     from imgsim.dedupe import DuplicateIndex
     from imgsim.duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, DuplicateGroups
-    from imgsim.indexing import duplicate_threshold_from_env
     from imgsim.store import FieldEquals, Where
 
-    store = runtime.get_store()
+    store = session.served_store()
     recorded = store.count(Where(must=(FieldEquals(HAS_DUPLICATES_FIELD, HAS_DUPLICATES),)))
     if args.rescan or not recorded:
         if not args.rescan:
@@ -75,8 +76,9 @@ def list_groups(args: argparse.Namespace, runtime: Any) -> int:
         threshold = RAW_THRESHOLD if args.threshold is None else args.threshold
         groups = rescan(store, threshold, args.prefix)
     else:
-        threshold = args.threshold if args.threshold is not None else (duplicate_threshold_from_env() or 0.79)
-        index = DuplicateIndex(store, runtime.get_embedder().dim)
+        configured = session.app_settings.index.duplicate_check or DEFAULT_DUPLICATE_THRESHOLD
+        threshold = args.threshold if args.threshold is not None else configured
+        index = DuplicateIndex(store, session.served_embedder().dim)
         groups = [g.as_json() for g in DuplicateGroups(store, index).all(threshold=threshold, prefix=args.prefix)]
     write(groups, threshold, args)
     return EXIT_OK
@@ -135,14 +137,14 @@ def write(groups: list[dict[str, Any]], threshold: float, args: argparse.Namespa
     print(f"{len(groups)} groups, {sum(len(g['members']) for g in groups)} images at threshold {threshold}")
 
 
-def resolve(args: argparse.Namespace, runtime: Any) -> int:
-    from imgsim.api import ApiConfig, ApiError
+def resolve(args: argparse.Namespace, session: Session) -> int:
+    from imgsim.api import ApiError
     from imgsim.curation import CurationService
 
     if not args.keep or not (args.remove or args.not_duplicates):
         print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
         return EXIT_USAGE
-    store = runtime.get_store()
+    store = session.served_store()
     if args.remove and not args.yes:
         records = {r.id: r for r in store.retrieve(args.remove)}
         for point_id in args.remove:
@@ -155,14 +157,15 @@ def resolve(args: argparse.Namespace, runtime: Any) -> int:
         remove = list(args.remove)
     if not remove and not args.not_duplicates:
         return EXIT_OK
-    service = CurationService(ApiConfig.from_env(), embedder=runtime.get_embedder, store=runtime.get_store,
-                              s3=lambda: runtime.get_boto3_client("s3"), duplicate_threshold=0.79)
+    service = CurationService(session.app_settings.api, embedder=session.served_embedder,
+                              store=session.served_store, s3=lambda: session.client("s3"),
+                              duplicate_threshold=DEFAULT_DUPLICATE_THRESHOLD)
     body = json.dumps({"keep": args.keep, "remove": remove, "not_duplicates": args.not_duplicates}).encode()
     try:
         result = service.resolve(body)
     except ApiError as exc:
         print(f"imgsim duplicates: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE if exc.status == 400 else EXIT_FAIL
+        return EXIT_USAGE if exc.status == 400 else EXIT_FAILURE
     for item in result["removed"]:
         print(f"deleted {item['key']} ({item['id']}); the indexer removes it from the index")
     for point_id in result["not_duplicates"]:

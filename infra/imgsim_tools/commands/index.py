@@ -1,0 +1,270 @@
+"""Index image files and folders (recursively) into Qdrant. Files that are not images are skipped with a warning;
+re-indexing a file replaces its point.
+
+Reading image files named on the command line is here too (``load_file``, ``load_batches``,
+``read_image_argument``): ``imgsim embed``, ``search`` and ``compare`` read theirs the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgsim.decode import DecodedImage
+from imgsim.errors import ImageError, StoreError
+from imgsim.ids import point_id_for_file
+
+from ..progress import Bar
+from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, positive_int
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+# Files embedded and upserted together by `imgsim index`: large enough to amortize
+# the Qdrant round trip, small enough that a Ctrl-C loses little work.
+DEFAULT_INDEX_BATCH = 64
+
+log = logging.getLogger("imgsim.cli")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=DEFAULT_INDEX_BATCH, metavar="N",
+        help=f"files embedded and stored together (default {DEFAULT_INDEX_BATCH})",
+    )
+
+
+def run(args: argparse.Namespace, session: Session) -> int:
+    return cmd_index(session, args)
+
+
+# -- reading image files ----------------------------------------------------------
+
+
+@dataclass
+class LoadedFile:
+    path: Path
+    image: DecodedImage | None = None
+    size: int = 0
+    error: Exception | None = None  # ImageError: skipped; anything else: failed
+
+
+def load_file(path: Path, embedder) -> LoadedFile:
+    """Read and decode one file (``Embedder.decode``: the same guard rails as the
+    Lambdas); never raises for a bad or unreadable file."""
+    try:
+        with open(path, "rb") as fh:
+            # One byte over the limit is enough for the decoder to reject an oversized
+            # file without reading all of it.
+            data = fh.read(embedder.settings.max_image_bytes + 1)
+        image = embedder.decode(data)
+        return LoadedFile(path, image=image, size=len(data))
+    except Exception as exc:  # noqa: BLE001 - reported per file by the caller
+        return LoadedFile(path, error=exc)
+
+
+def load_batches(
+    paths: Sequence[Path], batch_size: int, load: Callable[[Path], LoadedFile]
+) -> Iterator[list[LoadedFile]]:
+    """Batches of loaded files, in order; the next batch is read and decoded in a
+    background thread while the caller embeds the current one (Pillow and TFLite
+    release the GIL, so the two overlap). At most two batches are in memory."""
+    batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-load") as pool:
+
+        def submit(batch: list[Path]):
+            return pool.submit(lambda: [load(p) for p in batch])
+
+        pending = submit(batches[0])
+        for i in range(len(batches)):
+            current = pending.result()
+            if i + 1 < len(batches):
+                pending = submit(batches[i + 1])
+            yield current
+
+
+def read_image_argument(path: str, embedder) -> DecodedImage:
+    """An image named on the command line: a missing file or a non-image is a usage error."""
+    loaded = load_file(Path(path), embedder)
+    if isinstance(loaded.error, (ImageError, OSError)):
+        raise UsageError(f"{path}: {_describe(loaded.error)}")
+    if loaded.error is not None:
+        raise loaded.error
+    assert loaded.image is not None
+    return loaded.image
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def collect_files(paths: Sequence[str]) -> list[Path]:
+    """Files named and files under folders named (recursively, sorted, hidden entries
+    such as .git or .DS_Store left out), each once."""
+    found: dict[str, Path] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        candidate = Path(root) / name
+                        found.setdefault(os.path.abspath(candidate), candidate)
+        elif path.exists():
+            found.setdefault(os.path.abspath(path), path)
+        else:
+            raise UsageError(f"{raw}: no such file or directory")
+    return list(found.values())
+
+
+# -- indexing -----------------------------------------------------------------------
+
+
+@dataclass
+class IndexSummary:
+    indexed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"indexed {self.indexed}, skipped {self.skipped}, failed {self.failed} "
+            f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)"
+        )
+
+
+def _progress_bar(total: int) -> Bar | None:
+    """A bar on a terminal; None when stderr is a pipe or file (or tqdm is not installed)."""
+    bar = Bar(total=total, unit="img", terminal_only=True, leave=False)
+    return bar if bar.shown else None
+
+
+class BackgroundWriter:
+    """Upserts one batch in a background thread while the caller embeds the next.
+
+    TFLite releases the GIL during inference, so storing batch N (mostly Python in
+    embedded Qdrant) overlaps with embedding batch N+1. At most one write is in
+    flight; ``wait`` re-raises its error (e.g. StoreUnavailable) in the caller.
+    """
+
+    def __init__(self, store, on_written: Callable[[int], None]) -> None:
+        self._store = store
+        self._on_written = on_written
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-upsert")
+        self._pending: tuple[Any, int] | None = None
+
+    def write(self, points: list) -> None:
+        self.wait()
+        if points:
+            self._pending = (self._pool.submit(self._store.upsert, points), len(points))
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            future, count = self._pending
+            self._pending = None
+            future.result()
+            self._on_written(count)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def cmd_index(session: Session, args: argparse.Namespace) -> int:
+    from imgsim.points import image_payload
+    from imgsim.store import StoredPoint
+
+    files = collect_files(args.paths)
+    embedder, store = session.embedder, session.store
+    store.ensure_collection()  # a wrong collection fails now, not after the first batch
+    summary = IndexSummary()
+    bar = _progress_bar(len(files))
+
+    def warn(message: str) -> None:
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def written(count: int) -> None:
+        summary.indexed += count
+        log.debug("%d indexed so far", summary.indexed)
+
+    def finish(prefix: str = "") -> None:
+        summary.seconds = time.perf_counter() - started
+        if bar is not None:
+            bar.close()
+        print(f"{prefix}{summary.line()}")
+
+    load = lambda p: load_file(p, embedder)
+    writer = BackgroundWriter(store, written)
+    started = time.perf_counter()
+    try:
+        for number, batch in enumerate(load_batches(files, args.batch_size, load), start=1):
+            good = []
+            for loaded in batch:
+                if loaded.image is not None:
+                    good.append(loaded)
+                elif isinstance(loaded.error, ImageError):
+                    summary.skipped += 1
+                    warn(f"imgsim: warning: skipped {loaded.path}: {_describe(loaded.error)}")
+                else:
+                    summary.failed += 1
+                    assert loaded.error is not None
+                    warn(f"imgsim: warning: failed {loaded.path}: {_describe(loaded.error)}")
+                    log.debug("reading %s failed", loaded.path, exc_info=loaded.error)
+            vectors = embedder.embed_decoded([f.image for f in good])
+            points = []
+            for loaded, vector in zip(good, vectors):
+                key = os.path.abspath(loaded.path)
+                assert loaded.image is not None
+                payload = image_payload(
+                    key=key, image=loaded.image, size=loaded.size, model=embedder.model_name, source="file"
+                )
+                points.append(StoredPoint(id=point_id_for_file(key), vector=vector, payload=payload))
+            writer.write(points)
+            if bar is not None:
+                bar.update(len(batch))
+            log.debug("batch %d: %d files embedded", number, len(batch))
+        writer.wait()
+        unindexed = store.unindexed_count()
+        if unindexed >= session.settings.index_threshold:
+            # Embedded store: build HNSW now, while nothing else uses it (README "Scale").
+            warn(f"imgsim: building the search index for {unindexed} new points...")
+            store.optimize()
+    except KeyboardInterrupt:
+        # Already stopping: wait for the batch being stored so the summary is exact, whatever happens.
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            writer.wait()
+        finish("interrupted: ")
+        return EXIT_INTERRUPTED
+    except StoreError:
+        finish("stopped: ")
+        raise
+    finally:
+        writer.close()
+    finish()
+    return EXIT_FAILURE if summary.failed else EXIT_OK

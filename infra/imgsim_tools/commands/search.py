@@ -1,0 +1,70 @@
+"""Print the indexed images most similar to IMAGE, best first, with score (0..1) and percent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .common import EXIT_OK, positive_int, unit_float
+from .index import read_image_argument
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("--limit", type=positive_int, default=10, metavar="N", help="results to show (default 10)")
+    parser.add_argument("--min-score", type=unit_float, default=None, metavar="X",
+                        help="only results scoring at least X (0..1)")
+    parser.add_argument("--prefix", default=None, metavar="P",
+                        help="only keys starting with P (an absolute path for indexed files)")
+    parser.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+
+
+def run(args: argparse.Namespace, session: Session) -> int:
+    store = session.open_store(one_shot=True)  # one search, then the process exits
+    # Open the store while the query is decoded and embedded: Pillow and TFLite release the
+    # GIL, and opening is the one cost a one-shot search has over `imgsim compare` (README "Scale").
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-open") as pool:
+        opened = pool.submit(store.ensure_collection)
+        embedder = session.embedder
+        vector = embedder.embed_decoded([read_image_argument(args.image, embedder)])[0]
+        opened.result()
+    if store.count() == 0:
+        if args.json:
+            print(json.dumps({"results": []}))
+        print("no images indexed", file=sys.stderr if args.json else sys.stdout)
+        return EXIT_OK
+    hits = store.search(vector, limit=args.limit, min_score=args.min_score, prefix=args.prefix)
+    if args.json:
+        print(json.dumps({"results": [hit_json(hit) for hit in hits]}, indent=2))
+        return EXIT_OK
+    if not hits:
+        print("no matches")
+        return EXIT_OK
+    print(f"{'rank':>4}  {'similar':>7}  {'score':>6}  key")
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank:>4}  {hit.percent:>6.1f}%  {hit.score:>6.4f}  {display_key(hit.payload, hit.id)}")
+    return EXIT_OK
+
+
+def hit_json(hit: Any) -> dict[str, Any]:
+    """One search result: id, key, score, percent, then the payload without the
+    internal ``dirs`` filter field."""
+    result: dict[str, Any] = {"id": hit.id, "key": hit.payload.get("key"), "score": hit.score, "percent": hit.percent}
+    result.update((k, v) for k, v in hit.payload.items() if k not in result and k != "dirs")
+    return result
+
+
+def display_key(payload: dict[str, Any], point_id: str) -> str:
+    """What a person reads in the table: the file's path, or s3://bucket/key for objects
+    the S3 indexer stored (the same Qdrant collection can hold both)."""
+    key = payload.get("key")
+    if key is None:
+        return point_id
+    bucket = payload.get("bucket")
+    return f"s3://{bucket}/{key}" if bucket and payload.get("source", "s3") == "s3" else str(key)
