@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ClientFactory = Callable[[str], Any]
 SecretReader = Callable[[str], str]
 EmbedderFactory = Callable[[str, Settings], Embedder]
+CatalogFactory = Callable[[Settings], Catalog]
 
 
 def model_embedder(model: str, settings: Settings) -> Embedder:
@@ -81,9 +82,14 @@ class Root:
     def __init__(
         self, settings: AppSettings | None = None, *, clients: ClientFactory | None = None,
         read_secret: SecretReader | None = None, embedders: EmbedderFactory | None = None,
+        catalogs: CatalogFactory | None = None,
     ) -> None:
+        """``clients``, ``read_secret``, ``embedders`` and ``catalogs`` replace how AWS clients, secrets, embedders
+        and the Qdrant catalog are made (the local stack's emulator endpoint; a test's fakes or a shared server
+        stand-in); by default: boto3, SSM through powertools, the LiteRT model, the Qdrant the settings name."""
         self.settings = settings or AppSettings()
         self._make_embedder = embedders or model_embedder
+        self._make_catalog = catalogs or open_catalog
         self._make_client = clients or boto3_client_factory()
         self._read_secret = read_secret or read_secret_parameter
         self._lock = threading.RLock()
@@ -148,7 +154,7 @@ class Root:
     def catalog(self) -> Catalog:
         with self._lock:
             if self._catalog is None:
-                self._catalog = open_catalog(self.engine)
+                self._catalog = self._make_catalog(self.engine)
             return self._catalog
 
     def _current_layout(self, refresh: bool = False) -> Layout:
