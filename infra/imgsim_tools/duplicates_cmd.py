@@ -136,8 +136,9 @@ def write(groups: list[dict[str, Any]], threshold: float, args: argparse.Namespa
 
 
 def resolve(args: argparse.Namespace, runtime: Any) -> int:
-    from imgsim.api import ApiConfig, ApiError
-    from imgsim.curation import CurationService
+    from imgsim.errors import InvalidRequest
+    from imgsim.objects import S3Objects
+    from imgsim.services import CurationService, Resolution
 
     if not args.keep or not (args.remove or args.not_duplicates):
         print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
@@ -155,14 +156,14 @@ def resolve(args: argparse.Namespace, runtime: Any) -> int:
         remove = list(args.remove)
     if not remove and not args.not_duplicates:
         return EXIT_OK
-    service = CurationService(ApiConfig.from_env(), embedder=runtime.get_embedder, store=runtime.get_store,
-                              s3=lambda: runtime.get_boto3_client("s3"), duplicate_threshold=0.79)
-    body = json.dumps({"keep": args.keep, "remove": remove, "not_duplicates": args.not_duplicates}).encode()
+    s3 = S3Objects(lambda: runtime.get_boto3_client("s3"))
+    service = CurationService(runtime.get_app_settings().api, embedder=runtime.get_embedder, store=runtime.get_store,
+                              objects=lambda: s3)
     try:
-        result = service.resolve(body)
-    except ApiError as exc:
-        print(f"imgsim duplicates: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE if exc.status == 400 else EXIT_FAIL
+        result = service.resolve(Resolution(keep=args.keep, remove=remove, not_duplicates=args.not_duplicates))
+    except InvalidRequest as exc:
+        print(f"imgsim duplicates: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     for item in result["removed"]:
         print(f"deleted {item['key']} ({item['id']}); the indexer removes it from the index")
     for point_id in result["not_duplicates"]:
