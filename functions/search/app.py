@@ -52,10 +52,10 @@ ROUTE_GROUPS = (search_routes, image_routes, curation_routes)
 def services() -> Services:
     """Every service the routes use, built once per execution environment (building calls nothing: the store, the
     model and the S3 client are made on first use, by imgsim.runtime)."""
+    s3 = S3Objects(lambda: runtime.get_boto3_client("s3"))
     return Services.build(
-        runtime.get_app_settings().api, store=runtime.get_store, embedder=runtime.get_embedder,
-        objects=lambda: S3Objects(lambda: runtime.get_boto3_client("s3")), read_secret=runtime.read_secret_parameter,
-        layout=runtime.get_layout,
+        runtime.get_app_settings().api, store=runtime.get_store, embedder=runtime.get_embedder, objects=lambda: s3,
+        read_secret=runtime.read_secret_parameter, layout=runtime.get_layout,
     )
 
 
