@@ -18,17 +18,12 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imgsim import runtime
-from imgsim.api import (
-    DEFAULT_MAX_BODY_BYTES,
-    ApiError,
-    api_error_from,
-    json_object,
-    parse_compare_body,
-    parse_search_body,
-)
-from imgsim.errors import ImageError
+from imgsim.errors import ImgsimError
+from imgsim.http.errors import problem
+from imgsim.http.inputs import json_object, parse_compare_body, parse_search_body
 from imgsim.ids import point_id_for_object
 from imgsim.points import image_payload
+from imgsim.settings import DEFAULT_MAX_BODY_BYTES
 from imgsim.store import StoredPoint
 from imgsim_tools.events import http_api_event
 from moto import mock_aws
@@ -496,18 +491,18 @@ def test_delete_refuses_points_without_an_object_here(call):
 
 @pytest.fixture
 def unreachable_store(search_app, monkeypatch):
-    """The service with a Qdrant server that refuses connections (a closed local port)."""
-    from imgsim.api import SearchService
+    """The services with a Qdrant server that refuses connections (a closed local port)."""
     from imgsim.settings import Settings
     from imgsim.store import open_store
 
     store = open_store(
         Settings(qdrant_url="http://127.0.0.1:9", qdrant_retries=1, qdrant_timeout=1), dim=runtime.get_embedder().dim
     )
-    service = SearchService(search_app.get_config(), embedder=runtime.get_embedder, store=lambda: store,
-                            s3=lambda: runtime.get_boto3_client("s3"))
-    monkeypatch.setattr(search_app, "get_service", lambda: service)
+    monkeypatch.setattr(runtime, "get_store", lambda: store)
+    search_app.reset()  # the services are built again, with the store above
     yield
+    monkeypatch.undo()
+    search_app.reset()
     store.close()
 
 
@@ -523,7 +518,7 @@ def test_qdrant_unreachable_is_503_with_retry_after(call, indexed, unreachable_s
 
 
 def test_unexpected_errors_are_500_without_internals(call, search_app, indexed, monkeypatch):
-    service = search_app.get_service()
+    service = search_app.services().search
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals at /opt/python/imgsim")
@@ -698,16 +693,18 @@ def test_pathological_json_is_400_bad_json(call, body):
 @settings(max_examples=300, deadline=None)
 @given(content_type=st.none() | CONTENT_TYPES, body=any_body())
 def test_body_parsers_answer_4xx_or_parse(content_type, body):
-    """Every parser, any content type and body: parsed, or an ApiError/ImageError below 500."""
+    """Every parser, any content type and body: parsed, or an imgsim error the API answers below 500."""
     for parse in (parse_search_body, parse_compare_body):
         try:
             parse(content_type, body, 4_500_000)
-        except (ApiError, ImageError) as exc:
-            assert api_error_from(exc).status < 500
+        except ImgsimError as exc:
+            answer = problem(exc)
+            assert answer is not None and answer.status < 500, exc
     try:
         json_object(body)
-    except ApiError as exc:
-        assert exc.status == 400 and exc.code == "bad_json"
+    except ImgsimError as exc:
+        answer = problem(exc)
+        assert answer is not None and answer.status == 400 and answer.code == "bad_json"
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -143,7 +143,7 @@ def main() -> int:
     # "Similar": the raw cosine of the search vectors, on pairs of the shared photos (blocks of 423: cats,
     # dogs, monkeys, squirrels): how many pairs of different animals, of the same animal, of the labelled
     # look-alikes and of the duplicates pass each threshold.
-    from imgsim.api import DEFAULT_SIMILAR_THRESHOLD
+    from imgsim.settings import DEFAULT_SIMILAR_THRESHOLD
 
     names = sorted(p.name for p in PHOTOS.glob("*.jpg"))
     vectors = embedder.embed_pixels([decode((PHOTOS / name).read_bytes()) for name in names])

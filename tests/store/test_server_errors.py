@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import imgsim.store.retry
 import pytest
-from imgsim.api import api_error_from
 from imgsim.errors import StoreError, StoreUnavailable
+from imgsim.http.errors import problem
 from imgsim.store.server import ServerStore, connect
 
 COUNT_OK = (200, {}, json.dumps({"result": {"count": 3}, "status": "ok", "time": 0.001}), 0.0)
@@ -100,8 +100,8 @@ def test_429_asking_for_longer_than_the_budget_fails_at_once_and_passes_the_dela
     with pytest.raises(StoreUnavailable, match="rate limited") as info:
         store_for(stub.url, budget=3.0).count()
     assert info.value.retry_after == 30 and sleeps == [] and len(stub.requests) == 1
-    error = api_error_from(info.value)
-    assert error.status == 503 and error.headers["Retry-After"] == "30"
+    answer = problem(info.value)
+    assert answer is not None and answer.status == 503 and answer.headers["Retry-After"] == "30"
 
 
 def test_429_without_retry_after_is_retried_with_backoff(stub, sleeps):

@@ -138,8 +138,9 @@ def write(groups: list[dict[str, Any]], threshold: float, args: argparse.Namespa
 
 
 def resolve(args: argparse.Namespace, session: Session) -> int:
-    from imgsim.api import ApiError
-    from imgsim.curation import CurationService
+    from imgsim.errors import ImgsimError, InvalidRequest
+    from imgsim.objects import S3Objects
+    from imgsim.services import CurationService, Resolution
 
     if not args.keep or not (args.remove or args.not_duplicates):
         print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
@@ -157,15 +158,14 @@ def resolve(args: argparse.Namespace, session: Session) -> int:
         remove = list(args.remove)
     if not remove and not args.not_duplicates:
         return EXIT_OK
+    s3 = S3Objects(lambda: session.client("s3"))
     service = CurationService(session.app_settings.api, embedder=session.served_embedder,
-                              store=session.served_store, s3=lambda: session.client("s3"),
-                              duplicate_threshold=DEFAULT_DUPLICATE_THRESHOLD)
-    body = json.dumps({"keep": args.keep, "remove": remove, "not_duplicates": args.not_duplicates}).encode()
+                              store=session.served_store, objects=lambda: s3)
     try:
-        result = service.resolve(body)
-    except ApiError as exc:
-        print(f"imgsim duplicates: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE if exc.status == 400 else EXIT_FAILURE
+        result = service.resolve(Resolution(keep=args.keep, remove=remove, not_duplicates=args.not_duplicates))
+    except ImgsimError as exc:
+        print(f"imgsim duplicates: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, InvalidRequest) else EXIT_FAILURE
     for item in result["removed"]:
         print(f"deleted {item['key']} ({item['id']}); the indexer removes it from the index")
     for point_id in result["not_duplicates"]:

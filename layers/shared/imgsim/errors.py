@@ -1,14 +1,79 @@
 """Exception types raised by imgsim.
 
-Callers branch on the class, never on the message: the search API maps
-``ImageError`` subclasses to HTTP 4xx, the indexer logs and acknowledges them
-(a poison object must not be retried forever), and ``StoreUnavailable`` is the
-one error that means "try again later".
+Callers branch on the class, never on the message: the indexer logs and acknowledges ``ImageError``s (a poison
+object must not be retried forever) and retries on ``StoreUnavailable``; the search API's services
+(``imgsim.services``) refuse requests with ``InvalidRequest``, ``NotFound``, ``Conflict``, ``TooCostly`` and
+``Unavailable``, and the HTTP side maps each class to a status in one table (``imgsim.http.errors``). Every error a
+caller may be shown has a stable ``code`` (the API's ``{"error": {"code", "message"}}``); messages may change.
 """
 
 
 class ImgsimError(Exception):
     """Base class of every error imgsim raises on purpose."""
+
+
+# -- refusals: what a caller asked for cannot be done (imgsim.services) ---------------------------------------------
+
+
+class InvalidRequest(ImgsimError):
+    """The request is malformed or contradicts itself (an id that is no UUID, keep and remove the same image)."""
+
+    code = "bad_parameter"
+
+
+class UnsupportedImageType(InvalidRequest):
+    """A content type the indexer does not decode (an upload announced as ``image/svg+xml``)."""
+
+    code = "unsupported_media_type"
+
+
+class NotFound(ImgsimError):
+    """No indexed image has that id or key."""
+
+    code = "not_found"
+
+
+class Conflict(ImgsimError):
+    """The image exists, but its state forbids the operation."""
+
+    code = "conflict"
+
+
+class NotDeletable(Conflict):
+    """The image has no S3 object this deployment manages (indexed from a local file, or another bucket)."""
+
+    code = "not_deletable"
+
+
+class TooCostly(ImgsimError):
+    """Carrying the request out would cost more (bytes, memory, time) than the configured budget."""
+
+    code = "too_costly"
+
+
+class Unavailable(ImgsimError):
+    """A dependency cannot serve the request now. ``transient``: trying again later may work (``retry_after``:
+    the delay the dependency asked for, in seconds, when it gave one); otherwise the deployment lacks something."""
+
+    code = "unavailable"
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SecretUnavailable(Unavailable):
+    """A secret (the API key's SSM parameter) could not be read."""
+
+    code = "auth_unavailable"
+
+
+class NotConfigured(Unavailable):
+    """The deployment lacks a setting the operation needs (IMAGES_BUCKET, an API key): retrying will not help."""
+
+    code = "not_configured"
+    transient = False
 
 
 class ConfigError(ImgsimError):
@@ -33,8 +98,8 @@ class EmptyImage(ImageError):
     code = "empty_image"
 
 
-class ImageTooLarge(ImageError):
-    """More bytes than ``IMGSIM_MAX_IMAGE_BYTES``."""
+class ImageTooLarge(TooCostly, ImageError):
+    """More bytes than ``IMGSIM_MAX_IMAGE_BYTES`` (bad input, and a request too costly to carry out)."""
 
     code = "image_too_large"
 
@@ -45,7 +110,7 @@ class TooManyPixels(ImageError):
     code = "too_many_pixels"
 
 
-class DecodeTooCostly(ImageError):
+class DecodeTooCostly(TooCostly, ImageError):
     """Decoding would take more memory or time than the budget (``IMGSIM_MAX_DECODE_MB`` /
     ``IMGSIM_MAX_DECODE_MS``), estimated from the header before any pixel is decoded."""
 
@@ -72,16 +137,26 @@ class CollectionMismatch(StoreError):
     """The collection exists with another vector size or distance than the model needs."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """Qdrant could not be reached, was rate limited or answered 5xx after the bounded retries: transient.
 
     ``retry_after``: the delay the server asked for (429 Retry-After), when it gave one.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    code = "store_unavailable"
 
 
 class StoreLocked(StoreError):
     """The embedded store's folder is open in another process (the message names the path and holder)."""
+
+
+class ObjectStorageError(ImgsimError):
+    """S3 refused a request (the bucket is gone, access denied): the storage's failure, not the caller's."""
+
+    code = "storage_error"
+
+
+class ObjectStorageUnavailable(Unavailable, ObjectStorageError):
+    """S3 could not be reached: transient."""
+
+    code = "storage_unavailable"

@@ -1,0 +1,280 @@
+"""Request bodies and query values into the services' value objects.
+
+POST /search takes raw ``image/*`` bytes, multipart form-data or JSON (base64, or an indexed image by id or key);
+POST /compare multipart or JSON; the other POST routes JSON only. python-multipart parses form-data; every JSON
+body is validated with a pydantic model (the same one documents it in the OpenAPI document). Failures are 4xx
+errors (``imgsim.http.errors``), never 500: ``read_body``'s size limit comes before any parsing, JSON nested past
+the recursion limit or with integers past Python's 4,300-digit limit is ``bad_json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from python_multipart import FormParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
+
+from ..errors import InvalidRequest
+from ..services import ImageQuery
+from .errors import (
+    BodyTooLarge,
+    EmptyBody,
+    MalformedBody,
+    MalformedJson,
+    UnsupportedMediaType,
+)
+
+IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
+SEARCH_BODY_FORMS = "image/* (raw bytes), multipart/form-data (file field 'image') or application/json"
+COMPARE_BODY_FORMS = "multipart/form-data (fields 'a' and 'b') or application/json {\"a\": base64, \"b\": base64}"
+
+# -- the body -------------------------------------------------------------------------------------------------------
+
+
+def read_body(body: str | None, is_base64_encoded: bool | None, max_bytes: int) -> bytes:
+    """The request body as bytes, within ``max_bytes`` (``BodyTooLarge`` otherwise)."""
+    raw = body or ""
+    if is_base64_encoded:
+        # Reject on the encoded length first: no point decoding a body we refuse.
+        if len(raw) // 4 * 3 > max_bytes + 2:
+            raise body_too_large(len(raw) // 4 * 3, max_bytes)
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedBody("request body is not valid base64") from exc
+    else:
+        data = raw.encode("utf-8")
+    if len(data) > max_bytes:
+        raise body_too_large(len(data), max_bytes)
+    return data
+
+
+def body_too_large(size: int, limit: int) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"request body is {size} bytes; the limit is {limit} bytes (API Gateway passes at most 6 MB "
+        "to Lambda and binary bodies arrive base64-encoded, a third larger). For larger images, "
+        "POST /uploads for a presigned upload URL, then search with {\"key\": ...}"
+    )
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """``"Multipart/Form-Data; boundary=x"`` -> ``("multipart/form-data", {"boundary": "x"})``.
+
+    A header value outside Latin-1 (HTTP's header charset) names no media type: ``("", {})``,
+    which every route answers with 415."""
+    try:
+        mime, params = parse_options_header(content_type or "")
+    except UnicodeEncodeError:
+        return "", {}
+    return mime.decode("latin-1").lower(), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
+
+
+def unsupported_media_type(content_type: str | None, accepted: str) -> UnsupportedMediaType:
+    given = content_type or "none"
+    return UnsupportedMediaType(f"Content-Type {given!r} is not accepted here; send {accepted}")
+
+
+def form_fields(content_type: str, body: bytes, max_bytes: int) -> dict[str, bytes]:
+    """Every field of a multipart/form-data body, files and plain fields alike, by name.
+
+    python-multipart does the parsing; files stay in memory (the body is
+    already bounded by ``max_bytes``).
+    """
+    _, params = media_type(content_type)
+    boundary = params.get("boundary")
+    if not boundary:
+        raise MalformedBody("multipart/form-data without a boundary parameter")
+    fields: dict[str, bytes] = {}
+
+    def on_field(f: Any) -> None:
+        if f.field_name is not None:
+            fields.setdefault(f.field_name.decode("utf-8", "replace"), f.value or b"")
+
+    def on_file(f: Any) -> None:
+        if f.field_name is not None:
+            f.file_object.seek(0)
+            fields.setdefault(f.field_name.decode("utf-8", "replace"), f.file_object.read())
+
+    parser = FormParser(
+        "multipart/form-data", on_field, on_file, boundary=boundary.encode("latin-1"),
+        config={"MAX_MEMORY_FILE_SIZE": max_bytes + 1, "MAX_BODY_SIZE": max_bytes + 1},
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError) as exc:
+        raise MalformedBody(f"malformed multipart/form-data body: {exc}") from exc
+    return fields
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; anything else is ``bad_json``.
+
+    ``ValueError`` covers malformed JSON, bad UTF-8 and integers longer than Python's
+    4,300-digit conversion limit; ``RecursionError`` covers deep nesting (``[[[[...``).
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise MalformedJson(f"request body is not valid JSON: {reason}") from exc
+    if not isinstance(value, dict):
+        raise MalformedJson("request body must be a JSON object")
+    return value
+
+
+def base64_image(name: str, value: str) -> bytes:
+    """A base64 field's bytes; a data: URL (as FileReader.readAsDataURL gives) is accepted too."""
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{name!r} is not valid base64") from exc
+
+
+# -- JSON bodies -------------------------------------------------------------------------------------------------------
+# Strict: a number is not a string, true is not 1 (as the hand-written checks before them). Each model documents its
+# route's body in the OpenAPI document (``openapi_schema``).
+
+Base64 = Annotated[str, Field(min_length=1, description="base64, or a data: URL", json_schema_extra={"format": "byte"})]
+ImageRef = Annotated[str, Field(min_length=1)]
+IdList = Annotated[list[ImageRef], Field(max_length=100)]
+
+
+class _Body(BaseModel):
+    # defer_build: the validators are built on a model's first use, not at import (cold start: ~10 ms for these five
+    # models, which a search with a raw image body never uses).
+    model_config = ConfigDict(strict=True, frozen=True, defer_build=True)
+
+
+class SearchBody(_Body):
+    """POST /search as JSON: exactly one of a base64 image, an indexed image's id, or its key."""
+
+    image: Base64 | None = None
+    id: Annotated[str | None, Field(min_length=1, json_schema_extra={"format": "uuid"})] = None
+    key: Annotated[str | None, Field(min_length=1)] = None
+
+
+class CompareBody(_Body):
+    """POST /compare as JSON: two base64 images."""
+
+    a: Base64
+    b: Base64
+
+
+class UploadBody(_Body):
+    """POST /uploads: the file's name and the Content-Type its PUT will send."""
+
+    filename: Annotated[str, Field(min_length=1, pattern=r"\S", description="kept, sanitized, in the key")]
+    content_type: Annotated[str, Field(min_length=1, examples=["image/jpeg"])]
+
+
+class ResolveBody(_Body):
+    """POST /duplicates/resolve: keep one image; remove others and/or mark them not duplicates of it."""
+
+    keep: Annotated[str, Field(min_length=1, json_schema_extra={"format": "uuid"})]
+    remove: IdList = []
+    not_duplicates: IdList = []
+
+
+class RecommendBody(_Body):
+    """POST /recommend: more like ``positive``, unlike ``negative`` (ids or keys)."""
+
+    positive: Annotated[list[ImageRef], Field(min_length=1, max_length=100, description="ids or keys")]
+    negative: Annotated[list[ImageRef], Field(max_length=100, description="ids or keys")] = []
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+    similar_threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    prefix: Annotated[str | None, Field(max_length=1024)] = None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], obj: dict[str, Any]) -> Model:
+    """``obj`` as ``model``; its problems, all of them, as one ``bad_parameter``."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+        raise InvalidRequest("; ".join(problems) or "invalid request body") from exc
+
+
+def json_body(model: type[Model], body: bytes) -> Model:
+    """A JSON-only route's body as ``model``: ``empty_body``, ``bad_json`` or ``bad_parameter`` otherwise."""
+    if not body.strip():
+        raise EmptyBody("no request body; send a JSON object")
+    return validated(model, json_object(body))
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema, for the OpenAPI document (3.1: JSON Schema 2020-12)."""
+    return model.model_json_schema()
+
+
+# -- POST /search and /compare ---------------------------------------------------------------------------------------
+
+
+def parse_search_body(content_type: str | None, body: bytes, max_bytes: int) -> ImageQuery:
+    mime, _ = media_type(content_type)
+    if not body:
+        raise EmptyBody(f"no query image; send {SEARCH_BODY_FORMS}")
+    if mime.startswith(IMAGE_BODY_TYPES):
+        return ImageQuery(image=body)
+    if mime == "multipart/form-data":
+        fields = form_fields(content_type or "", body, max_bytes)
+        if "image" not in fields:
+            raise InvalidRequest("multipart body has no 'image' field")
+        return ImageQuery(image=fields["image"])
+    if mime == "application/json":
+        parsed = validated(SearchBody, json_object(body))
+        return ImageQuery(image=base64_image("image", parsed.image) if parsed.image is not None else None,
+                          point_id=parsed.id, key=parsed.key)
+    raise unsupported_media_type(content_type, SEARCH_BODY_FORMS)
+
+
+def parse_compare_body(content_type: str | None, body: bytes, max_bytes: int) -> tuple[bytes, bytes]:
+    mime, _ = media_type(content_type)
+    if not body:
+        raise EmptyBody(f"no images; send {COMPARE_BODY_FORMS}")
+    if mime == "multipart/form-data":
+        fields = form_fields(content_type or "", body, max_bytes)
+        missing = [name for name in ("a", "b") if name not in fields]
+        if missing:
+            raise InvalidRequest(f"multipart body lacks field(s) {', '.join(missing)}")
+        return fields["a"], fields["b"]
+    if mime == "application/json":
+        parsed = validated(CompareBody, json_object(body))
+        return base64_image("a", parsed.a), base64_image("b", parsed.b)
+    raise unsupported_media_type(content_type, COMPARE_BODY_FORMS)
+
+
+# -- query values ------------------------------------------------------------------------------------------------------
+
+
+def parse_instant(name: str, value: str | None) -> str | None:
+    """An RFC 3339 instant (``2026-11-26T08:00:00Z``) or a date (``2026-11-26``, midnight UTC), normalized."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{name} must be an RFC 3339 time or a date, e.g. 2026-11-26T08:00:00Z") from exc
+
+
+def request_body(event: BaseProxyEvent, max_bytes: int) -> tuple[str | None, bytes]:
+    """The request's Content-Type and its body as bytes, within ``max_bytes``."""
+    return event.headers.get("content-type"), read_body(event.body, event.is_base64_encoded, max_bytes)

@@ -1,0 +1,51 @@
+"""S3 objects as the search API's services use them: presigned GET/PUT URLs and deletes.
+
+Wraps a boto3 S3 client (``imgsim.runtime.get_boto3_client("s3")``: SigV4 presigning, adaptive retries) and turns
+S3's failures into imgsim's errors, so the services raise nothing else: S3 unreachable is
+``ObjectStorageUnavailable`` (try again), S3 refusing (a bucket gone, access denied) ``ObjectStorageError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from .errors import ObjectStorageError, ObjectStorageUnavailable
+
+
+@contextmanager
+def _s3_failures() -> Iterator[None]:
+    try:
+        yield
+    except EndpointConnectionError as exc:
+        raise ObjectStorageUnavailable("S3 is unreachable; try again shortly") from exc
+    except (ClientError, BotoCoreError) as exc:
+        # The caller gets no S3 internals (bucket names, error codes); the cause stays chained for the log.
+        raise ObjectStorageError("S3 refused the request") from exc
+
+
+class S3Objects:
+    """``imgsim.services.ports.ObjectStorage`` on a boto3 S3 client (made on first use: importing boto3 costs)."""
+
+    def __init__(self, client: Callable[[], Any]) -> None:
+        self._client = client
+
+    def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str:
+        with _s3_failures():
+            url: str = self._client().generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in)
+        return url
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
+        with _s3_failures():
+            url: str = self._client().generate_presigned_url(
+                "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=expires_in)
+        return url
+
+    def delete(self, bucket: str, key: str) -> None:
+        with _s3_failures():
+            self._client().delete_object(Bucket=bucket, Key=key)

@@ -1,0 +1,158 @@
+"""Curation: duplicate groups (recorded at indexing, ``imgsim.duplicates``), resolving them, and "more like this"
+recommendations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..dedupe import DuplicateIndex
+from ..duplicates import PAGE_LIMIT_MAX, DuplicateGroups, record_not_duplicates
+from ..errors import InvalidRequest, NotFound
+from ..settings import ApiSettings
+from ..store import Record, VectorStore
+from .common import image_url, point_id, result
+from .images import ImageService
+from .ports import ImageEmbedder, ObjectStorage
+
+RECOMMEND_MAX_EXAMPLES = 100  # positive or negative examples of one recommendation
+
+
+@dataclass(frozen=True)
+class DuplicatesQuery:
+    """One page of duplicate groups. ``threshold`` None: ``ApiSettings.duplicate_threshold`` (the indexer's)."""
+
+    threshold: float | None = None
+    prefix: str | None = None
+    limit: int = 20
+    cursor: str | None = None  # next_cursor of the previous page
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Keep one image; delete others' objects (``remove``) and/or remember pairs that are not duplicates."""
+
+    keep: str
+    remove: Sequence[str] = ()
+    not_duplicates: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    """More like ``positive`` (and unlike ``negative``): indexed images by id or key."""
+
+    positive: Sequence[str]
+    negative: Sequence[str] = ()
+    limit: int = 10
+    similar_threshold: float | None = None  # None: ApiSettings.similar_threshold
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.positive:
+            raise InvalidRequest("'positive' needs at least one image id or key")
+        if len(self.positive) > RECOMMEND_MAX_EXAMPLES or len(self.negative) > RECOMMEND_MAX_EXAMPLES:
+            raise InvalidRequest(f"give at most {RECOMMEND_MAX_EXAMPLES} positive and negative examples")
+        if not 1 <= self.limit <= 100:
+            raise InvalidRequest("'limit' must be an integer from 1 to 100")
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+class CurationService:
+    """The store and embedder come from callables: the served collection can change (a model switch)."""
+
+    def __init__(self, settings: ApiSettings, *, embedder: Callable[[], ImageEmbedder],
+                 store: Callable[[], VectorStore], objects: Callable[[], ObjectStorage],
+                 images: ImageService | None = None) -> None:
+        """``images``: for the rule of which objects may be deleted (made from the same dependencies if None)."""
+        self.settings = settings
+        self._embedder = embedder
+        self._store = store
+        self._objects = objects
+        self._images = images or ImageService(settings, store=store, objects=objects)
+
+    # -- duplicates -----------------------------------------------------------------------------------------
+
+    def duplicates(self, query: DuplicatesQuery) -> dict[str, Any]:
+        """``{"threshold", "groups", "next_cursor"}``; each member with a presigned URL (the page's thumbnails)."""
+        threshold = self.settings.duplicate_threshold if query.threshold is None else query.threshold
+        store = self._store()
+        groups, next_cursor = DuplicateGroups(store, DuplicateIndex(store, self._embedder().dim)).page(
+            threshold=threshold, prefix=query.prefix or None, limit=min(query.limit, PAGE_LIMIT_MAX),
+            cursor=point_id(query.cursor) if query.cursor else None,
+        )
+        objects = self._objects()
+        documents = []
+        for group in groups:
+            doc = group.as_json()
+            for member, (record, _) in zip(doc["members"], group.members, strict=True):
+                member["url"] = image_url(objects, record.payload, self.settings.url_ttl)
+            documents.append(doc)
+        return {"threshold": threshold, "groups": documents, "next_cursor": next_cursor}
+
+    def resolve(self, resolution: Resolution) -> dict[str, Any]:
+        """Delete the removed images' objects (the indexer then removes their points) and remember the pairs that
+        are not duplicates: ``{"keep", "removed": [{"id", "key", "status"}], "not_duplicates"}``. Every id is
+        checked (exists, deletable) before anything changes."""
+        keep = point_id(resolution.keep)
+        remove = [point_id(v) for v in _unique(resolution.remove)]
+        apart = [point_id(v) for v in _unique(resolution.not_duplicates)]
+        if not remove and not apart:
+            raise InvalidRequest("give 'remove' and/or 'not_duplicates' (lists of image ids)")
+        if keep in remove or keep in apart or set(remove) & set(apart):
+            raise InvalidRequest("an image can only be kept, removed or marked not a duplicate")
+        store = self._store()
+        found = {r.id: r for r in store.retrieve([keep, *remove, *apart])}
+        missing = [i for i in (keep, *remove, *apart) if i not in found]
+        if missing:
+            raise NotFound(f"no indexed image with id {', '.join(missing)}")
+        targets = [(i, *self._images.check_deletable(i, found[i].payload)) for i in remove]
+        objects = self._objects()
+        removed = []
+        for image_id, bucket, key in targets:
+            objects.delete(bucket, key)
+            removed.append({"id": image_id, "key": key, "status": "deleting"})
+        if apart:
+            record_not_duplicates(store, keep, apart)
+        return {"keep": keep, "removed": removed, "not_duplicates": apart}
+
+    # -- recommend ------------------------------------------------------------------------------------------
+
+    def recommend(self, request: RecommendRequest) -> dict[str, Any]:
+        """Qdrant's recommendation with its default ``average_vector`` strategy: search with
+        ``avg(positive) + (avg(positive) - avg(negative))``, the examples themselves excluded."""
+        began = time.perf_counter()
+        store = self._store()
+        pos = [self._example(store, ref) for ref in _unique(request.positive)]
+        neg = [self._example(store, ref) for ref in _unique(request.negative)]
+        mean_pos = np.mean(np.array([r.vector for r in pos], dtype=np.float32), axis=0)
+        query = mean_pos if not neg else 2 * mean_pos - np.mean(np.array([r.vector for r in neg], dtype=np.float32), axis=0)
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0:
+            raise InvalidRequest("the positive and negative examples cancel out")
+        hits = store.search((query / norm).tolist(), limit=request.limit, prefix=request.prefix or None,
+                            exclude_ids=[r.id for r in pos + neg])
+        objects = self._objects()
+        similar = self.settings.similar_threshold if request.similar_threshold is None else request.similar_threshold
+        results = [result(hit, objects, self.settings.url_ttl, similar) for hit in hits]
+        return {"results": results, "model": self._embedder().model_name,
+                "took_ms": round((time.perf_counter() - began) * 1000, 1)}
+
+    def _example(self, store: VectorStore, ref: str) -> Record:
+        """An example given by id (a UUID) or by key."""
+        record: Record | None
+        try:
+            parsed = point_id(ref)
+        except InvalidRequest:
+            record = store.find_by_key(ref, bucket=self.settings.images_bucket, with_vector=True)
+        else:
+            record = store.get(parsed, with_vector=True)
+        if record is None or record.vector is None:
+            raise NotFound(f"no indexed image with id or key {ref!r}")
+        return record

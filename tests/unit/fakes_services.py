@@ -1,0 +1,122 @@
+"""Fakes for unit tests of the search API's services (imgsim.services): no model file, no AWS, no process.
+
+``FakeEmbedder`` turns "images" (bytes starting with ``IMG:``) into deterministic unit vectors; ``FakeObjects``
+stands in for S3 and records what the services asked of it; ``memory_store`` is a real store in memory
+(``imgsim.store.server.ServerStore`` on qdrant-client's in-memory mode), so filters, paging and the duplicate
+records behave as they do deployed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from imgsim.decode import DecodedImage
+from imgsim.errors import NotAnImage
+from imgsim.ids import point_id_for_object
+from imgsim.settings import ApiSettings
+from imgsim.store import StoredPoint, VectorStore, key_dirs
+from numpy.typing import NDArray
+
+DIM = 16
+BUCKET = "imgsim-images"
+MAGIC = b"IMG:"
+
+
+def unit(seed: bytes | str, dim: int = DIM) -> NDArray[np.float32]:
+    """A deterministic unit vector for ``seed``."""
+    raw = seed.encode() if isinstance(seed, str) else seed
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(raw).digest()[:8], "big"))
+    vector = rng.standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def image(name: str) -> bytes:
+    """The bytes of a fake image (what FakeEmbedder accepts)."""
+    return MAGIC + name.encode()
+
+
+class FakeEmbedder:
+    """``imgsim.services.ImageEmbedder``: the vector of an image is ``unit(its bytes)``."""
+
+    model_name = "fake-model"
+
+    def __init__(self, dim: int = DIM) -> None:
+        self.dim = dim
+        self.calls: list[str] = []
+
+    def decode(self, data: bytes) -> DecodedImage:
+        if not data.startswith(MAGIC):
+            raise NotAnImage("not a fake image")
+        self.calls.append("decode")
+        padded = data + b"\0" * (-len(data) % 3)  # whole RGB pixels: the bytes are the picture
+        pixels = np.frombuffer(padded, dtype=np.uint8).reshape(1, -1, 3)
+        return DecodedImage(pixels=pixels, width=pixels.shape[1], height=1, format="JPEG")
+
+    def embed_decoded(self, images: Sequence[DecodedImage]) -> NDArray[Any]:
+        self.calls.append("embed")
+        return np.stack([unit(image.pixels.tobytes(), self.dim) for image in images])
+
+    def embed(self, data: bytes) -> NDArray[Any]:
+        vector: NDArray[Any] = self.embed_decoded([self.decode(data)])[0]
+        return vector
+
+
+def vector_of(name: str, dim: int = DIM) -> NDArray[Any]:
+    """The vector FakeEmbedder gives ``image(name)``."""
+    return FakeEmbedder(dim).embed(image(name))
+
+
+class FakeObjects:
+    """``imgsim.services.ObjectStorage``: URLs that say what they sign; deletes recorded."""
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, str]] = []
+
+    def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str:
+        return f"https://s3.test/{bucket}/{key}?get&expires={expires_in}"
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
+        return f"https://s3.test/{bucket}/{key}?put&type={content_type}&expires={expires_in}"
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.deleted.append((bucket, key))
+
+
+def memory_store(dim: int = DIM) -> VectorStore:
+    """``ServerStore`` on qdrant-client's in-memory mode (the server stand-in of tests/store_backends.py): ~10 ms a
+    store. The embedded engine in memory (``open_store(Settings(qdrant_path=":memory:"))``) takes ~1.5 s to create
+    a collection and close it again, too slow for a test each."""
+    from imgsim.store.server import ServerStore
+    from qdrant_client import QdrantClient
+
+    return ServerStore(QdrantClient(location=":memory:"), "images", dim=dim, retries=0, where="qdrant-client in-memory")
+
+
+def settings(**changes: Any) -> ApiSettings:
+    values: dict[str, Any] = {"images_bucket": BUCKET, "api_key": "test-key"}
+    values.update(changes)
+    return ApiSettings(**values)
+
+
+def payload(key: str, *, bucket: str | None = BUCKET, **fields: Any) -> dict[str, Any]:
+    """What the indexer stores for an image (imgsim.points), trimmed to what the services read."""
+    base: dict[str, Any] = {"source": "s3" if bucket else "file", "key": key, "dirs": key_dirs(key),
+                            "width": 640, "height": 480, "content_type": "image/jpeg", "size": 1000,
+                            "indexed_at": "2026-11-26T08:00:00Z", "model": FakeEmbedder.model_name}
+    if bucket:
+        base["bucket"] = bucket
+    base.update(fields)
+    return base
+
+
+def put(store: VectorStore, key: str, vector: NDArray[Any] | None = None, **fields: Any) -> str:
+    """Index a fake image under ``key`` (its vector: that of ``image(key)`` unless given); its point id."""
+    bucket = fields.pop("bucket", BUCKET)
+    point_id = point_id_for_object(bucket or "local", key)
+    if vector is None:
+        vector = vector_of(key, store.dim)
+    store.upsert([StoredPoint(point_id, vector, payload(key, bucket=bucket, **fields))])
+    return point_id
