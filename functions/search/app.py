@@ -29,7 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from imgsim import runtime
+from imgsim.composition import Root
 from imgsim.errors import ImageError, ImgsimError, InvalidRequest
 from imgsim.http.errors import error_body, problem
 from imgsim.http.responses import error_response, json_response
@@ -48,21 +48,35 @@ ROUTE_GROUPS = (search_routes, image_routes, curation_routes)
 # -- wiring: the one place that knows where the services' dependencies come from ----------------------------------
 
 
+_root: Root | None = None
+
+
+def root() -> Root:
+    """This execution environment's composition root: built from the function's environment variables on first
+    use (Lambda's init phase), or the one handed over with ``use_root``."""
+    global _root
+    if _root is None:
+        _root = Root.from_env()
+    return _root
+
+
+def use_root(new: Root) -> None:
+    """Serve from ``new`` (the local stack's root, shared by its environments; a test's)."""
+    global _root
+    _root = new
+    services.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def services() -> Services:
-    """Every service the routes use, built once per execution environment (building calls nothing: the store, the
-    model and the S3 client are made on first use, by imgsim.runtime)."""
-    s3 = S3Objects(lambda: runtime.get_boto3_client("s3"))
+    """Every service the routes use, built once per root (building calls nothing: the store, the model and the S3
+    client are made on first use, by the root)."""
+    current = root()
+    s3 = S3Objects(current.s3)
     return Services.build(
-        runtime.get_app_settings().api, store=runtime.get_store, embedder=runtime.get_embedder, objects=lambda: s3,
-        read_secret=runtime.read_secret_parameter, layout=runtime.get_layout,
+        current.settings.api, store=current.store, embedder=current.embedder, objects=lambda: s3,
+        read_secret=current.read_secret, layout=current.layout,
     )
-
-
-def reset() -> None:
-    """Forget settings and services (tests, after changing the environment)."""
-    runtime.get_app_settings.cache_clear()
-    services.cache_clear()
 
 
 app = APIGatewayHttpResolver(
@@ -172,5 +186,5 @@ def openapi():
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict, context: Any) -> dict:
-    runtime.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
+    root().refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
     return app.resolve(event, context)
