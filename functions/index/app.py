@@ -1,11 +1,11 @@
-"""IndexFunction: SQS batch of S3 notifications -> Qdrant (thin; the work is in imgsim.indexing).
+"""IndexFunction: SQS batch of S3 notifications -> Qdrant (thin; the work is in imgsim.pipeline).
 
 The whole batch is indexed at once (concurrent fetch, one embed batch, one
 upsert), then powertools' BatchProcessor reports each SQS message from the
 batch's outcome: messages with a transient failure go into
 ``batchItemFailures`` and are redelivered; everything else is acknowledged.
 Messages delivered before (ApproximateReceiveCount >= 2) are decoded each in a child
-process, and the context's remaining time bounds the work (see imgsim.indexing).
+process, and the context's remaining time bounds the work (see imgsim.pipeline).
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from imgsim import runtime
-from imgsim.indexing import (
-    BatchReport,
-    Indexer,
-    RebuildingIndexer,
-    UnavailableIndexer,
-    indexer_from_runtime,
-)
+from imgsim.errors import StoreUnavailable
+from imgsim.pipeline import BatchReport, IndexingPipeline, UnavailablePipeline, build
 from imgsim.tracing import make_tracer
 
 logger = Logger()
@@ -38,6 +33,16 @@ tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.trac
 # Qdrant down fails every record; report them all instead of raising, so the
 # response still says exactly which messages to redeliver.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def pipeline_from_runtime() -> IndexingPipeline:
+    """The pipeline on this process's objects (imgsim.runtime builds each once and keeps it): the served
+    collection, its model's embedder, the S3 client, and the collection a model switch is building, if any."""
+    try:
+        return build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=runtime.get_boto3_client("s3"),
+                     options=runtime.get_app_settings().index, logger=logger, building=runtime.get_building())
+    except StoreUnavailable as exc:  # Qdrant unreachable before the alias is known: redeliver everything
+        return UnavailablePipeline(str(exc))
 
 
 class RecordNotIndexed(Exception):
@@ -64,9 +69,8 @@ def emit_metrics(report: BatchReport) -> None:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
-    indexer: Indexer | RebuildingIndexer | UnavailableIndexer = indexer_from_runtime(logger=logger)
     sqs_event = SQSEvent(event)
-    report = indexer.process_messages(
+    report = pipeline_from_runtime().process_messages(
         ((record.message_id, record.body, record.attributes.approximate_receive_count) for record in sqs_event.records),
         remaining_ms=context.get_remaining_time_in_millis,
     )

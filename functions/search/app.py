@@ -46,7 +46,6 @@ from imgsim.api import (
 from imgsim.curation import CurationService
 from imgsim.dedupe import DEFAULT_DUPLICATE_THRESHOLD
 from imgsim.errors import ImageError, StoreUnavailable
-from imgsim.indexing import duplicate_threshold_from_env
 from imgsim.tracing import make_tracer
 
 logger = Logger()
@@ -85,7 +84,7 @@ def get_curation() -> CurationService:
 
 def duplicate_threshold() -> float:
     """The indexer's (IMGSIM_DUPLICATE_THRESHOLD); with IMGSIM_DEDUPE=off groups still list what was recorded."""
-    return duplicate_threshold_from_env() or DEFAULT_DUPLICATE_THRESHOLD
+    return runtime.get_app_settings().index.duplicate_check or DEFAULT_DUPLICATE_THRESHOLD
 
 
 def reset() -> None:

@@ -1,9 +1,9 @@
 """`imgsim backfill s3://bucket/prefix`: index objects that were in the bucket before the queue was.
 
 By default the objects are indexed directly from this machine through the same
-``imgsim.indexing.Indexer`` the Lambda runs (concurrent fetch, batch embed, one
-upsert per batch): it needs no deployed stack, and its progress and summary are
-exact because it sees every outcome. ``--via-queue URL`` instead sends each
+``imgsim.pipeline`` the Lambda runs (concurrent fetch, batch embed, one upsert per
+batch, the next batch fetched while this one is embedded): it needs no deployed
+stack, and its progress and summary are exact because it sees every outcome. ``--via-queue URL`` instead sends each
 object as an S3-shaped notification to the index queue, for buckets so large
 that the work should fan out over Lambda; the summary then only counts what
 was enqueued (watch the queue and the DLQ).
@@ -18,6 +18,7 @@ counted, exactly as in the Lambda.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -25,15 +26,17 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus, urlparse
 
-from imgsim.errors import ConfigError
-from imgsim.indexing import (
+from imgsim.errors import ConfigError, StoreUnavailable
+from imgsim.pipeline import (
     FAILED,
     INDEXED,
     PUT,
     SKIPPED,
     BatchReport,
+    IndexingPipeline,
     ObjectEvent,
-    indexer_from_runtime,
+    UnavailablePipeline,
+    build,
 )
 
 
@@ -87,6 +90,17 @@ def listed_events(bucket: str, listed: list[dict[str, Any]], event_name: str, *,
     ]
 
 
+def pipeline_from_runtime(runtime: Any, *, concurrency: int) -> IndexingPipeline:
+    """The pipeline the IndexFunction builds (functions/index/app.py), on this process's runtime, with the
+    backfill's own fetch concurrency: during a model switch it writes both collections, as the functions do."""
+    options = dataclasses.replace(runtime.get_app_settings().index, fetch_concurrency=max(1, concurrency))
+    try:
+        return build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=runtime.get_boto3_client("s3"),
+                     options=options, building=runtime.get_building())
+    except StoreUnavailable as exc:
+        return UnavailablePipeline(str(exc))
+
+
 def backfill_event(bucket: str, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
     """An S3 notification record for a listed object, as the index queue expects it.
 
@@ -122,19 +136,23 @@ def run(args: argparse.Namespace) -> int:
     if args.via_queue:
         return _enqueue(s3, runtime.get_boto3_client("sqs"), bucket, prefix, args, started)
 
-    indexer = indexer_from_runtime(fetch_concurrency=args.concurrency)
+    pipeline = pipeline_from_runtime(runtime, concurrency=args.concurrency)
     total = BatchReport()
     bar = _progress(None, args.quiet)
     listed = 0
-    for chunk in chunks(list_objects(s3, bucket, prefix), max(1, args.batch_size)):
-        listed += len(chunk)
-        events = listed_events(bucket, chunk, "ObjectCreated:Backfill", only_if_changed=not args.force)
-        report = indexer.process_events(events)
+
+    def batches() -> Iterator[list[ObjectEvent]]:
+        nonlocal listed
+        for chunk in chunks(list_objects(s3, bucket, prefix), max(1, args.batch_size)):
+            listed += len(chunk)
+            yield listed_events(bucket, chunk, "ObjectCreated:Backfill", only_if_changed=not args.force)
+
+    for report in pipeline.stream(batches()):
         total.outcomes.extend(report.outcomes)
         for stage, ms in report.timings_ms.items():
             total.timings_ms[stage] = total.timings_ms.get(stage, 0.0) + ms
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(len(report.message_ids))
             bar.set_postfix(indexed=total.count(INDEXED), skipped=total.count(SKIPPED), failed=total.count(FAILED))
     if bar is not None:
         bar.close()

@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
 def list_groups(args: argparse.Namespace, runtime: Any) -> int:
     from imgsim.dedupe import DuplicateIndex
     from imgsim.duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, DuplicateGroups
-    from imgsim.indexing import duplicate_threshold_from_env
     from imgsim.store import FieldEquals, Where
 
     store = runtime.get_store()
@@ -75,7 +74,7 @@ def list_groups(args: argparse.Namespace, runtime: Any) -> int:
         threshold = RAW_THRESHOLD if args.threshold is None else args.threshold
         groups = rescan(store, threshold, args.prefix)
     else:
-        threshold = args.threshold if args.threshold is not None else (duplicate_threshold_from_env() or 0.79)
+        threshold = args.threshold if args.threshold is not None else (runtime.get_app_settings().index.duplicate_check or 0.79)
         index = DuplicateIndex(store, runtime.get_embedder().dim)
         groups = [g.as_json() for g in DuplicateGroups(store, index).all(threshold=threshold, prefix=args.prefix)]
     write(groups, threshold, args)

@@ -1,7 +1,7 @@
 """`imgsim reindex --model NAME [s3://bucket[/prefix]]`: a model switch without downtime.
 
 Builds ``<QDRANT_COLLECTION>__NAME`` from the bucket with the backfill machinery (the same
-``Indexer`` the Lambda runs, the new model's embedder), then points the alias
+``imgsim.pipeline`` the Lambda runs, the new model's embedder), then points the alias
 ``QDRANT_COLLECTION`` at it in one step (imgsim.deployment). Meanwhile searches keep using the
 served collection, and the functions, once deployed with ``Model=NAME``, write every upload and
 delete to both collections.
@@ -29,21 +29,23 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from imgsim.deployment import collection_for, resolve
-from imgsim.indexing import (
+from imgsim.pipeline import (
     DELETE,
     FAILED,
     INDEXED,
     SKIPPED,
     BatchReport,
+    IndexingPipeline,
     ObjectEvent,
-    indexer_for,
+    build,
 )
 from imgsim.points import utc_now_iso
+from imgsim.settings import IndexSettings
 from imgsim.store import Catalog, StorageOptions
 
 from .backfill import chunks, list_objects, listed_events, parse_s3_uri
@@ -87,10 +89,14 @@ class Reindexer:
         self, *, catalog: Catalog, alias: str, model: str, embedder: Any, s3: Any, bucket: str, prefix: str = "",
         options: StorageOptions | None = None, dims: dict[str, int] | None = None, batch_size: int = 32,
         concurrency: int = 8, on_progress: Callable[[Progress], None] | None = None,
+        index_options: IndexSettings | None = None,
     ) -> None:
+        """``index_options``: how the pipeline indexes (the process's IMGSIM_* settings; ``concurrency`` wins
+        over their fetch concurrency)."""
         self.catalog, self.alias, self.model, self.embedder = catalog, alias, model, embedder
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.options = options
+        self.index_options = index_options or IndexSettings()
         self.dims = {**(dims or {}), model: embedder.dim}
         self.batch_size, self.concurrency = max(1, batch_size), max(1, concurrency)
         self.on_progress = on_progress or (lambda progress: None)
@@ -102,13 +108,14 @@ class Reindexer:
             layout = resolve(self.catalog, self.alias, self.model, dim_of=self.dims, options=self.options)
             progress.previous = layout.serving.collection
             store = self.catalog.open_store(progress.target, dim=self.embedder.dim, options=self.options)
-            indexer = indexer_for(store, self.embedder, fetch_concurrency=self.concurrency)
+            pipeline = build(store=store, embedder=self.embedder, s3=self.s3,
+                             options=dataclasses.replace(self.index_options, fetch_concurrency=self.concurrency))
             progress.phase = "fill"
-            self._index_listing(indexer)
+            self._index_listing(pipeline)
             progress.phase = "catch-up"
             since = utc_now_iso()
-            keys = self._index_listing(indexer)
-            self._remove_gone(indexer, store, keys, since)
+            keys = self._index_listing(pipeline)
+            self._remove_gone(pipeline, store, keys, since)
             if progress.failed:
                 progress.phase = "failed"
                 progress.error = f"{progress.failed} objects failed (transient): run again, it resumes"
@@ -128,17 +135,21 @@ class Reindexer:
             self.on_progress(progress)
         return progress
 
-    def _index_listing(self, indexer: Any) -> set[str]:
+    def _index_listing(self, pipeline: IndexingPipeline) -> set[str]:
         keys: set[str] = set()
-        for chunk in chunks(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
-            keys.update(obj["Key"] for obj in chunk)
-            self.progress.listed += len(chunk)
-            events = listed_events(self.bucket, chunk, "ObjectCreated:Reindex", only_if_changed=True)
-            self.progress.count(indexer.process_events(events))
+
+        def batches() -> Iterator[list[ObjectEvent]]:
+            for chunk in chunks(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
+                keys.update(obj["Key"] for obj in chunk)
+                self.progress.listed += len(chunk)
+                yield listed_events(self.bucket, chunk, "ObjectCreated:Reindex", only_if_changed=True)
+
+        for report in pipeline.stream(batches()):
+            self.progress.count(report)
             self.on_progress(self.progress)
         return keys
 
-    def _remove_gone(self, indexer: Any, store: Any, keys: set[str], since: str) -> None:
+    def _remove_gone(self, pipeline: IndexingPipeline, store: Any, keys: set[str], since: str) -> None:
         """Points of this bucket and prefix whose object was not in the last listing, indexed before it began."""
         offset: str | None = None
         gone: list[ObjectEvent] = []
@@ -153,7 +164,7 @@ class Reindexer:
             if offset is None:
                 break
         for start in range(0, len(gone), self.batch_size):
-            report = indexer.process_events(gone[start:start + self.batch_size])
+            report = pipeline.process_events(gone[start:start + self.batch_size])
             self.progress.removed += sum(1 for o in report.outcomes if o.status not in (FAILED, SKIPPED))
             self.progress.count(report)
             self.on_progress(self.progress)
@@ -213,6 +224,7 @@ def reindexer_from_runtime(model: str, uri: str | None, *, batch_size: int = 32,
         catalog=runtime.get_catalog(), alias=settings.collection, model=model, embedder=embedder,
         s3=runtime.get_boto3_client("s3"), bucket=bucket, prefix=prefix, options=storage_options(settings),
         dims=dims, batch_size=batch_size, concurrency=concurrency, on_progress=on_progress,
+        index_options=runtime.get_app_settings().index,
     )
 
 
@@ -261,7 +273,7 @@ class Bar:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgsim.config import env_float
+    from imgsim import runtime
 
     from imgsim_tools.reindex_stack import run_in_stack
 
@@ -284,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     print_summary(progress, time.perf_counter() - started)
     if progress.switched and args.drop_old:
-        wait = 2 * env_float("IMGSIM_ALIAS_TTL", 30.0, minimum=0.0)
+        wait = 2 * runtime.get_settings().alias_ttl_s
         print(f"  waiting {wait:.0f} s for running functions to follow the alias, then dropping {progress.previous}")
         if reindexer.drop_previous(wait):
             print(f"  dropped {progress.previous}")
