@@ -8,12 +8,18 @@ import pytest
 from imgsim import runtime
 from imgsim.errors import ConfigError
 from imgsim.ids import point_id_for_object
-from imgsim.indexing import INDEXED, SKIPPED
+from imgsim.pipeline import INDEXED, SKIPPED
 from imgsim_tools import listing
 from imgsim_tools.commands import backfill
 from imgsim_tools.session import RuntimeSession
+from support import INDEX_APP_PATH, load_module_from_path
 
 BUCKET = "imgsim-images"
+
+
+def pipeline_from_runtime():
+    """The pipeline as the IndexFunction builds it on the runtime (functions/index/app.py)."""
+    return load_module_from_path("index_app", INDEX_APP_PATH).pipeline_from_runtime()
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -99,10 +105,10 @@ def test_backfill_indexes_a_prefix_and_is_safe_to_rerun(s3, photos, get_object_c
 
 def test_backfill_keeps_a_stored_sequencer(s3, photos, capsys):
     """Backfill events have no sequencer: the one from the last notification stays for ordering."""
-    from imgsim.indexing import PUT, ObjectEvent, indexer_from_runtime
+    from imgsim.pipeline import PUT, ObjectEvent
 
     s3.put_object(Bucket=BUCKET, Key="photos/a.jpg", Body=photos[0].read_bytes())
-    indexer_from_runtime().process_events([ObjectEvent("m", PUT, BUCKET, "photos/a.jpg", sequencer="00AB")])
+    pipeline_from_runtime().process_events([ObjectEvent("m", PUT, BUCKET, "photos/a.jpg", sequencer="00AB")])
     s3.put_object(Bucket=BUCKET, Key="photos/a.jpg", Body=photos[700].read_bytes())  # event not yet delivered
     assert run(parse(f"s3://{BUCKET}/photos/", "--quiet")) == 0
     payload = runtime.get_store().get(point_id_for_object(BUCKET, "photos/a.jpg")).payload
@@ -122,7 +128,6 @@ def test_listing_follows_every_page(s3):
 
 def test_via_queue_enqueues_events_the_indexer_accepts(s3, photos, capsys):
     import boto3
-    from imgsim.indexing import indexer_from_runtime
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName="imgsim-index")["QueueUrl"]
@@ -136,7 +141,7 @@ def test_via_queue_enqueues_events_the_indexer_accepts(s3, photos, capsys):
             messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
             if not messages:
                 return outcomes
-            report = indexer_from_runtime().process_messages((m["MessageId"], m["Body"]) for m in messages)
+            report = pipeline_from_runtime().process_messages((m["MessageId"], m["Body"]) for m in messages)
             outcomes += report.outcomes
             for m in messages:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -12,7 +12,8 @@ import boto3
 import pytest
 from imgsim import runtime
 from imgsim.ids import point_id_for_object
-from imgsim.indexing import Indexer
+from imgsim.pipeline import build
+from imgsim.settings import IndexSettings
 from imgsim_tools.events import http_api_event
 from moto import mock_aws
 from PIL import Image, ImageOps
@@ -56,8 +57,8 @@ def app(tmp_path_factory):
 def library(app):
     """Three pictures, each with copies (smaller mirror, smaller grey), plus two unrelated photos."""
     s3 = boto3.client("s3")
-    indexer = Indexer(store=runtime.get_store(), embedder=runtime.get_embedder(), s3_client=s3,
-                      duplicate_threshold=0.79)
+    indexer = build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=s3,
+                    options=IndexSettings(duplicate_threshold=0.79))
     keys: dict[str, str] = {}
 
     def put(key: str, data: bytes, content_type: str = "image/jpeg") -> None:

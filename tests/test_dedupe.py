@@ -1,4 +1,4 @@
-"""Duplicates at upload (imgsim.dedupe through the Indexer), on both store backends: an indexed image records
+"""Duplicates at upload (imgsim.dedupe through the pipeline), on both store backends: an indexed image records
 its best existing match above the threshold; the record follows deletes and replacements of that match."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from imgsim import dedupe
 from imgsim.ids import point_id_for_object
-from imgsim.indexing import Indexer
+from imgsim.pipeline import build
+from imgsim.settings import IndexSettings
 from PIL import Image, ImageOps
 from test_indexing import BUCKET, s3_body
 
@@ -21,8 +22,8 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
 
 @pytest.fixture
 def indexer(backend_store, embedder, moto_s3):
-    return Indexer(store=backend_store, embedder=embedder, s3_client=moto_s3, fetch_concurrency=4,
-                   duplicate_threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD)
+    return build(store=backend_store, embedder=embedder, s3=moto_s3,
+                 options=IndexSettings(fetch_concurrency=4, duplicate_threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD))
 
 
 def jpeg(img: Image.Image) -> bytes:
@@ -110,7 +111,7 @@ def test_signature_shapes_and_symmetric_score(embedder):
 def test_groups_keep_rule_pages_and_not_duplicates_decisions(backend_store, indexer, moto_s3):
     from imgsim.duplicates import DuplicateGroups, record_not_duplicates
 
-    groups_api = DuplicateGroups(backend_store, indexer.duplicates)
+    groups_api = DuplicateGroups(backend_store, indexer.duplicates.index)
     originals = {name: Image.open(PHOTOS / name).convert("RGB") for name in ("photo_00100.jpg", "photo_00700.jpg",
                                                                               "photo_01300.jpg")}
     for n, (name, img) in enumerate(originals.items()):

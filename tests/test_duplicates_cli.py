@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from imgsim import runtime
 from imgsim.ids import point_id_for_object
-from imgsim.indexing import Indexer
+from imgsim.pipeline import build
+from imgsim.settings import IndexSettings
 from imgsim_tools import cli
 from PIL import Image, ImageOps
 from test_indexing import s3_body
@@ -44,8 +45,8 @@ def s3(tmp_path, monkeypatch):
 
 
 def index(s3, *, record: bool) -> dict[str, str]:
-    indexer = Indexer(store=runtime.get_store(), embedder=runtime.get_embedder(), s3_client=s3,
-                      duplicate_threshold=0.79 if record else None)
+    indexer = build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=s3,
+                    options=IndexSettings(dedupe=record, duplicate_threshold=0.79))
     img = Image.open(PHOTOS / "photo_00700.jpg").convert("RGB")
     w, h = img.size
     objects = {"dogs/original.jpg": jpeg(img), "dogs/mirror.jpg": jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5))),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from imgsim.indexing import parse_message
+from imgsim.pipeline.sqs import parse_message
 from imgsim_tools.events import (
     http_api_event,
     queue_arn,

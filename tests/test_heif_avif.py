@@ -165,20 +165,18 @@ def test_decode_budgets_apply_before_any_pixel_is_decoded(photos, encode):
     assert decode(data).width == 2000  # within the default budgets
 
 
-def test_the_indexer_indexes_heic_and_avif_objects(photos, embedder, moto_s3, tmp_path, monkeypatch):
+def test_the_indexer_indexes_heic_and_avif_objects(photos, embedder, moto_s3, tmp_path):
     """An iPhone library synced to S3 is indexed, not skipped as "not an image"."""
-    from imgsim import runtime
-    from imgsim.indexing import INDEXED, PUT, ObjectEvent, indexer_for
+    from imgsim.pipeline import INDEXED, PUT, ObjectEvent, build
+    from imgsim.settings import IndexSettings
     from imgsim.store.edge import EdgeStore
 
-    monkeypatch.setenv("IMGSIM_DEDUPE", "off")
-    runtime.reset()
     objects = {"library/IMG_0001.HEIC": heic(photo(photos, 80)), "library/IMG_0002.avif": avif(photo(photos, 81))}
     for key, data in objects.items():
         moto_s3.put_object(Bucket="imgsim-images", Key=key, Body=data)
     store = EdgeStore(str(tmp_path / "q"), "images", dim=embedder.dim)
     try:
-        report = indexer_for(store, embedder).process_events(
+        report = build(store=store, embedder=embedder, s3=moto_s3, options=IndexSettings(dedupe=False)).process_events(
             [ObjectEvent(message_id=key, action=PUT, bucket="imgsim-images", key=key) for key in objects])
         assert [o.status for o in report.outcomes] == [INDEXED, INDEXED], report.outcomes
         stored = {r.payload["key"]: r.payload for r in store.scroll(limit=10)[0]}
@@ -186,7 +184,6 @@ def test_the_indexer_indexes_heic_and_avif_objects(photos, embedder, moto_s3, tm
         assert stored["library/IMG_0002.avif"]["format"] == "AVIF"
     finally:
         store.close()
-        runtime.reset()
 
 
 def test_the_page_offers_heic_and_avif_files():

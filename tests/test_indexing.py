@@ -1,4 +1,4 @@
-"""imgsim.indexing: the batch logic, against moto S3 and embedded Qdrant (no Lambda).
+"""imgsim.pipeline: the batch logic, against moto S3 and embedded Qdrant (no Lambda).
 
 Events here are built the way S3 writes them (URL-encoded keys, hex sequencers);
 the handler tests (test_index_handler.py) run the real moto S3 -> SQS path.
@@ -14,23 +14,24 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 from imgsim.ids import point_id_for_object
-from imgsim.indexing import (
+from imgsim.ordering import is_newer
+from imgsim.pipeline import (
     DELETE,
     FAILED,
     INDEXED,
     PUT,
     SKIPPED,
-    Indexer,
     ObjectEvent,
-    is_newer,
+    build,
     newest_per_key,
-    parse_ignore_prefixes,
 )
+from imgsim.settings import IndexSettings
 from imgsim.store import key_dirs
 from imgsim_tools.events import s3_notification, s3_record
 from PIL import Image
 
 BUCKET = "imgsim-images"
+NO_DEDUPE = IndexSettings(dedupe=False)  # these tests are about ordering and poison (test_dedupe.py: duplicates)
 
 
 def s3_body(key: str, action: str = PUT, *, sequencer: str | None = None, size: int | None = None,
@@ -55,7 +56,7 @@ def store(backend_store):
 
 @pytest.fixture
 def indexer(store, embedder, s3):
-    return Indexer(store=store, embedder=embedder, s3_client=s3, fetch_concurrency=4)
+    return build(store=store, embedder=embedder, s3=s3, options=IndexSettings(dedupe=False, fetch_concurrency=4))
 
 
 def put_photo(s3, key: str, path) -> int:
@@ -92,8 +93,8 @@ def test_newest_event_per_key_wins_within_a_batch():
 
 
 def test_ignore_prefixes_parsing():
-    assert parse_ignore_prefixes(" thumbs/, tmp/ ,,") == ("thumbs/", "tmp/")
-    assert parse_ignore_prefixes(None) == ()
+    assert IndexSettings.from_env({"IMGSIM_IGNORE_PREFIXES": " thumbs/, tmp/ ,,"}).ignore_prefixes == ("thumbs/", "tmp/")
+    assert IndexSettings.from_env({}).ignore_prefixes == ()
 
 
 # -- keys -------------------------------------------------------------------------
@@ -275,7 +276,8 @@ def test_every_poison_kind_is_skipped_not_failed(indexer, store, s3, photos):
 
 
 def test_test_events_foreign_messages_and_ignored_prefixes_are_skipped(store, embedder, s3, photos):
-    indexer = Indexer(store=store, embedder=embedder, s3_client=s3, ignore_prefixes=("thumbs/", "tmp/"))
+    indexer = build(store=store, embedder=embedder, s3=s3,
+                    options=IndexSettings(dedupe=False, ignore_prefixes=("thumbs/", "tmp/")))
     size = put_photo(s3, "photos/kept.jpg", photos[10])
     put_photo(s3, "thumbs/kept.jpg", photos[10])
     test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent",
@@ -336,7 +338,7 @@ def test_qdrant_down_fails_every_record_and_loses_nothing(embedder, s3, photos):
 
     client = connect(f"http://127.0.0.1:{closed_port()}", None, 1)
     down = ServerStore(client, "images", dim=embedder.dim, retries=1)
-    indexer = Indexer(store=down, embedder=embedder, s3_client=s3)
+    indexer = build(store=down, embedder=embedder, s3=s3, options=NO_DEDUPE)
     messages = []
     for i in range(3):
         key = f"photos/q{i}.jpg"
@@ -358,7 +360,7 @@ def test_qdrant_failing_the_upsert_fails_the_puts_only(embedder, s3, photos, sto
 
     monkeypatch.setattr(store, "upsert", failing_upsert)
     flaky = store
-    indexer = Indexer(store=flaky, embedder=embedder, s3_client=s3)
+    indexer = build(store=flaky, embedder=embedder, s3=s3, options=NO_DEDUPE)
     size = put_photo(s3, "photos/p.jpg", photos[0])
     report = indexer.process_messages([
         ("put", s3_body("photos/p.jpg", size=size, sequencer="01")),
@@ -407,8 +409,8 @@ class EmbedderWithHook:
 def test_delete_landing_during_a_put_does_not_resurrect(store, embedder, s3, photos):
     key = "photos/race-delete.jpg"
     size = put_photo(s3, key, photos[30])
-    other = Indexer(store=store, embedder=embedder, s3_client=s3)  # the concurrent invocation
-    racing = Indexer(store=store, s3_client=s3, embedder=EmbedderWithHook(
+    other = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)  # the concurrent invocation
+    racing = build(store=store, s3=s3, options=NO_DEDUPE, embedder=EmbedderWithHook(
         embedder, lambda: other.process_messages([("del", s3_body(key, DELETE, sequencer="11"))])))
     report = racing.process_messages([("put", s3_body(key, size=size, sequencer="10"))])
     assert statuses(report) == {"put": (SKIPPED, "stale_event")}
@@ -419,8 +421,8 @@ def test_delete_landing_during_a_put_does_not_resurrect(store, embedder, s3, pho
 def test_older_put_winning_the_race_makes_the_newer_retry(store, embedder, s3, photos):
     key = "photos/race-puts.jpg"
     size = put_photo(s3, key, photos[40])
-    other = Indexer(store=store, embedder=embedder, s3_client=s3)
-    racing = Indexer(store=store, s3_client=s3, embedder=EmbedderWithHook(
+    other = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)
+    racing = build(store=store, s3=s3, options=NO_DEDUPE, embedder=EmbedderWithHook(
         embedder, lambda: other.process_messages([("old", s3_body(key, size=size, sequencer="20"))])))
     report = racing.process_messages([("new", s3_body(key, size=size, sequencer="21"))])
     assert statuses(report)["new"][0] == FAILED and report.failed_message_ids == ["new"]
@@ -435,8 +437,8 @@ def test_older_put_winning_the_race_makes_the_newer_retry(store, embedder, s3, p
 def test_newer_put_landing_during_a_delete_survives(store, embedder, s3, photos, monkeypatch):
     key = "photos/race-put-after-delete.jpg"
     size = put_photo(s3, key, photos[50])
-    other = Indexer(store=store, embedder=embedder, s3_client=s3)
-    deleting = Indexer(store=store, embedder=embedder, s3_client=s3)
+    other = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)
+    deleting = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)
     real_upsert = deleting.tombstones.upsert
 
     def upsert_after_the_put(points, **kwargs):
@@ -453,8 +455,8 @@ def test_newer_put_landing_during_a_delete_survives(store, embedder, s3, photos,
 def test_older_put_losing_the_race_does_not_overwrite_the_newer(store, embedder, s3, photos):
     key = "photos/race-stale.jpg"
     size = put_photo(s3, key, photos[60])
-    other = Indexer(store=store, embedder=embedder, s3_client=s3)
-    racing = Indexer(store=store, s3_client=s3, embedder=EmbedderWithHook(
+    other = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)
+    racing = build(store=store, s3=s3, options=NO_DEDUPE, embedder=EmbedderWithHook(
         embedder, lambda: other.process_messages([("new", s3_body(key, size=size, sequencer="41"))])))
     report = racing.process_messages([("old", s3_body(key, size=size, sequencer="40"))])
     assert statuses(report) == {"old": (SKIPPED, "stale_event")}

@@ -18,13 +18,15 @@ import boto3
 import pytest
 from imgsim.embedder import Embedder
 from imgsim.errors import NotAnImage
-from imgsim.indexing import FAILED, INDEXED, SKIPPED, BudgetGate, Indexer
 from imgsim.isolation import IsolatedDecodeFailed, decode_in_child
+from imgsim.pipeline import FAILED, INDEXED, SKIPPED, BudgetGate, Pipeline, build
+from imgsim.settings import IndexSettings
 from moto import mock_aws
 from store_backends import make_store
 from test_indexing import BUCKET, s3_body
 
 KILL_MARK = b"imgsim-test: kill the decoder"
+NO_DEDUPE = IndexSettings(dedupe=False)
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def receive(sqs, queue: str) -> list[dict]:
                                AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
 
 
-def run_in_a_worker_that_may_die(indexer: Indexer, batch: list[tuple]) -> tuple[int | None, set[str]]:
+def run_in_a_worker_that_may_die(indexer: Pipeline, batch: list[tuple]) -> tuple[int | None, set[str]]:
     """Like a Lambda invocation: a separate process; returns (exit code, acknowledged message ids)."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
@@ -83,7 +85,7 @@ def run_in_a_worker_that_may_die(indexer: Indexer, batch: list[tuple]) -> tuple[
 def test_a_record_that_kills_its_worker_ends_alone_in_the_dlq(aws, killer_embedder, photos, tmp_path):
     s3, sqs, queue, dlq = aws
     store = make_store("server", tmp_path, killer_embedder.dim)
-    indexer = Indexer(store=store, embedder=killer_embedder, s3_client=s3)
+    indexer = build(store=store, embedder=killer_embedder, s3=s3, options=NO_DEDUPE)
     keys = [f"photos/{i}.jpg" for i in range(10)]
     for i, key in enumerate(keys):
         body = photos[i * 150].read_bytes() + (KILL_MARK if i == 4 else b"")
@@ -132,7 +134,7 @@ def test_isolated_decoding_returns_typed_errors_and_stops_a_hanging_decoder(embe
 def test_redelivered_records_that_decode_fine_are_indexed_normally(aws, embedder, photos, tmp_path):
     s3, *_ = aws
     store = make_store("edge", tmp_path, embedder.dim)
-    indexer = Indexer(store=store, embedder=embedder, s3_client=s3)
+    indexer = build(store=store, embedder=embedder, s3=s3, options=NO_DEDUPE)
     data = photos[3].read_bytes()
     s3.put_object(Bucket=BUCKET, Key="photos/again.jpg", Body=data)
     report = indexer.process_messages([("m1", s3_body("photos/again.jpg", size=len(data), sequencer="01"), 3)])
@@ -155,8 +157,8 @@ def test_large_objects_over_the_limits_are_refused_from_their_header_without_a_f
     calls: list[dict] = []
     real = s3.get_object
     monkeypatch.setattr(s3, "get_object", lambda **kw: (calls.append(kw), real(**kw))[1])
-    indexer = Indexer(store=make_store("server", tmp_path, embedder.dim), embedder=embedder, s3_client=s3,
-                      precheck_bytes=0)
+    indexer = build(store=make_store("server", tmp_path, embedder.dim), embedder=embedder, s3=s3,
+                    options=NO_DEDUPE, precheck_bytes=0)
     report = indexer.process_messages([("m1", s3_body("photos/huge.png", size=len(out.getvalue()), sequencer="01"))])
     assert report.outcomes[0].status == SKIPPED and report.outcomes[0].reason.startswith("too_many_pixels")
     assert "judged from the header" in report.outcomes[0].reason
@@ -167,7 +169,7 @@ def test_the_remaining_time_bounds_the_work(aws, embedder, photos, tmp_path):
     s3, *_ = aws
     data = photos[5].read_bytes()
     s3.put_object(Bucket=BUCKET, Key="photos/late.jpg", Body=data)
-    indexer = Indexer(store=make_store("server", tmp_path, embedder.dim), embedder=embedder, s3_client=s3)
+    indexer = build(store=make_store("server", tmp_path, embedder.dim), embedder=embedder, s3=s3, options=NO_DEDUPE)
     report = indexer.process_messages([("m1", s3_body("photos/late.jpg", size=len(data), sequencer="01"))],
                                       remaining_ms=lambda: 2_000)  # less than the 5 s margin
     assert [(o.status, o.reason.split(":")[0]) for o in report.outcomes] == [(FAILED, "deadline")]

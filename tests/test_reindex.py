@@ -14,14 +14,20 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from imgsim import runtime
-from imgsim.indexing import RebuildingIndexer, indexer_from_runtime
 from imgsim.models import REPO_MODEL_DIR
+from imgsim.pipeline import RebuildingPipeline, build
 from imgsim.store import open_catalog
 from imgsim_tools.commands import reindex
 from imgsim_tools.events import s3_notification, s3_record
 from imgsim_tools.session import RuntimeSession
+from support import INDEX_APP_PATH, load_module_from_path
 
 BUCKET = "imgsim-images"
+
+
+def pipeline_from_runtime():
+    """The pipeline as the IndexFunction builds it on the runtime (functions/index/app.py)."""
+    return load_module_from_path("index_app", INDEX_APP_PATH).pipeline_from_runtime()
 
 
 def two_model_dir(root: Path) -> Path:
@@ -63,7 +69,7 @@ def index(keys: list[str], s3, action: str = "put") -> None:
     """The indexer as IndexFunction builds it, on S3 notifications for ``keys``."""
     messages = [(f"m{i}", json.dumps(s3_put_event(BUCKET, key, s3, removed=action == "delete")), 1)
                 for i, key in enumerate(keys)]
-    report = indexer_from_runtime().process_messages(messages)
+    report = pipeline_from_runtime().process_messages(messages)
     assert report.failed_message_ids == [], report.outcomes
 
 
@@ -108,7 +114,7 @@ def test_switching_models_without_downtime(deployment, photos, capsys, monkeypat
     layout = runtime.get_layout()
     assert (layout.serving.collection, layout.serving.model) == ("images__model_a", "model_a")
     assert layout.building is not None and layout.building.collection == "images__model_b"
-    assert isinstance(indexer_from_runtime(), RebuildingIndexer)
+    assert isinstance(pipeline_from_runtime(), RebuildingPipeline)
     assert runtime.get_embedder().model_name == "model_a"  # queries are embedded with the served model
 
     # Uploads and deletes during the rebuild land in both collections.
@@ -180,10 +186,9 @@ def test_a_collection_from_before_per_model_names_is_replaced_by_the_alias(deplo
     s3 = deployment
     keys = ["old/0.jpg", "old/1.jpg"]
     put(s3, photos, keys)
-    from imgsim.indexing import indexer_for
-
     legacy = runtime.get_catalog().open_store("images", dim=runtime.get_embedder("model_a").dim)
-    report = indexer_for(legacy, runtime.get_embedder("model_a")).process_messages(
+    report = build(store=legacy, embedder=runtime.get_embedder("model_a"), s3=runtime.get_boto3_client("s3"),
+                   options=runtime.get_app_settings().index).process_messages(
         [(f"m{i}", json.dumps(s3_put_event(BUCKET, key, s3)), 1) for i, key in enumerate(keys)])
     assert report.failed_message_ids == []
     runtime.reset()

@@ -1,11 +1,11 @@
-"""IndexFunction: SQS batch of S3 notifications -> Qdrant (thin; the work is in imgsim.indexing).
+"""IndexFunction: SQS batch of S3 notifications -> Qdrant (thin; the work is in imgsim.pipeline).
 
 The whole batch is indexed at once (concurrent fetch, one embed batch, one
 upsert), then powertools' BatchProcessor reports each SQS message from the
 batch's outcome: messages with a transient failure go into
 ``batchItemFailures`` and are redelivered; everything else is acknowledged.
 Messages delivered before (ApproximateReceiveCount >= 2) are decoded each in a child
-process, and the context's remaining time bounds the work (see imgsim.indexing).
+process, and the context's remaining time bounds the work (see imgsim.pipeline).
 """
 
 from __future__ import annotations
@@ -22,14 +22,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from imgsim import runtime
-from imgsim.indexing import (
-    BatchReport,
-    Indexer,
-    RebuildingIndexer,
-    UnavailableIndexer,
-    indexer_from_runtime,
-)
+from imgsim.composition import Root
+from imgsim.pipeline import BatchReport
 from imgsim.tracing import make_tracer
 
 logger = Logger()
@@ -38,6 +32,25 @@ tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.trac
 # Qdrant down fails every record; report them all instead of raising, so the
 # response still says exactly which messages to redeliver.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+_root: Root | None = None
+
+
+def root() -> Root:
+    """This execution environment's composition root: built from the function's environment variables on first
+    use (Lambda's init phase), or the one handed over with ``use_root``. It builds the store, the model and the
+    S3 client once and keeps them across invocations."""
+    global _root
+    if _root is None:
+        _root = Root.from_env()
+    return _root
+
+
+def use_root(new: Root) -> None:
+    """Index with ``new`` (the local stack's root, shared by its environments; a test's)."""
+    global _root
+    _root = new
 
 
 class RecordNotIndexed(Exception):
@@ -63,10 +76,10 @@ def emit_metrics(report: BatchReport) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    runtime.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
-    indexer: Indexer | RebuildingIndexer | UnavailableIndexer = indexer_from_runtime(logger=logger)
+    current = root()
+    current.refresh()  # follow a model switch (imgsim.deployment) within IMGSIM_ALIAS_TTL
     sqs_event = SQSEvent(event)
-    report = indexer.process_messages(
+    report = current.pipeline(logger=logger).process_messages(
         ((record.message_id, record.body, record.attributes.approximate_receive_count) for record in sqs_event.records),
         remaining_ms=context.get_remaining_time_in_millis,
     )

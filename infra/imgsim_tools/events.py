@@ -152,7 +152,7 @@ def s3_record(
 
     ``sequencer`` is S3's per-key order of events; records not made by S3 (a backfill, the local stack's
     catch-up) have none. ``only_if_changed`` adds imgsim's own ``imgsimBackfill`` flag: the indexer skips the
-    object when its point already has this ETag and the current model (imgsim.indexing)."""
+    object when its point already has this ETag and the current model (imgsim.pipeline)."""
     obj: dict[str, Any] = {"key": quote_plus(key)}
     if event_name.startswith("ObjectCreated:"):
         obj.update((name, value) for name, value in (("size", size), ("eTag", etag.strip('"') if etag else None))

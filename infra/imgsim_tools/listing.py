@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from imgsim.errors import ConfigError
-from imgsim.indexing import PUT, ObjectEvent
+from imgsim.pipeline import PUT, ObjectEvent
 
 Listed = dict[str, Any]  # one entry of list_objects_v2's Contents: Key, ETag, Size, LastModified
 

@@ -2,7 +2,7 @@
 ``imgsim_tools.commands.reindex``; inside a running `imgsim serve`, ``imgsim_tools.reindex_stack`` runs it).
 
 Builds ``<QDRANT_COLLECTION>__NAME`` from the bucket with the backfill machinery (the same
-``Indexer`` the Lambda runs, the new model's embedder), then points the alias
+``imgsim.pipeline`` the Lambda runs, the new model's embedder), then points the alias
 ``QDRANT_COLLECTION`` at it in one step (imgsim.deployment). Meanwhile searches keep using the
 served collection, and the functions, once deployed with ``Model=NAME``, write every upload and
 delete to both collections.
@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imgsim.deployment import collection_for, resolve
 from imgsim.errors import ConfigError
-from imgsim.indexing import (
+from imgsim.pipeline import (
     DELETE,
     FAILED,
     INDEXED,
     SKIPPED,
     BatchReport,
+    IndexingPipeline,
     ObjectEvent,
-    indexer_for,
+    build,
 )
 from imgsim.points import utc_now_iso
 from imgsim.settings import IndexSettings
@@ -90,15 +91,17 @@ class Reindexer:
         self, *, catalog: Catalog, alias: str, model: str, embedder: Any, s3: Any, bucket: str, prefix: str = "",
         options: StorageOptions | None = None, dims: dict[str, int] | None = None, batch_size: int = 32,
         concurrency: int = 8, on_progress: Callable[[Progress], None] | None = None,
-        index_settings: IndexSettings | None = None,
+        index_options: IndexSettings | None = None,
     ) -> None:
+        """``index_options``: how the pipeline indexes (the process's IMGSIM_* settings; ``concurrency`` wins
+        over their fetch concurrency)."""
         self.catalog, self.alias, self.model, self.embedder = catalog, alias, model, embedder
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.options = options
+        self.index_options = index_options or IndexSettings()
         self.dims = {**(dims or {}), model: embedder.dim}
         self.batch_size, self.concurrency = max(1, batch_size), max(1, concurrency)
         self.on_progress = on_progress or (lambda progress: None)
-        self.index_settings = index_settings
         self.progress = Progress(model=model, target=collection_for(alias, model))
 
     def run(self, *, switch: bool = True) -> Progress:
@@ -107,14 +110,14 @@ class Reindexer:
             layout = resolve(self.catalog, self.alias, self.model, dim_of=self.dims, options=self.options)
             progress.previous = layout.serving.collection
             store = self.catalog.open_store(progress.target, dim=self.embedder.dim, options=self.options)
-            indexer = indexer_for(store, self.embedder, fetch_concurrency=self.concurrency,
-                                  options=self.index_settings)
+            pipeline = build(store=store, embedder=self.embedder, s3=self.s3,
+                             options=dataclasses.replace(self.index_options, fetch_concurrency=self.concurrency))
             progress.phase = "fill"
-            self._index_listing(indexer)
+            self._index_listing(pipeline)
             progress.phase = "catch-up"
             since = utc_now_iso()
-            keys = self._index_listing(indexer)
-            self._remove_gone(indexer, store, keys, since)
+            keys = self._index_listing(pipeline)
+            self._remove_gone(pipeline, store, keys, since)
             if progress.failed:
                 progress.phase = "failed"
                 progress.error = f"{progress.failed} objects failed (transient): run again, it resumes"
@@ -134,17 +137,21 @@ class Reindexer:
             self.on_progress(progress)
         return progress
 
-    def _index_listing(self, indexer: Any) -> set[str]:
+    def _index_listing(self, pipeline: IndexingPipeline) -> set[str]:
         keys: set[str] = set()
-        for batch in batches(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
-            keys.update(obj["Key"] for obj in batch)
-            self.progress.listed += len(batch)
-            events = listed_events(self.bucket, batch, "ObjectCreated:Reindex", only_if_changed=True)
-            self.progress.count(indexer.process_events(events))
+
+        def listing() -> Iterator[list[ObjectEvent]]:
+            for batch in batches(list_objects(self.s3, self.bucket, self.prefix), self.batch_size):
+                keys.update(obj["Key"] for obj in batch)
+                self.progress.listed += len(batch)
+                yield listed_events(self.bucket, batch, "ObjectCreated:Reindex", only_if_changed=True)
+
+        for report in pipeline.stream(listing()):
+            self.progress.count(report)
             self.on_progress(self.progress)
         return keys
 
-    def _remove_gone(self, indexer: Any, store: Any, keys: set[str], since: str) -> None:
+    def _remove_gone(self, pipeline: IndexingPipeline, store: Any, keys: set[str], since: str) -> None:
         """Points of this bucket and prefix whose object was not in the last listing, indexed before it began."""
         offset: str | None = None
         gone: list[ObjectEvent] = []
@@ -159,7 +166,7 @@ class Reindexer:
             if offset is None:
                 break
         for start in range(0, len(gone), self.batch_size):
-            report = indexer.process_events(gone[start:start + self.batch_size])
+            report = pipeline.process_events(gone[start:start + self.batch_size])
             self.progress.removed += sum(1 for o in report.outcomes if o.status not in (FAILED, SKIPPED))
             self.progress.count(report)
             self.on_progress(self.progress)
@@ -195,5 +202,5 @@ def reindexer_for(session: Session, model: str, uri: str | None, *, batch_size: 
         catalog=session.catalog, alias=settings.collection, model=model, embedder=embedder,
         s3=session.client("s3"), bucket=bucket, prefix=prefix, options=storage_options(settings),
         dims={configured: session.embedder_for(configured).dim}, batch_size=batch_size, concurrency=concurrency,
-        on_progress=on_progress, index_settings=session.app_settings.index,
+        on_progress=on_progress, index_options=session.app_settings.index,
     )

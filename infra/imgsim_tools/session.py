@@ -10,8 +10,9 @@ store holds a lock on its folder until then). Two views of the same Qdrant:
 * the deployment as the functions see it (``layout``, ``served_store``, ``indexer``): what is served and what is
   being built during a model switch (imgsim.deployment), for ``backfill``, ``duplicates`` and ``reindex``.
 
-``RuntimeSession`` is the same on the process's ``imgsim.runtime`` objects: the local stack runs
-``imgsim reindex --stack`` inside its own process on the very store its functions use (the embedded store is
+Everything is built by one composition root (``imgsim.composition.Root``), the same the functions run on.
+``Session.on_root(root)`` runs a command on a root built elsewhere, left open at the end: the local stack runs
+``imgsim reindex --stack`` inside its own process on the very root its functions use (the embedded store is
 locked by the process that opened it), and tests use it to inspect what a command did.
 """
 
@@ -26,13 +27,13 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
-from imgsim import runtime
 from imgsim import settings as names
-from imgsim.deployment import Layout, open_in_catalog, resolve
+from imgsim.composition import Root, read_secret_parameter
+from imgsim.deployment import Layout, open_in_catalog
 from imgsim.embedder import Embedder
-from imgsim.errors import StoreUnavailable
+from imgsim.pipeline import IndexingPipeline
 from imgsim.settings import AppSettings, Settings, load
-from imgsim.store import Catalog, VectorStore, open_catalog, storage_options
+from imgsim.store import Catalog, VectorStore, storage_options
 
 from .commands.common import UsageError
 
@@ -58,7 +59,7 @@ def read_settings(environ: Mapping[str, str], overrides: Mapping[str, str] | Non
     app = load(effective)
     engine = app.engine
     if engine.qdrant_url and engine.qdrant_api_key_param and not engine.qdrant_api_key:
-        engine = dataclasses.replace(engine, qdrant_api_key=runtime.read_secret_parameter(engine.qdrant_api_key_param))
+        engine = dataclasses.replace(engine, qdrant_api_key=read_secret_parameter(engine.qdrant_api_key_param))
         app = dataclasses.replace(app, engine=engine)
     return app
 
@@ -99,18 +100,20 @@ class Session:
 
     def __init__(
         self, app_settings: AppSettings, *, environ: Mapping[str, str] | None = None,
-        overrides: Mapping[str, str] | None = None, verbose: bool = False,
+        overrides: Mapping[str, str] | None = None, verbose: bool = False, root: Root | None = None,
     ) -> None:
         self.app_settings = app_settings
         self.environ: Mapping[str, str] = MappingProxyType(dict(environ or {}))
         self.overrides: Mapping[str, str] = MappingProxyType(dict(overrides or {}))
         self.verbose = verbose
-        self._embedders: dict[str, Embedder] = {}
-        self._configured: str | None = None
-        self._catalog: Catalog | None = None
+        self._owns_root = root is None
+        self.root = root or Root(app_settings, embedders=self._build_embedder)
         self._store: VectorStore | None = None
-        self._layout: Layout | None = None
-        self._served: dict[str, VectorStore] = {}
+
+    @classmethod
+    def on_root(cls, root: Root) -> Session:
+        """A session on ``root``'s objects and settings; ``close`` leaves them to the root's owner."""
+        return cls(root.settings, root=root)
 
     @property
     def settings(self) -> Settings:
@@ -121,28 +124,20 @@ class Session:
 
     def configured_model(self) -> str:
         """IMGSIM_MODEL, or the manifest's default model."""
-        return self.embedder.model_name
+        return self.root.configured_model()
 
     @property
     def embedder(self) -> Embedder:
         """The configured model's embedder."""
-        if self._configured is None:
-            embedder = self._build_embedder(None)
-            self._configured = embedder.model_name
-            self._embedders.setdefault(embedder.model_name, embedder)
-        return self._embedders[self._configured]
+        return self.root.embedder(self.configured_model())
 
     def embedder_for(self, model: str | None = None) -> Embedder:
         """The embedder of ``model`` (default: the configured one), built once."""
-        if model is None:
-            return self.embedder
-        if model not in self._embedders:
-            self._embedders[model] = self._build_embedder(model)
-        return self._embedders[model]
+        return self.root.embedder(model or self.configured_model())
 
-    def _build_embedder(self, model: str | None) -> Embedder:
+    def _build_embedder(self, model: str, settings: Settings) -> Embedder:
         with _fd2_silenced(enabled=not self.verbose):
-            return Embedder(model, settings=self.settings)
+            return Embedder(model, settings=settings)
 
     @property
     def store(self) -> VectorStore:
@@ -164,106 +159,34 @@ class Session:
 
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            self._catalog = open_catalog(self.settings)
-        return self._catalog
+        return self.root.catalog()
 
     def layout(self) -> Layout:
         """Which collection is served (and with which model), and which one is being built."""
-        if self._layout is None:
-            configured = self.configured_model()
-            self._layout = resolve(self.catalog, self.settings.collection, configured,
-                                   dim_of={configured: self.embedder.dim}, options=storage_options(self.settings))
-        return self._layout
-
-    def _open(self, collection: str, model: str) -> VectorStore:
-        if collection not in self._served:
-            self._served[collection] = self.catalog.open_store(
-                collection, dim=self.embedder_for(model).dim, options=storage_options(self.settings))
-        return self._served[collection]
+        return self.root.layout()
 
     def served_store(self) -> VectorStore:
         """The collection searches read (through the alias QDRANT_COLLECTION)."""
-        serving = self.layout().serving
-        return self._open(serving.collection, serving.model)
+        return self.root.store()
 
     def served_embedder(self) -> Embedder:
         """The embedder of the served collection's model (queries against it are embedded with it)."""
-        return self.embedder_for(self.layout().serving.model)
+        return self.root.embedder()
 
     def building(self) -> tuple[VectorStore, Embedder] | None:
         """The configured model's collection and embedder while another model's is served, else None."""
-        building = self.layout().building
-        if building is None:
-            return None
-        return self._open(building.collection, building.model), self.embedder_for(building.model)
+        return self.root.building()
 
-    def indexer(self, fetch_concurrency: int | None = None) -> Any:
-        """The indexer IndexFunction runs, on these objects: into the served collection, and into the one being
-        built during a model switch (``RebuildingIndexer``); every event fails when Qdrant is unreachable."""
-        from imgsim.indexing import RebuildingIndexer, UnavailableIndexer, indexer_for
-
-        options = self.app_settings.index
-        concurrency = fetch_concurrency or options.fetch_concurrency
-        try:
-            serving = indexer_for(self.served_store(), self.served_embedder(), fetch_concurrency=concurrency,
-                                  options=options)
-            building = self.building()
-        except StoreUnavailable as exc:
-            return UnavailableIndexer(str(exc))
-        if building is None:
-            return serving
-        store, embedder = building
-        return RebuildingIndexer(serving, indexer_for(store, embedder, fetch_concurrency=concurrency, options=options))
+    def indexer(self, fetch_concurrency: int | None = None) -> IndexingPipeline:
+        """The pipeline IndexFunction runs (imgsim.pipeline), on these objects (``Root.pipeline``)."""
+        return self.root.pipeline(fetch_concurrency=fetch_concurrency)
 
     def client(self, service: str) -> Any:
-        """The process's boto3 client for ``service`` (the one the indexer fetches objects with)."""
-        return runtime.get_boto3_client(service)
+        """The root's boto3 client for ``service`` (the one the pipeline fetches objects with)."""
+        return self.root.client(service)
 
     def close(self) -> None:
-        if self._catalog is not None:
+        self._store = None
+        if self._owns_root:
             # Closes the stores opened from it; embedded Qdrant holds a file lock on its folder until then.
-            self._catalog.close()
-        self._catalog = self._store = self._layout = None
-        self._served.clear()
-
-
-class RuntimeSession(Session):
-    """A Session on ``imgsim.runtime``'s per-process objects (and its settings); ``close`` leaves them to it."""
-
-    def __init__(self) -> None:
-        super().__init__(dataclasses.replace(runtime.get_app_settings(), engine=runtime.get_settings()))
-
-    def configured_model(self) -> str:
-        return runtime.configured_model()
-
-    @property
-    def embedder(self) -> Embedder:
-        return runtime.get_embedder(runtime.configured_model())
-
-    def embedder_for(self, model: str | None = None) -> Embedder:
-        return runtime.get_embedder(model or runtime.configured_model())
-
-    @property
-    def catalog(self) -> Catalog:
-        return runtime.get_catalog()
-
-    def layout(self) -> Layout:
-        return runtime.get_layout()
-
-    def served_store(self) -> VectorStore:
-        return runtime.get_store()
-
-    def served_embedder(self) -> Embedder:
-        return runtime.get_embedder()
-
-    def building(self) -> tuple[VectorStore, Embedder] | None:
-        return runtime.get_building()
-
-    def indexer(self, fetch_concurrency: int | None = None) -> Any:
-        from imgsim.indexing import indexer_from_runtime
-
-        return indexer_from_runtime(fetch_concurrency=fetch_concurrency)
-
-    def close(self) -> None:
-        """Nothing to close: the runtime keeps its objects for the process (``runtime.reset`` closes them)."""
+            self.root.close()

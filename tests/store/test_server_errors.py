@@ -163,11 +163,12 @@ def test_connection_refused_is_unavailable(sleeps):
 
 
 def test_the_indexer_reports_a_rate_limited_store_as_batch_item_failures(stub, sleeps, embedder):
-    from imgsim.indexing import FAILED, Indexer
+    from imgsim.pipeline import FAILED, build
+    from imgsim.settings import IndexSettings
 
     stub.script = [qdrant_error(429, "rate limit", {"Retry-After": "60"})] * 4
     store = store_for(stub.url)
-    indexer = Indexer(store=store, embedder=embedder, s3_client=None)
+    indexer = build(store=store, embedder=embedder, options=IndexSettings(dedupe=False))
     body = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"},
                                                                  "object": {"key": "k.jpg", "sequencer": "01"}}}]}
     report = indexer.process_messages([("m1", body)])

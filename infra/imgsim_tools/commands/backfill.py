@@ -1,7 +1,7 @@
 """`imgsim backfill s3://bucket/prefix`: index objects that were in the bucket before the queue was.
 
 By default the objects are indexed directly from this machine through the same
-``imgsim.indexing.Indexer`` the Lambda runs (concurrent fetch, batch embed, one
+``imgsim.pipeline`` the Lambda runs (concurrent fetch, batch embed, one
 upsert per batch): it needs no deployed stack, and its progress and summary are
 exact because it sees every outcome. ``--via-queue URL`` instead sends each
 object as an S3-shaped notification to the index queue, for buckets so large
@@ -21,9 +21,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from imgsim.indexing import FAILED, INDEXED, SKIPPED, BatchReport
+from imgsim.pipeline import FAILED, INDEXED, SKIPPED, BatchReport, ObjectEvent
 
 from ..events import s3_notification, s3_record
 from ..listing import batches, etag_of, list_objects, listed_events, parse_s3_uri
@@ -54,18 +55,23 @@ def run(args: argparse.Namespace, session: Session) -> int:
     if args.via_queue:
         return _enqueue(s3, session.client("sqs"), bucket, prefix, args, started)
 
-    indexer = session.indexer(fetch_concurrency=args.concurrency)
+    pipeline = session.indexer(fetch_concurrency=args.concurrency)
     total = BatchReport()
     bar = Bar(unit="obj", desc="backfill", quiet=args.quiet)
     listed = 0
-    for batch in batches(list_objects(s3, bucket, prefix), max(1, args.batch_size)):
-        listed += len(batch)
-        events = listed_events(bucket, batch, "ObjectCreated:Backfill", only_if_changed=not args.force)
-        report = indexer.process_events(events)
+
+    def listing() -> Iterator[list[ObjectEvent]]:
+        nonlocal listed
+        for batch in batches(list_objects(s3, bucket, prefix), max(1, args.batch_size)):
+            listed += len(batch)
+            yield listed_events(bucket, batch, "ObjectCreated:Backfill", only_if_changed=not args.force)
+
+    # The next batch is listed and fetched while this one is embedded and written (Pipeline.stream).
+    for report in pipeline.stream(listing()):
         total.outcomes.extend(report.outcomes)
         for stage, ms in report.timings_ms.items():
             total.timings_ms[stage] = total.timings_ms.get(stage, 0.0) + ms
-        bar.update(len(batch))
+        bar.update(len(report.message_ids))
         bar.show(indexed=total.count(INDEXED), skipped=total.count(SKIPPED), failed=total.count(FAILED))
     bar.close()
     print_summary(args.uri, listed, total, time.perf_counter() - started)

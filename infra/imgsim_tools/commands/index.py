@@ -17,16 +17,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imgsim.decode import DecodedImage
 from imgsim.errors import ImageError, StoreError
-from imgsim.ids import point_id_for_file
 
 from ..progress import Bar
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, positive_int
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imgsim.pipeline is imported by `imgsim index` only (~30 ms other commands do not pay)
+    from imgsim.pipeline import BatchReport, EventOutcome
+
     from ..session import Session
 
 # Files embedded and upserted together by `imgsim index`: large enough to amortize
@@ -156,6 +157,13 @@ class IndexSummary:
             f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)"
         )
 
+    def add(self, report: BatchReport) -> None:
+        from imgsim.pipeline import FAILED, INDEXED, SKIPPED
+
+        self.indexed += report.count(INDEXED)
+        self.skipped += report.count(SKIPPED)
+        self.failed += report.count(FAILED)
+
 
 def _progress_bar(total: int) -> Bar | None:
     """A bar on a terminal; None when stderr is a pipe or file (or tqdm is not installed)."""
@@ -163,40 +171,43 @@ def _progress_bar(total: int) -> Bar | None:
     return bar if bar.shown else None
 
 
-class BackgroundWriter:
-    """Upserts one batch in a background thread while the caller embeds the next.
+class FileWarnings:
+    """The report stage of `imgsim index` (imgsim.pipeline.Reporter): one warning line per file that was
+    not indexed, as the path was named, where the Lambda logs a record per object. A store error is left
+    to the command, which stops on it: a local run has no queue to redeliver the batch."""
 
-    TFLite releases the GIL during inference, so storing batch N (mostly Python in
-    embedded Qdrant) overlaps with embedding batch N+1. At most one write is in
-    flight; ``wait`` re-raises its error (e.g. StoreUnavailable) in the caller.
-    """
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self.warn = warn
 
-    def __init__(self, store, on_written: Callable[[int], None]) -> None:
-        self._store = store
-        self._on_written = on_written
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-upsert")
-        self._pending: tuple[Any, int] | None = None
+    def outcome(self, outcome: EventOutcome) -> None:
+        from imgsim.pipeline import FAILED, SKIPPED
 
-    def write(self, points: list) -> None:
-        self.wait()
-        if points:
-            self._pending = (self._pool.submit(self._store.upsert, points), len(points))
+        if outcome.status not in (SKIPPED, FAILED) or isinstance(outcome.error, StoreError):
+            return
+        error = outcome.error
+        what = _describe(error) if isinstance(error, Exception) else outcome.reason
+        self.warn(f"imgsim: warning: {outcome.status} {outcome.message_id}: {what}")
+        if outcome.status == FAILED and error is not None:
+            log.debug("reading %s failed", outcome.message_id, exc_info=error)
 
-    def wait(self) -> None:
-        if self._pending is not None:
-            future, count = self._pending
-            self._pending = None
-            future.result()
-            self._on_written(count)
+    def warning(self, message: str) -> None:
+        log.warning(message)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+
+def store_error(report: BatchReport) -> StoreError | None:
+    """The store failure of a batch, if it had one."""
+    for outcome in report.outcomes:
+        if isinstance(outcome.error, StoreError):
+            return outcome.error
+    return None
 
 
 def cmd_index(session: Session, args: argparse.Namespace) -> int:
-    from imgsim.points import image_payload
-    from imgsim.store import StoredPoint
+    """Index files through the IndexFunction's pipeline (imgsim.pipeline) with local files for a source: the
+    same payload, ordering and duplicate check as uploads (IMGSIM_DEDUPE=off turns the check off)."""
+    from imgsim.pipeline import build, file_events
 
+    options = session.app_settings.index
     files = collect_files(args.paths)
     embedder, store = session.embedder, session.store
     store.ensure_collection()  # a wrong collection fails now, not after the first batch
@@ -209,62 +220,39 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
         else:
             print(message, file=sys.stderr)
 
-    def written(count: int) -> None:
-        summary.indexed += count
-        log.debug("%d indexed so far", summary.indexed)
-
     def finish(prefix: str = "") -> None:
         summary.seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()
         print(f"{prefix}{summary.line()}")
 
-    load = lambda p: load_file(p, embedder)
-    writer = BackgroundWriter(store, written)
+    pipeline = build(store=store, embedder=embedder, options=options, reporter=FileWarnings(warn))
+    size = args.batch_size
+    batches = (file_events(files[i : i + size]) for i in range(0, len(files), size))
     started = time.perf_counter()
     try:
-        for number, batch in enumerate(load_batches(files, args.batch_size, load), start=1):
-            good = []
-            for loaded in batch:
-                if loaded.image is not None:
-                    good.append(loaded)
-                elif isinstance(loaded.error, ImageError):
-                    summary.skipped += 1
-                    warn(f"imgsim: warning: skipped {loaded.path}: {_describe(loaded.error)}")
-                else:
-                    summary.failed += 1
-                    assert loaded.error is not None
-                    warn(f"imgsim: warning: failed {loaded.path}: {_describe(loaded.error)}")
-                    log.debug("reading %s failed", loaded.path, exc_info=loaded.error)
-            vectors = embedder.embed_decoded([f.image for f in good])
-            points = []
-            for loaded, vector in zip(good, vectors):
-                key = os.path.abspath(loaded.path)
-                assert loaded.image is not None
-                payload = image_payload(
-                    key=key, image=loaded.image, size=loaded.size, model=embedder.model_name, source="file"
-                )
-                points.append(StoredPoint(id=point_id_for_file(key), vector=vector, payload=payload))
-            writer.write(points)
-            if bar is not None:
-                bar.update(len(batch))
-            log.debug("batch %d: %d files embedded", number, len(batch))
-        writer.wait()
+        # The next batch is read and decoded while this one is embedded and written; a Ctrl-C waits for
+        # the batch being written, so the summary is exact (Pipeline.stream).
+        with contextlib.closing(pipeline.stream(batches)) as reports:
+            for number, report in enumerate(reports, start=1):
+                error = store_error(report)
+                if error is not None:
+                    raise error
+                summary.add(report)
+                if bar is not None:
+                    bar.update(len(report.message_ids))
+                log.debug("batch %d: %d files embedded", number, len(report.message_ids))
         unindexed = store.unindexed_count()
         if unindexed >= session.settings.index_threshold:
             # Embedded store: build HNSW now, while nothing else uses it (README "Scale").
             warn(f"imgsim: building the search index for {unindexed} new points...")
             store.optimize()
     except KeyboardInterrupt:
-        # Already stopping: wait for the batch being stored so the summary is exact, whatever happens.
-        with contextlib.suppress(Exception, KeyboardInterrupt):
-            writer.wait()
         finish("interrupted: ")
         return EXIT_INTERRUPTED
     except StoreError:
         finish("stopped: ")
         raise
-    finally:
-        writer.close()
     finish()
     return EXIT_FAILURE if summary.failed else EXIT_OK
+

@@ -23,7 +23,8 @@ from typing import Any
 
 from .deployment import Layout, resolve
 from .embedder import Embedder
-from .errors import ImgsimError
+from .errors import ImgsimError, StoreUnavailable
+from .pipeline import IndexingPipeline, UnavailablePipeline, build
 from .settings import AppSettings, Settings, load
 from .store import Catalog, VectorStore, open_catalog, storage_options
 
@@ -205,6 +206,20 @@ class Root:
                 return None
             embedder = self._embedder(building.model)
             return self._open(building.collection, embedder.dim), embedder
+
+    def pipeline(self, *, logger: Any | None = None, fetch_concurrency: int | None = None) -> IndexingPipeline:
+        """The indexing pipeline on this root's objects (imgsim.pipeline): into the served collection, and into the
+        one being built during a model switch; every event fails for redelivery when Qdrant cannot be reached to
+        find out which (a cold start during an outage). ``fetch_concurrency``: a backfill's own, instead of
+        IMGSIM_FETCH_CONCURRENCY."""
+        options = self.settings.index
+        if fetch_concurrency is not None:
+            options = dataclasses.replace(options, fetch_concurrency=max(1, fetch_concurrency))
+        try:
+            return build(store=self.store(), embedder=self.embedder(), s3=self.s3(), options=options, logger=logger,
+                         building=self.building())
+        except StoreUnavailable as exc:
+            return UnavailablePipeline(str(exc))
 
     def _open(self, collection: str, dim: int) -> VectorStore:
         """One store object per collection (it remembers that its collection is checked)."""

@@ -1,0 +1,354 @@
+"""The pipeline: named stages composed, and the two variants that share its interface.
+
+``Pipeline.process_events`` runs one batch through the stages in order — admit (ignored prefixes, one event per
+key), read the keys' state and triage, fetch, decode, [write deletes], embed, duplicate check, ordered write,
+report — and returns its ``BatchReport``. ``process_messages`` does the same for one SQS batch (the S3 source
+parses it first, and the Lambda context's remaining time bounds the work); ``stream`` runs many batches with the
+next one fetched and decoded while this one is embedded and written (``imgsim index``, ``imgsim backfill``).
+
+The variants: ``RebuildingPipeline`` (a model switch in progress: every batch goes to the served collection and
+to the one being built) and ``UnavailablePipeline`` (the store could not even be located: everything fails for
+redelivery). All three are an ``IndexingPipeline``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import StoreUnavailable
+from ..ordering import KeyState
+from ..store import VectorStore
+from .decoding import Decode
+from .duplicate_check import DuplicateCheck
+from .embedding import Embed, ImageEmbedder
+from .events import Deadline, Item, ObjectEvent
+from .fetch import Fetch
+from .ordered_write import OrderedWrite, newest_per_key
+from .report import (
+    DELETED,
+    FAILED,
+    INDEXED,
+    SKIPPED,
+    BatchReport,
+    EventOutcome,
+    Reporter,
+)
+
+# One SQS message: (message_id, body[, ApproximateReceiveCount]).
+Message = tuple[Any, ...]
+
+
+class IndexingPipeline(Protocol):
+    """What the IndexFunction, ``imgsim index``, ``imgsim backfill`` and ``imgsim reindex`` call."""
+
+    def process_messages(
+        self, messages: Iterable[Message], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport: ...
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport: ...
+
+    def stream(self, batches: Iterable[Sequence[ObjectEvent]]) -> Iterator[BatchReport]: ...
+
+
+@dataclass
+class _Batch:
+    """A batch between its preparation (state, fetch, decode) and its completion (writes)."""
+
+    report: BatchReport
+    started: float
+    first: int  # the first outcome this run added: the reporter hears from there on
+    state: KeyState | None = None
+    deletes: list[ObjectEvent] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
+
+
+class Pipeline:
+    """The stages over one store, one embedder and the fetchers of the origins it serves (all reused)."""
+
+    def __init__(
+        self, *, fetch: Fetch, decode: Decode, embed: Embed, write: OrderedWrite, duplicates: DuplicateCheck | None,
+        reporter: Reporter, ignore_prefixes: Iterable[str] = (),
+    ) -> None:
+        self.fetch = fetch
+        self.decode = decode
+        self.embed = embed
+        self.write = write
+        self.duplicates = duplicates  # None: IMGSIM_DEDUPE=off
+        self.reporter = reporter
+        self.ignore_prefixes = tuple(ignore_prefixes)
+
+    @property
+    def embedder(self) -> ImageEmbedder:
+        return self.embed.embedder
+
+    @property
+    def store(self) -> VectorStore:
+        return self.write.store
+
+    @property
+    def tombstones(self) -> VectorStore:
+        return self.write.tombstones
+
+    # -- entry points -------------------------------------------------------------------------------------------
+
+    def process_messages(
+        self, messages: Iterable[Message], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        """``(message_id, body[, receive_count])`` of one SQS batch -> report.
+
+        ``remaining_ms`` (the Lambda context's ``get_remaining_time_in_millis``) bounds the work:
+        objects not started with ``DEADLINE_MARGIN_S`` left fail for redelivery instead of the
+        function being killed mid-batch (which would redeliver every message).
+        """
+        # Imported here: powertools takes ~70 ms to import, which `imgsim index` never needs.
+        from .sqs import parse_message
+
+        deadline = Deadline.from_remaining(remaining_ms)
+        report = BatchReport()
+        events: list[ObjectEvent] = []
+        for message_id, body, *rest in messages:
+            report.message_ids.append(message_id)
+            parsed, skipped = parse_message(message_id, body, int(rest[0]) if rest and rest[0] else 1)
+            events.extend(parsed)
+            report.outcomes.extend(skipped)
+        return self._run(events, report, 0, deadline)
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport:
+        report = report if report is not None else BatchReport()
+        return self._run(events, report, len(report.outcomes), Deadline.none())
+
+    def stream(self, batches: Iterable[Sequence[ObjectEvent]]) -> Iterator[BatchReport]:
+        """The report of each batch, in order. The next batch is read, fetched and decoded on one thread while
+        this one is embedded and written on another (Pillow and the interpreter release the GIL, so the two
+        overlap); at most two batches are in memory. Interrupted (Ctrl-C) while a batch is being written, it
+        waits for that write and yields its report before the interrupt goes on: a caller's count stays exact."""
+        pending = iter(batches)
+
+        def prepare(events: Sequence[ObjectEvent]) -> _Batch:
+            return self._prepare(list(events), BatchReport(), 0, Deadline.none())
+
+        with (ThreadPoolExecutor(1, thread_name_prefix="imgsim-prepare") as preparing,
+              ThreadPoolExecutor(1, thread_name_prefix="imgsim-write") as completing):
+            following = next(pending, None)
+            prepared = preparing.submit(prepare, following) if following is not None else None
+            while prepared is not None:
+                batch = prepared.result()
+                following = next(pending, None)
+                prepared = preparing.submit(prepare, following) if following is not None else None
+                completion: Future[None] | None = None
+                try:
+                    completion = completing.submit(self._complete, batch)
+                    completion.result()
+                except KeyboardInterrupt:
+                    if completion is not None and _finished_quietly(completion):
+                        self._report(batch)
+                        yield batch.report
+                    raise
+                self._report(batch)
+                yield batch.report
+
+    # -- the stages in order ------------------------------------------------------------------------------------
+
+    def _run(self, events: Sequence[ObjectEvent], report: BatchReport, first: int, deadline: Deadline) -> BatchReport:
+        batch = self._prepare(events, report, first, deadline)
+        self._complete(batch)
+        self._report(batch)
+        return report
+
+    def _prepare(self, events: Sequence[ObjectEvent], report: BatchReport, first: int, deadline: Deadline) -> _Batch:
+        """Admit, read the state, triage, fetch and decode: nothing is written yet."""
+        batch = _Batch(report, time.perf_counter(), first)
+        for event in events:
+            if event.message_id not in report.message_ids:
+                report.message_ids.append(event.message_id)
+        live: list[ObjectEvent] = []
+        for event in events:
+            if event.key.startswith(self.ignore_prefixes):
+                report.add(event.outcome(SKIPPED, "ignored_prefix"))
+            else:
+                live.append(event)
+        live, superseded = newest_per_key(live)
+        for event in superseded:
+            report.add(event.outcome(SKIPPED, "superseded_in_batch"))
+        if not live:
+            return batch
+        try:
+            t0 = time.perf_counter()
+            state = self.write.read_state(live)
+            report.timings_ms["state"] = _ms_since(t0)
+        except StoreUnavailable as exc:
+            for event in live:
+                report.add(event.outcome(FAILED, f"store_unavailable: {exc}", exc))
+            return batch
+        puts, batch.deletes, skips = self.write.triage(live, state)
+        for outcome in skips:
+            report.add(outcome)
+        batch.state = state
+        batch.items = [Item(event) for event in puts]
+        if batch.items:
+            self.fetch.refuse_oversized(batch.items)
+            t0 = time.perf_counter()
+            self.fetch.run(batch.items, deadline)
+            report.timings_ms["fetch"] = _ms_since(t0)
+            t0 = time.perf_counter()
+            self.decode.run(batch.items, deadline)
+            report.timings_ms["decode"] = _ms_since(t0)
+        return batch
+
+    def _complete(self, batch: _Batch) -> None:
+        """Deletes, then the puts: embed, duplicate check, ordered write."""
+        if batch.state is not None:
+            self._delete(batch.deletes, batch.state, batch.report)
+            self._put(batch.items, batch.state, batch.report)
+        batch.report.timings_ms["total"] = _ms_since(batch.started)
+
+    def _delete(self, deletes: Sequence[ObjectEvent], state: KeyState, report: BatchReport) -> None:
+        if not deletes:
+            return
+        t0 = time.perf_counter()
+        failures = self.write.remove(deletes, state)
+        report.timings_ms["delete"] = _ms_since(t0)
+        if self.duplicates is not None:
+            self.duplicates.removed([e.point_id for e in deletes if e.point_id not in failures])
+        for event in deletes:
+            if event.point_id in failures:
+                reason, error = failures[event.point_id]
+                report.add(event.outcome(FAILED, reason, error))
+            else:
+                report.add(event.outcome(DELETED))
+
+    def _put(self, items: Sequence[Item], state: KeyState, report: BatchReport) -> None:
+        if not items:
+            return
+        replaced = [i for i in items if i.poison and i.event.point_id in state.points]
+        if replaced:
+            # The key held an image and now holds poison: the old vector no longer shows
+            # what is there. Remove it, with a tombstone so a late older put cannot bring it back.
+            failures = self.write.remove([i.event for i in replaced], state)
+            for item in replaced:
+                if item.event.point_id in failures:
+                    item.fail(*failures[item.event.point_id])
+        for item in items:
+            if item.outcome is not None:
+                report.add(item.outcome)
+        good = [i for i in items if i.outcome is None and i.image is not None]
+        if not good:
+            return
+
+        t0 = time.perf_counter()
+        vectors = self.embed.run(good)
+        report.timings_ms["embed"] = _ms_since(t0)
+        matches = {}
+        if self.duplicates is not None:
+            t0 = time.perf_counter()
+            matches = self.duplicates.find(good, state)
+            report.timings_ms["dedupe"] = _ms_since(t0)
+
+        points = []
+        for item, vector in zip(good, vectors, strict=True):
+            points.append(self.write.point(item, vector, matches.get(item.event.point_id), state))
+            item.image = None  # free the pixels before the upsert round trip
+        t0 = time.perf_counter()
+        outcomes = self.write.write(points, state)
+        report.timings_ms["upsert"] = _ms_since(t0)
+        for item in good:
+            status, reason, error = outcomes[item.event.point_id]
+            report.add(item.event.outcome(status, reason, error))
+        if self.duplicates is not None:
+            written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] == INDEXED]
+            not_written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] != INDEXED]
+            report.duplicates += self.duplicates.written(written, not_written, matches, state)
+
+    def _report(self, batch: _Batch) -> None:
+        for outcome in batch.report.outcomes[batch.first:]:
+            self.reporter.outcome(outcome)
+
+
+def _finished_quietly(future: Future[None]) -> bool:
+    """Wait for ``future`` through further interrupts; whether it completed without an error."""
+    while True:
+        try:
+            wait([future])
+            break
+        except KeyboardInterrupt:
+            continue
+    return future.exception() is None
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+class RebuildingPipeline:
+    """While a model switch is in progress (imgsim.deployment): every batch is indexed into the served
+    collection and into the one being built, each with its own model, so uploads and deletes made
+    during ``imgsim reindex`` land in both.
+
+    Two independent passes of the same machinery (each fetches the object: double S3 GETs during a
+    rebuild only). The served collection's report is the one returned, with the building pass's
+    transient failures added, so SQS redelivers a message until both collections have it (both
+    passes are idempotent: the redelivered copy is skipped where it is already indexed).
+    """
+
+    def __init__(self, serving: Pipeline, building: Pipeline) -> None:
+        self.serving = serving
+        self.building = building
+
+    def _merge(self, report: BatchReport, extra: BatchReport) -> BatchReport:
+        for outcome in extra.outcomes:
+            if outcome.status == FAILED:
+                report.add(EventOutcome(outcome.message_id, FAILED, f"building collection: {outcome.reason}",
+                                        bucket=outcome.bucket, key=outcome.key, error=outcome.error))
+        for stage, ms in extra.timings_ms.items():
+            report.timings_ms[f"rebuild_{stage}"] = report.timings_ms.get(f"rebuild_{stage}", 0.0) + ms
+        return report
+
+    def process_messages(
+        self, messages: Iterable[Message], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        batch = list(messages)
+        report = self.serving.process_messages(batch, remaining_ms=remaining_ms)
+        return self._merge(report, self.building.process_messages(batch, remaining_ms=remaining_ms))
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport:
+        report = self.serving.process_events(events, report)
+        return self._merge(report, self.building.process_events(events))
+
+    def stream(self, batches: Iterable[Sequence[ObjectEvent]]) -> Iterator[BatchReport]:
+        for events in batches:
+            yield self.process_events(list(events))
+
+
+class UnavailablePipeline:
+    """The store could not even be located (Qdrant unreachable at a cold start): every message fails
+    for redelivery, as when Qdrant goes down mid-batch, and nothing is acknowledged."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def process_messages(
+        self, messages: Iterable[Message], *, remaining_ms: Callable[[], int] | None = None
+    ) -> BatchReport:
+        report = BatchReport()
+        for message_id, *_ in messages:
+            report.message_ids.append(message_id)
+            report.add(EventOutcome(message_id, FAILED, f"store_unavailable: {self.reason}"))
+        return report
+
+    def process_events(self, events: Sequence[ObjectEvent], report: BatchReport | None = None) -> BatchReport:
+        report = report if report is not None else BatchReport()
+        for event in events:
+            report.message_ids.append(event.message_id)
+            report.add(event.outcome(FAILED, f"store_unavailable: {self.reason}"))
+        return report
+
+    def stream(self, batches: Iterable[Sequence[ObjectEvent]]) -> Iterator[BatchReport]:
+        for events in batches:
+            yield self.process_events(list(events))
+
+
+__all__ = ["IndexingPipeline", "Message", "Pipeline", "RebuildingPipeline", "UnavailablePipeline"]

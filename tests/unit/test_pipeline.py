@@ -1,0 +1,270 @@
+"""The composed pipeline (imgsim.pipeline.build) with fakes: an SQS batch end to end, the report stage, streaming
+with Ctrl-C, local files recording duplicates as uploads do, and the two variants."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from fakes import FakeEmbedder, FakeS3, RecordingReporter, encode, memory_store, picture
+from imgsim.errors import StoreUnavailable
+from imgsim.ids import point_id_for_file, point_id_for_object
+from imgsim.pipeline import (
+    DELETED,
+    FAILED,
+    INDEXED,
+    SKIPPED,
+    BatchReport,
+    EventOutcome,
+    LogReporter,
+    Pipeline,
+    RebuildingPipeline,
+    UnavailablePipeline,
+    build,
+    file_events,
+)
+from imgsim.pipeline.sqs import parse_message
+from imgsim.settings import IndexSettings
+from PIL import ImageOps
+
+BUCKET = "pics"
+
+
+def body(key: str, action: str = "put", sequencer: str | None = None, size: int | None = None) -> str:
+    obj: dict = {"key": key.replace(" ", "+")}
+    if size is not None:
+        obj["size"] = size
+    if sequencer:
+        obj["sequencer"] = sequencer
+    name = "ObjectCreated:Put" if action == "put" else "ObjectRemoved:Delete"
+    return json.dumps({"Records": [{"eventName": name, "s3": {"bucket": {"name": BUCKET}, "object": obj}}]})
+
+
+@pytest.fixture
+def store():
+    with memory_store() as store:
+        yield store
+
+
+@pytest.fixture
+def s3():
+    return FakeS3()
+
+
+@pytest.fixture
+def reporter():
+    return RecordingReporter()
+
+
+@pytest.fixture
+def pipeline(store, s3, reporter) -> Pipeline:
+    return build(store=store, embedder=FakeEmbedder(), s3=s3, reporter=reporter,
+                 options=IndexSettings(ignore_prefixes=("thumbs/",)))
+
+
+def statuses(report: BatchReport) -> dict[str, tuple[str, str]]:
+    return {o.message_id: (o.status, o.reason.split(":")[0]) for o in report.outcomes}
+
+
+def test_an_sqs_batch_end_to_end(pipeline, store, s3, reporter):
+    for key, seed in (("a.jpg", 1), ("my photo.jpg", 2)):
+        s3.put(BUCKET, key, encode(picture(seed)))
+    s3.put(BUCKET, "notes.jpg", b"my notes")
+    s3.put(BUCKET, "thumbs/a.jpg", encode(picture(1)))
+    s3.put(BUCKET, "mirror.jpg", encode(ImageOps.mirror(picture(1))))
+    messages = [("a", body("a.jpg", sequencer="01")), ("space", body("my photo.jpg")), ("poison", body("notes.jpg")),
+                ("thumb", body("thumbs/a.jpg")), ("gone", body("gone.jpg")), ("del", body("old.jpg", "delete")),
+                ("junk", "{"), ("mirror", body("mirror.jpg"), 2)]
+    report = pipeline.process_messages(messages, remaining_ms=lambda: 60_000)
+    assert statuses(report) == {
+        "a": (INDEXED, ""), "space": (INDEXED, ""), "poison": (SKIPPED, "not_an_image"),
+        "thumb": (SKIPPED, "ignored_prefix"), "gone": (SKIPPED, "object_missing"), "del": (DELETED, ""),
+        "junk": (SKIPPED, "not_an_s3_event"), "mirror": (INDEXED, ""),
+    }
+    assert report.message_ids == [m[0] for m in messages] and report.failed_message_ids == []
+    assert report.duplicates == 1
+    assert {"state", "fetch", "decode", "embed", "dedupe", "upsert", "delete", "total"} <= set(report.timings_ms)
+    assert store.get(point_id_for_object(BUCKET, "my photo.jpg")).payload["key"] == "my photo.jpg"
+    assert store.get(point_id_for_object(BUCKET, "mirror.jpg")).payload["duplicate_of"] == point_id_for_object(
+        BUCKET, "a.jpg")
+    assert store.count() == 3
+    assert reporter.outcomes == report.outcomes  # the report stage heard each outcome once, in order
+
+    again = pipeline.process_messages([("a", body("a.jpg", sequencer="01"))])
+    assert statuses(again) == {"a": (SKIPPED, "stale_event")}
+
+
+def test_an_image_replaced_by_poison_leaves_the_index(pipeline, store, s3):
+    s3.put(BUCKET, "k.jpg", encode(picture(3)))
+    pipeline.process_messages([("m1", body("k.jpg", sequencer="30"))])
+    s3.put(BUCKET, "k.jpg", b"now a text file")
+    assert statuses(pipeline.process_messages([("m2", body("k.jpg", sequencer="31"))])) == {
+        "m2": (SKIPPED, "not_an_image")}
+    assert store.count() == 0 and pipeline.tombstones.get(point_id_for_object(BUCKET, "k.jpg")) is not None
+
+
+def test_a_store_that_cannot_be_read_fails_every_event_for_redelivery(pipeline, store, monkeypatch):
+    def down(*args, **kwargs):
+        raise StoreUnavailable("Qdrant unreachable")
+
+    monkeypatch.setattr(store, "retrieve", down)
+    report = pipeline.process_messages([("m1", body("a.jpg")), ("m2", body("b.jpg", "delete"))])
+    assert report.failed_message_ids == ["m1", "m2"] and report.failure_reason("m1") == "store_unavailable: Qdrant unreachable"
+    assert all(isinstance(o.error, StoreUnavailable) for o in report.outcomes)
+
+
+def test_process_events_reports_only_what_it_added(pipeline, reporter, s3):
+    s3.put(BUCKET, "x.jpg", encode(picture(4)))
+    earlier = EventOutcome("before", SKIPPED, "test_event")
+    report = BatchReport(message_ids=["before"], outcomes=[earlier])
+    events, _ = parse_message("m", body("x.jpg"))
+    pipeline.process_events(events, report)
+    assert [o.message_id for o in report.outcomes] == ["before", "m"]
+    assert [o.message_id for o in reporter.outcomes] == ["m"]
+
+
+def test_local_files_record_duplicates_as_uploads_do(store, s3, tmp_path):
+    pictures = {"original.jpg": picture(5), "mirror.jpg": ImageOps.mirror(picture(5)),
+                "grey.jpg": picture(5).convert("L"), "other.jpg": picture(6)}
+    for name, img in pictures.items():
+        (tmp_path / name).write_bytes(encode(img))
+        s3.put(BUCKET, f"up/{name}", encode(img))
+    embedder = FakeEmbedder()
+    with memory_store() as uploads:
+        files = build(store=store, embedder=embedder)  # no S3 client: local files only
+        objects = build(store=uploads, embedder=embedder, s3=s3)
+        file_report = files.process_events(file_events(sorted(tmp_path.iterdir())))
+        object_report = objects.process_messages([(name, body(f"up/{name}")) for name in sorted(pictures)])
+
+        def groups(target) -> dict[str, str]:
+            records, _ = target.scroll(limit=100)
+            names = {r.id: Path(r.payload["key"]).name for r in records}
+            return {names[r.id]: names[r.payload["duplicate_of"]] for r in records if r.payload.get("duplicate_of")}
+
+        assert file_report.duplicates == object_report.duplicates == 2
+        assert groups(store) == groups(uploads) == {
+            "mirror.jpg": "grey.jpg", "original.jpg": "grey.jpg"}
+    record = store.get(point_id_for_file(tmp_path / "original.jpg")).payload
+    assert record["source"] == "file" and "bucket" not in record and record["key"] == str(tmp_path / "original.jpg")
+    assert store.get(point_id_for_file(tmp_path / "grey.jpg")).payload["has_duplicates"] == "yes"
+
+
+def test_stream_overlaps_batches_and_yields_their_reports_in_order(store, tmp_path):
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(encode(picture(20 + i)))
+    (tmp_path / "bad.jpg").write_bytes(b"no")
+    reporter = RecordingReporter()
+    pipeline = build(store=store, embedder=FakeEmbedder(), reporter=reporter, options=IndexSettings(dedupe=False))
+    batches = [file_events(paths[0:3]), file_events(paths[3:6]), file_events([paths[6], tmp_path / "bad.jpg"])]
+    reports = list(pipeline.stream(batches))
+    assert [[o.status for o in r.outcomes] for r in reports] == [[INDEXED] * 3, [INDEXED] * 3, [SKIPPED, INDEXED]]
+    assert [o.message_id for o in reporter.outcomes] == [o.message_id for r in reports for o in r.outcomes]
+    assert store.count() == 7
+    assert list(pipeline.stream([])) == []
+
+
+class InterruptingEmbedder(FakeEmbedder):
+    """Ctrl-C while the ``at``-th batch is embedded: raised there (``raise_it``), or SIGINT sent to the main
+    thread, as a terminal does, while this thread goes on."""
+
+    def __init__(self, at: int, raise_it: bool) -> None:
+        super().__init__()
+        self.at, self.raise_it, self.batches = at, raise_it, 0
+
+    def embed_decoded(self, images):
+        self.batches += 1
+        if self.batches == self.at:
+            if self.raise_it:
+                raise KeyboardInterrupt
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return super().embed_decoded(images)
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (a suite started in the background inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("raise_it", [True, False], ids=["in the embedder", "in the main thread"])
+def test_ctrl_c_during_a_stream_keeps_the_count_exact(store, tmp_path, raise_it, sigint_raises):
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(encode(picture(40 + i)))
+    pipeline = build(store=store, embedder=InterruptingEmbedder(2, raise_it), reporter=RecordingReporter(),
+                     options=IndexSettings(dedupe=False))
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        for report in pipeline.stream([file_events(paths[i:i + 2]) for i in range(0, 6, 2)]):
+            seen.append(report.count(INDEXED))
+    # Raised in the embedder, the second batch is not written; sent to the main thread while the second batch
+    # was being written, that batch is finished and reported before the interrupt goes on.
+    assert seen == ([2] if raise_it else [2, 2])
+    assert store.count() == sum(seen)
+
+
+def test_a_rebuild_writes_both_collections_and_redelivers_what_the_new_one_missed(store, s3):
+    s3.put(BUCKET, "a.jpg", encode(picture(7)))
+    s3.put(BUCKET, "b.jpg", encode(picture(8)))
+    with memory_store() as building:
+        rebuilding = build(store=store, embedder=FakeEmbedder("old"), s3=s3, options=IndexSettings(dedupe=False),
+                           building=(building, FakeEmbedder("new")))
+        assert isinstance(rebuilding, RebuildingPipeline)
+        report = rebuilding.process_messages([("a", body("a.jpg"))])
+        assert statuses(report) == {"a": (INDEXED, "")} and any(k.startswith("rebuild_") for k in report.timings_ms)
+        assert building.get(point_id_for_object(BUCKET, "a.jpg")).payload["model"] == "new"
+        assert store.get(point_id_for_object(BUCKET, "a.jpg")).payload["model"] == "old"
+
+        def down(*args, **kwargs):
+            raise StoreUnavailable("building store down")
+
+        building.retrieve = down  # type: ignore[method-assign]
+        report = rebuilding.process_messages([("b", body("b.jpg"))])
+        assert [(o.status, o.reason) for o in report.outcomes] == [
+            (INDEXED, ""), (FAILED, "building collection: store_unavailable: building store down")]
+        assert report.failed_message_ids == ["b"]
+        assert [r.count(INDEXED) for r in rebuilding.stream([[]])] == [0]
+
+
+def test_an_unavailable_store_fails_everything():
+    pipeline = UnavailablePipeline("no alias")
+    report = pipeline.process_messages([("m1", "{}"), ("m2", "{}", 3)])
+    assert report.failed_message_ids == ["m1", "m2"] and report.failure_reason("m2") == "store_unavailable: no alias"
+    events = file_events(["/a.jpg"])
+    assert [o.status for o in pipeline.process_events(events).outcomes] == [FAILED]
+    assert [r.count(FAILED) for r in pipeline.stream([events, events])] == [1, 1]
+
+
+def test_the_log_reporter_warns_about_failures_and_bad_input_only(caplog):
+    log = LogReporter(logging.getLogger("test.pipeline"))
+    outcomes = [EventOutcome("1", INDEXED, bucket="b", key="k"), EventOutcome("2", SKIPPED, "stale_event"),
+                EventOutcome("3", SKIPPED, "not_an_image: text"), EventOutcome("4", FAILED, "s3_error: SlowDown")]
+    with caplog.at_level(logging.INFO, logger="test.pipeline"):
+        for outcome in outcomes:
+            log.outcome(outcome)
+        log.warning("duplicate check skipped for this batch: down")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "object indexed"), ("INFO", "object event skipped"), ("WARNING", "object event skipped"),
+        ("WARNING", "object event failed, SQS will redeliver it"),
+        ("WARNING", "duplicate check skipped for this batch: down")]
+    assert (caplog.records[0].s3_bucket, caplog.records[0].s3_key, caplog.records[3].reason) == (
+        "b", "k", "s3_error: SlowDown")
+
+
+def test_the_batch_report_counts():
+    report = BatchReport(message_ids=["a", "b", "c"], outcomes=[
+        EventOutcome("a", INDEXED), EventOutcome("b", SKIPPED, "x"), EventOutcome("b", SKIPPED, "x"),
+        EventOutcome("c", FAILED, "one"), EventOutcome("c", FAILED, "two")])
+    assert (report.count(INDEXED), report.count(SKIPPED), report.count(FAILED)) == (1, 2, 2)
+    assert report.skipped_by_reason() == {"x": 2}
+    assert report.failed_message_ids == ["c"] and report.message_failed("c") and not report.message_failed("a")
+    assert report.failure_reason("c") == "one; two"
