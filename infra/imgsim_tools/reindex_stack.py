@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .reindex import Progress, reindexer_for
-from .session import RuntimeSession, Session
+from .session import Session
 
 ROUTE = "/_local/reindex"
 log = logging.getLogger("imgsim.serve")
@@ -25,9 +25,9 @@ FINISHED = ("done", "failed")
 
 class StackReindex:
     """The stack's side: at most one reindex at a time, on a thread of the stack's process, on the objects
-    ``session`` gives (default: the process's runtime, which the stack's functions use)."""
+    ``session`` gives (the stack's: on the root its functions use)."""
 
-    def __init__(self, session: Callable[[], Session] = RuntimeSession) -> None:
+    def __init__(self, session: Callable[[], Session]) -> None:
         self._session = session
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -45,8 +45,8 @@ def test_values_are_parsed_into_their_types() -> None:
     ("IMGSIM_OVERSAMPLING", "nan", "IMGSIM_OVERSAMPLING must be a finite number, got 'nan'"),
     ("IMGSIM_DUPLICATE_THRESHOLD", "1.5", "IMGSIM_DUPLICATE_THRESHOLD must be at most 1.0, got '1.5'"),
     ("QDRANT_WRITE_ORDERING", "eventual", "QDRANT_WRITE_ORDERING must be one of weak, medium, strong, got 'eventual'"),
-    ("IMGSIM_VECTORS_ON_DISK", "maybe", "IMGSIM_VECTORS_ON_DISK must be one of 1, true, yes, on, 0, false, no, off, "
-                                        "got 'maybe'"),
+    ("IMGSIM_VECTORS_ON_DISK", "maybe", ("IMGSIM_VECTORS_ON_DISK must be one of 1, true, yes, on, 0, false, no, off, "
+                                         "got 'maybe'")),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable_and_what_it_accepts(name: str, value: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:

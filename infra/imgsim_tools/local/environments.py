@@ -3,7 +3,7 @@
 Each environment runs one invocation at a time, as on Lambda; when every one is busy and the function may
 scale further, a new environment starts: its handler module loaded again under a new name (its cold start,
 with its own powertools resolver, logger context and caches). Environments of one process share
-``imgsim.runtime``'s singletons: the TFLite interpreter serializes its own calls (``Embedder``) and both
+the stack's composition root (``imgsim.composition.Root``): the TFLite interpreter serializes its own calls (``Embedder``) and both
 stores are thread-safe, so a slow request no longer holds up every other one. Measured with 7 clients
 searching while an 8th posts an 8000x8000 16-bit PNG (tests/bench/bench_serve_load.py, README
 "Reliability"): one environment for everything gave the 7 clients x0.03 of their throughput alone.

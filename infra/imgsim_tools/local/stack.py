@@ -13,8 +13,9 @@ One process runs what AWS runs in several services:
 - Qdrant: embedded, under the data dir (``QDRANT_PATH``, default ``<data-dir>/qdrant``), or the server named by
   ``QDRANT_URL`` if set.
 
-The handlers run unchanged: they are configured only through the environment variables of the contract
-(``AWS_ENDPOINT_URL`` points their boto3 clients, and so their presigned URLs, at the local S3).
+The handlers run unchanged, on one composition root the stack builds from the variables of the contract (the
+template's, this shell's, the command line's) and hands to each execution environment (``use_root``); its boto3
+clients, and so the presigned URLs, point at the local S3.
 
 The parts talk to each other through small interfaces, not through this object: the event source and the HTTP
 front end get the function to call (``invoke``) and the stop signal (a ``threading.Event``); the event source
@@ -34,15 +35,29 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from imgsim.composition import Root, boto3_client_factory
+from imgsim.errors import ConfigError, ImgsimError
+from imgsim.settings import (
+    API_KEY,
+    API_KEY_PARAM,
+    IMAGES_BUCKET,
+    QDRANT_PATH,
+    QDRANT_URL,
+    VARIABLES,
+    load,
+)
+
 from .. import lambda_emulation
 from ..events import s3_notification, s3_record
 from ..reindex_stack import StackReindex
+from ..session import Session
 from .common import (
     ACCOUNT_ID,
     BUCKET,
@@ -62,6 +77,12 @@ from .durable_s3 import PUT, DurableBucket, WriteThrough
 from .environments import EnvironmentPool, PoolClosed
 from .event_source import SqsPoller, s3_changes
 from .http_front import ApiServer
+
+# powertools' own variables, for a laptop: no X-Ray daemon, no CloudWatch (EMF lines kept off the console).
+POWERTOOLS_DEFAULTS = {
+    "POWERTOOLS_SERVICE_NAME": "imgsim-local", "POWERTOOLS_METRICS_NAMESPACE": "imgsim",
+    "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+}
 
 # -- the stack --------------------------------------------------------------------------------------------------------
 
@@ -112,13 +133,15 @@ class LocalStack:
         self._moto_server: Any = None
         self._moto_socket: socket.socket | None = None
         self._http_server: ApiServer | None = None
-        self._runtime: Any = None
+        self.root: Root | None = None  # both functions' composition root (their environments share it)
+        self.region = "us-east-1"
         self.queue_url = ""
         self.queue_arn = ""
         self.dlq_url = ""
         self.poller: SqsPoller | None = None
         self._write_through: WriteThrough | None = None
-        self.reindex = StackReindex()  # `imgsim reindex --stack`: runs here, on the functions' own stores
+        # `imgsim reindex --stack`: runs here, on the functions' own root
+        self.reindex = StackReindex(lambda: Session.on_root(self._require_root()))
 
     # public URLs (a wildcard listen address is reached through loopback)
     @property
@@ -148,19 +171,20 @@ class LocalStack:
             raise
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._configure_environment()
-            self._open_runtime()  # first: a data dir in use by another process fails before anything starts
+            self._configure()
+            self._open_root()  # first: a data dir in use by another process fails before anything starts
             self._start_moto()
             self._create_resources()
             # The event source runs one batch at a time (one environment); the API scales out on demand.
             self.pools = {
-                "IndexFunction": EnvironmentPool(self.index_handler_path, "imgsim_local_index_app", 1, load_handler),
+                "IndexFunction": EnvironmentPool(self.index_handler_path, "imgsim_local_index_app", 1,
+                                                 self._load_handler),
                 "SearchFunction": EnvironmentPool(self.search_handler_path, "imgsim_local_search_app",
-                                                  self.search_concurrency, load_handler),
+                                                  self.search_concurrency, self._load_handler),
             }
             self.poller = SqsPoller(self._sqs, self.queue_url, self.queue_arn, invoke=self.invoke,
                                     stopping=self._stopping, settle=self.settle,
-                                    region=os.environ["AWS_DEFAULT_REGION"], dlq_url=self.dlq_url)
+                                    region=self.region, dlq_url=self.dlq_url)
             self._catch_up()
             self._start_poller()
             self._spawn("index-builder", self._index_builder)
@@ -174,7 +198,7 @@ class LocalStack:
 
     def banner(self) -> str:
         key_note = "generated; set IMGSIM_API_KEY to choose it" if self.api_key_generated else "from IMGSIM_API_KEY"
-        settings = self._runtime.get_settings()
+        settings = self._require_root().engine
         qdrant = settings.qdrant_url or f"embedded at {settings.qdrant_path}"
         return "\n".join([
             f"imgsim local stack ready in {self.start_seconds:.1f} s",
@@ -216,11 +240,11 @@ class LocalStack:
         for thread in self._threads:
             thread.join()
         self._threads.clear()
-        if self._runtime is not None:
+        if self.root is not None:
             # After any in-flight invocation: closes the embedded Qdrant (flush + file lock).
             for pool in self.pools.values():
                 pool.close()
-            self._runtime.reset()
+            self.root.close()
             self._closed = True
 
     # -- start-up steps ----------------------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ class LocalStack:
         merged: dict[str, str] = {}
         for function in ("IndexFunction", "SearchFunction"):
             try:
-                config = read_function(function, TEMPLATE, region=os.environ["AWS_DEFAULT_REGION"], quiet=True)
+                config = read_function(function, TEMPLATE, region=self.region, quiet=True)
             except TemplateError as exc:
                 raise StackError(str(exc)) from exc
             merged.update(config.variables)
@@ -244,37 +268,42 @@ class LocalStack:
             merged.pop(name, None)
         return merged
 
-    def _configure_environment(self) -> None:
-        env = os.environ
-        # What the command line chose first: the setdefaults below keep it.
-        env.update(self.variables)
-        if "QDRANT_PATH" in self.variables and "QDRANT_URL" not in self.variables:
-            env.pop("QDRANT_URL", None)
-        # Every AWS call of this process (and of the handlers) goes to the emulator, signed with dummy
-        # credentials, so a developer's real credentials or profile are never used.
-        env["AWS_ENDPOINT_URL"] = self.s3_url
-        env["AWS_ACCESS_KEY_ID"] = "imgsim-local"
-        env["AWS_SECRET_ACCESS_KEY"] = "imgsim-local"
-        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
-            env.pop(name, None)
-        env["AWS_DEFAULT_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
-        # The template's settings for the functions; a variable set in this shell wins (e.g. IMGSIM_QUANTIZATION).
-        for name, value in self._function_environment().items():
-            env.setdefault(name, value)
-        env["IMAGES_BUCKET"] = BUCKET
-        env.setdefault("QDRANT_PATH", str(self.data_dir / "qdrant"))
-        env.setdefault("POWERTOOLS_SERVICE_NAME", "imgsim-local")
-        env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "imgsim")
-        env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon on a laptop
-        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch: keep EMF lines off the console
-        # The deployed stack reads keys from SSM; locally they come from the environment.
-        env.pop("IMGSIM_API_KEY_PARAM", None)
-        self.api_key = env.get("IMGSIM_API_KEY", "")
+    def _configure(self) -> None:
+        """The functions' settings, as one ``AppSettings`` handed to their composition root (nothing of imgsim's is
+        written to ``os.environ``): the template's variables, then this shell's, then the command line's, then what
+        the stack itself provides (the bucket, the data dir, a generated API key). Every AWS call of the functions
+        and the stack goes to the emulator with dummy credentials, so a developer's real credentials or profile are
+        never used."""
+        shell = os.environ
+        self.region = shell.get("AWS_REGION") or shell.get("AWS_DEFAULT_REGION") or "us-east-1"
+        variables = self._function_environment()
+        variables.update({name: value for name, value in shell.items() if name in VARIABLES})
+        variables.update(self.variables)
+        if QDRANT_PATH in self.variables and QDRANT_URL not in self.variables:
+            variables.pop(QDRANT_URL, None)  # an explicit local folder wins over a server in the environment
+        variables[IMAGES_BUCKET] = BUCKET
+        variables.setdefault(QDRANT_PATH, str(self.data_dir / "qdrant"))
+        variables.pop(API_KEY_PARAM, None)  # the deployed stack reads keys from SSM; locally they come from the shell
+        self.api_key = variables.get(API_KEY, "")
         if not self.api_key:
             self.api_key = secrets.token_urlsafe(24)
             self.api_key_generated = True
-            env["IMGSIM_API_KEY"] = self.api_key
+            variables[API_KEY] = self.api_key
+        try:
+            settings = load(variables)
+        except ConfigError as exc:
+            raise StackError(str(exc), 2) from exc
+        self.root = Root(settings, clients=boto3_client_factory(
+            endpoint_url=self.s3_url, region=self.region, access_key="imgsim-local", secret_key="imgsim-local"))
+        # powertools reads its own variables (as Lambda's configuration of the functions sets them) when the
+        # handler modules build their Logger and Metrics: defaults for a laptop, a shell's choice kept.
+        for name, value in POWERTOOLS_DEFAULTS.items():
+            shell.setdefault(name, value)
+
+    def _require_root(self) -> Root:
+        if self.root is None:
+            raise StackError("the stack is not started")
+        return self.root
 
     def _start_moto(self) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -295,11 +324,9 @@ class LocalStack:
         self._spawn("moto-server", lambda: self._moto_server.serve_forever(poll_interval=0.05))
 
     def _create_resources(self) -> None:
-        import boto3
-
-        region = os.environ["AWS_DEFAULT_REGION"]
-        s3 = boto3.client("s3")
-        sqs = boto3.client("sqs")
+        region = self.region
+        s3 = self._require_root().client("s3")
+        sqs = self._require_root().client("sqs")
         dlq_url = sqs.create_queue(QueueName=DLQ, Attributes={"MessageRetentionPeriod": str(SETTINGS.dlq_retention_s)})[
             "QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -319,7 +346,7 @@ class LocalStack:
             s3.create_bucket(Bucket=BUCKET)
         else:
             s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": region})
-        origins = sorted({os.environ.get("IMGSIM_CORS_ORIGIN") or "*", self.api_url})
+        origins = sorted({self._require_root().settings.api.cors_origin, self.api_url})
         s3.put_bucket_cors(
             Bucket=BUCKET,
             CORSConfiguration={"CORSRules": [{
@@ -348,22 +375,29 @@ class LocalStack:
         self._sqs = sqs
         self._s3 = s3
 
-    def _open_runtime(self) -> None:
-        from imgsim import runtime
-        from imgsim.errors import ImgsimError
-
-        self._runtime = runtime
-        runtime.reset()  # the environment changed: rebuild settings and boto3 clients from it
+    def _open_root(self) -> None:
+        root = self._require_root()
         try:
             # Open the store and the model now, so a locked data dir or a missing model is a start-up error,
             # not the first request's.
-            runtime.get_embedder()
-            runtime.get_store().count()
+            root.embedder()
+            root.store().count()
         except ImgsimError as exc:
             raise StackError(str(exc)) from exc
         except RuntimeError as exc:  # qdrant-client: "Storage folder ... is already accessed by another instance"
             raise StackError(f"cannot open the index: {exc} (stop the other imgsim process using it, "
                              "or choose another --data-dir)") from exc
+
+    def _load_handler(self, path: Path, module_name: str) -> Callable[[dict, Any], Any]:
+        """A function's handler in a new execution environment (its module loaded again, its cold start), running
+        on the stack's root: the environments share the model and the stores, as ``use_root`` documents."""
+        emulation = lambda_emulation
+        try:
+            handler = emulation.load_handler(path, module_name)
+        except emulation.HandlerLoadError as exc:
+            raise StackError(str(exc)) from exc
+        sys.modules[module_name].use_root(self._require_root())
+        return handler
 
     def _catch_up(self) -> None:
         """Send again the notifications that were owed when the stack last stopped or crashed.
@@ -376,7 +410,7 @@ class LocalStack:
         """
         assert self.poller is not None and self.durable is not None
         pending = self.durable.pending()
-        region = os.environ["AWS_DEFAULT_REGION"]
+        region = self.region
         bodies = []
         for item in pending:
             created = item.action == PUT
@@ -407,12 +441,10 @@ class LocalStack:
         """Embedded store: build the HNSW index in the background whenever IMGSIM_INDEX_THRESHOLD points
         are not in it yet (searches scan those one by one). The build runs in a child process on a copy,
         so the API and the indexer keep working meanwhile (see imgsim.store.edge)."""
-        from imgsim.errors import ImgsimError
-
-        store = self._runtime.get_store()
+        store = self._require_root().store()
         if store.backend != "edge":
             return  # a server indexes on its own
-        threshold = self._runtime.get_settings().index_threshold
+        threshold = self._require_root().engine.index_threshold
 
         def done(ok: bool, message: str) -> None:
             (log.info if ok else log.warning)("search index: %s", message)
@@ -445,19 +477,11 @@ class LocalStack:
             raise StackStopping()
         try:
             with self.pools[function].environment() as handler:
-                context = lambda_context(function, os.environ["AWS_DEFAULT_REGION"], timeout_s,
+                context = lambda_context(function, self.region, timeout_s,
                                          self.memory_mb[function])
                 return handler(event, context)
         except PoolClosed as exc:
             raise StackStopping() from exc
-
-
-def load_handler(path: Path, module_name: str) -> Callable[[dict, Any], Any]:
-    emulation = lambda_emulation
-    try:
-        return emulation.load_handler(path, module_name)
-    except emulation.HandlerLoadError as exc:
-        raise StackError(str(exc)) from exc
 
 
 def lambda_context(function: str, region: str, timeout_s: int, memory_mb: int = 1024) -> Any:

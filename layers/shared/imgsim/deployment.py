@@ -16,7 +16,7 @@ the deployment is *configured* for:
   the model its points record (the configured one when it is empty).
 
 The layout is re-read at most every ``IMGSIM_ALIAS_TTL`` seconds (default 30) by running functions
-(``imgsim.runtime.refresh``), so warm environments follow a switch without a deploy.
+(``imgsim.composition.Root.refresh``), so warm environments follow a switch without a deploy.
 
 The CLI reads and writes one model's collection by name (``open_model_store``): opening resolves the name here,
 so ``imgsim.store`` (the backends) never depends on this module.

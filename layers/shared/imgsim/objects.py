@@ -1,6 +1,6 @@
 """S3 objects as the search API's services use them: presigned GET/PUT URLs and deletes.
 
-Wraps a boto3 S3 client (``imgsim.runtime.get_boto3_client("s3")``: SigV4 presigning, adaptive retries) and turns
+Wraps a boto3 S3 client (``imgsim.composition.Root.s3``: SigV4 presigning, adaptive retries) and turns
 S3's failures into imgsim's errors, so the services raise nothing else: S3 unreachable is
 ``ObjectStorageUnavailable`` (try again), S3 refusing (a bucket gone, access denied) ``ObjectStorageError``.
 """

@@ -13,7 +13,7 @@ from ..settings import ApiSettings
 
 class ApiKeys:
     def __init__(self, settings: ApiSettings, *, read_secret: Callable[[str], str]) -> None:
-        """``read_secret``: an SSM SecureString by name (``imgsim.runtime.read_secret_parameter``: powertools
+        """``read_secret``: an SSM SecureString by name (``imgsim.composition.read_secret_parameter``: powertools
         parameters, cached 5 min)."""
         self.settings = settings
         self._read_secret = read_secret
