@@ -79,25 +79,13 @@ def backend_store(embedder, backend, tmp_path):
 
 
 @pytest.fixture
-def runtime_on_backend(backend, tmp_path, monkeypatch):
-    """``imgsim.runtime`` on a fresh store of ``backend``: an embedded folder, or qdrant-client's in-memory
-    server stand-in shared by every catalog the runtime opens (a server outlives ``runtime.reset()``, as
-    it outlives a function's execution environment)."""
-    from imgsim import runtime
+def root_on_backend(backend, tmp_path):
+    """A composition root (``imgsim.composition.Root``, as the functions build one) on a fresh store of
+    ``backend``: an embedded folder, or qdrant-client's in-memory server stand-in shared by every catalog the
+    root opens (a server outlives ``root.close()``, as it outlives a function's execution environment).
+    ``tests/roots.py`` builds roots with other variables."""
+    from roots import make_root
 
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
-    if backend == "server":
-        from imgsim.store.server import ServerCatalog
-        from qdrant_client import QdrantClient
-
-        class SharedServer(ServerCatalog):
-            def close(self) -> None:
-                pass
-
-        server = QdrantClient(location=":memory:")
-        monkeypatch.setattr(runtime, "open_catalog", lambda settings: SharedServer(server, retries=0))
-    runtime.reset()
-    yield runtime
-    runtime.reset()
+    root = make_root(tmp_path, backend=backend)
+    yield root
+    root.close()

@@ -40,3 +40,11 @@ def load_module_from_path(name: str, path: Path, *, register: bool = False) -> M
         sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def handler_on_root(name: str, path: Path, root) -> ModuleType:
+    """A function's module loaded as ``name`` (registered) and running on ``root`` (``use_root``): what the local
+    stack does for each execution environment, and what a test does instead of editing the environment."""
+    module = load_module_from_path(name, path, register=True)
+    module.use_root(root)
+    return module

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import secrets
 import sys
 
@@ -30,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
+    from imgsim.settings import load
 
-    qdrant_key = os.environ.get("QDRANT_API_KEY") or getpass.getpass("Qdrant API key: ")
-    api_key = os.environ.get("IMGSIM_API_KEY")
+    given = load()  # QDRANT_API_KEY and IMGSIM_API_KEY when set (imgsim.settings)
+    qdrant_key = given.engine.qdrant_api_key or getpass.getpass("Qdrant API key: ")
+    api_key = given.api.api_key
     generated = not api_key
     api_key = api_key or secrets.token_urlsafe(32)
     if not qdrant_key.strip():
