@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from imgsim import runtime
+from imgsim.composition import model_embedder
 from imgsim.ids import point_id_for_object
 from imgsim_tools.events import sqs_event
-from support import INDEX_APP_PATH, lambda_context, load_module_from_path
+from roots import make_root
+from support import INDEX_APP_PATH, handler_on_root, lambda_context
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "imgsim-images"
@@ -27,9 +28,9 @@ QUEUE = "imgsim-index"
 REGION = "us-east-1"
 
 
-def load_handler_module():
-    """functions/index/app.py as Lambda loads it (its own module; search has an app.py too)."""
-    return load_module_from_path("index_app", INDEX_APP_PATH)
+def load_handler_module(root):
+    """functions/index/app.py as Lambda loads it (its own module; search has an app.py too), on ``root``."""
+    return handler_on_root("index_app", INDEX_APP_PATH, root)
 
 
 def FakeLambdaContext():
@@ -54,16 +55,11 @@ def s3_sequencers(monkeypatch):
 
 
 @pytest.fixture
-def aws(tmp_path, monkeypatch):
-    """moto S3 bucket notifying a moto SQS queue; runtime singletons on an embedded Qdrant in tmp_path."""
+def aws(tmp_path):
+    """moto S3 bucket notifying a moto SQS queue."""
     import boto3
     from moto import mock_aws
 
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    monkeypatch.setenv("QDRANT_COLLECTION", "images")
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    monkeypatch.delenv("IMGSIM_IGNORE_PREFIXES", raising=False)
-    runtime.reset()
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -77,7 +73,28 @@ def aws(tmp_path, monkeypatch):
             ]},
         )
         yield s3, sqs, queue_url, queue_arn
-    runtime.reset()
+
+
+@pytest.fixture
+def roots(aws, tmp_path):
+    """Build roots on the embedded Qdrant in tmp_path (moto's AWS), each configured by its variables; closed at the
+    end."""
+    built = []
+
+    def build(variables=None, **kwargs):
+        root = make_root(tmp_path, {"QDRANT_COLLECTION": "images", **(variables or {})}, **kwargs)
+        built.append(root)
+        return root
+
+    yield build
+    for root in built:
+        root.close()
+
+
+@pytest.fixture
+def root(roots):
+    """The function's composition root on the embedded Qdrant in tmp_path."""
+    return roots()
 
 
 def receive_lambda_event(sqs, queue_url: str, queue_arn: str, max_records: int = 10) -> dict:
@@ -137,9 +154,9 @@ def emf_metrics(captured: str) -> dict[str, float]:
     return totals
 
 
-def test_end_to_end_put_search_delete(aws, photos, s3_sequencers, capsys):
+def test_end_to_end_put_search_delete(aws, root, photos, s3_sequencers, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     # 12 photos from all four animal blocks, under keys that need URL-decoding.
     chosen = photos[::141][:12]
     keys = {f"photos/{'cats' if i < 6 else 'more pets'}/photo {i}+ü.jpg": path for i, path in enumerate(chosen)}
@@ -148,7 +165,7 @@ def test_end_to_end_put_search_delete(aws, photos, s3_sequencers, capsys):
 
     responses = drain(app, sqs, queue_url, queue_arn)
     assert responses and all(r == {"batchItemFailures": []} for r in responses)
-    store = runtime.get_store()
+    store = root.store()
     assert store.count() == len(keys)
     for key, path in keys.items():
         record = store.get(point_id_for_object(BUCKET, key))
@@ -159,11 +176,11 @@ def test_end_to_end_put_search_delete(aws, photos, s3_sequencers, capsys):
         assert payload["size"] == path.stat().st_size
         assert payload["content_type"] == "image/jpeg"
         assert payload["width"] > 0 and payload["height"] > 0
-        assert payload["model"] == runtime.get_embedder().model_name
+        assert payload["model"] == root.embedder().model_name
         assert int(payload["sequencer"], 16) > 0
         assert payload["indexed_at"]
         # Each photo finds itself first.
-        hits = store.search(runtime.get_embedder().embed(path.read_bytes()), limit=3)
+        hits = store.search(root.embedder().embed(path.read_bytes()), limit=3)
         assert hits[0].payload["key"] == key and hits[0].score > 0.99
 
     metrics = emf_metrics(capsys.readouterr().out)
@@ -180,25 +197,25 @@ def test_end_to_end_put_search_delete(aws, photos, s3_sequencers, capsys):
     assert store.count() == len(keys) - len(deleted)
     for key in deleted:
         assert store.get(point_id_for_object(BUCKET, key)) is None
-    remaining = {r.payload["key"] for r in store.search(runtime.get_embedder().embed(chosen[0].read_bytes()), limit=20)}
+    remaining = {r.payload["key"] for r in store.search(root.embedder().embed(chosen[0].read_bytes()), limit=20)}
     assert remaining == set(keys) - set(deleted)
     assert emf_metrics(capsys.readouterr().out)["ImagesDeleted"] == len(deleted)
 
 
-def test_moto_events_without_sequencer_index_and_delete(aws, photos):
+def test_moto_events_without_sequencer_index_and_delete(aws, root, photos):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     s3.put_object(Bucket=BUCKET, Key="photos/plain.jpg", Body=photos[1].read_bytes())
     assert drain(app, sqs, queue_url, queue_arn) == [{"batchItemFailures": []}]
-    assert runtime.get_store().count() == 1
+    assert root.store().count() == 1
     s3.delete_object(Bucket=BUCKET, Key="photos/plain.jpg")
     assert drain(app, sqs, queue_url, queue_arn) == [{"batchItemFailures": []}]
-    assert runtime.get_store().count() == 0
+    assert root.store().count() == 0
 
 
-def test_poison_object_in_a_batch_of_ten_is_acked_and_counted(aws, photos, s3_sequencers, capsys):
+def test_poison_object_in_a_batch_of_ten_is_acked_and_counted(aws, root, photos, s3_sequencers, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     receive_lambda_event(sqs, queue_url, queue_arn)  # drop the s3:TestEvent: a batch of exactly ten
     for i in range(9):
         s3.put_object(Bucket=BUCKET, Key=f"photos/ok-{i}.jpg", Body=photos[i * 180].read_bytes())
@@ -207,7 +224,7 @@ def test_poison_object_in_a_batch_of_ten_is_acked_and_counted(aws, photos, s3_se
     assert len(event["Records"]) == 10
     response = app.handler(event, FakeLambdaContext())
     assert response == {"batchItemFailures": []}
-    assert runtime.get_store().count() == 9
+    assert root.store().count() == 9
     metrics = emf_metrics(capsys.readouterr().out)
     assert (metrics["ImagesIndexed"], metrics["ImagesSkipped"], metrics["ImagesFailed"]) == (9, 1, 0)
 
@@ -218,9 +235,9 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, photos, s3_sequencers, monkeypatch, capsys):
+def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, root, photos, s3_sequencers, monkeypatch, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     receive_lambda_event(sqs, queue_url, queue_arn)  # the s3:TestEvent
     for i in range(4):
         s3.put_object(Bucket=BUCKET, Key=f"photos/down-{i}.jpg", Body=photos[i].read_bytes())
@@ -240,16 +257,16 @@ def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, photos, s3_se
     runtime.reset()
     responses = drain(app, sqs, queue_url, queue_arn)
     assert all(r == {"batchItemFailures": []} for r in responses)
-    assert runtime.get_store().count() == 4
+    assert root.store().count() == 4
 
 
-def test_s3_throttling_on_one_object_fails_only_its_record(aws, photos, s3_sequencers, monkeypatch):
+def test_s3_throttling_on_one_object_fails_only_its_record(aws, root, photos, s3_sequencers, monkeypatch):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     receive_lambda_event(sqs, queue_url, queue_arn)  # the s3:TestEvent
     for i in range(5):
         s3.put_object(Bucket=BUCKET, Key=f"photos/slow-{i}.jpg", Body=photos[i * 200].read_bytes())
-    client = runtime.get_boto3_client("s3")
+    client = root.s3()
     real_get = client.get_object
 
     def throttled(**kwargs):
@@ -263,25 +280,25 @@ def test_s3_throttling_on_one_object_fails_only_its_record(aws, photos, s3_seque
     response = app.handler(event, FakeLambdaContext())
     slow = [r["messageId"] for r in event["Records"] if "slow-3.jpg" in r["body"]]
     assert response == {"batchItemFailures": [{"itemIdentifier": slow[0]}]}
-    assert runtime.get_store().count() == 4
+    assert root.store().count() == 4
 
 
-def test_ignored_prefix_from_environment(aws, photos, monkeypatch, capsys):
+def test_ignored_prefix_from_environment(aws, root, photos, monkeypatch, capsys):
     s3, sqs, queue_url, queue_arn = aws
     monkeypatch.setenv("IMGSIM_IGNORE_PREFIXES", "thumbnails/,uploads/tmp/")
-    app = load_handler_module()
+    app = load_handler_module(root)
     s3.put_object(Bucket=BUCKET, Key="thumbnails/a.jpg", Body=photos[0].read_bytes())
     s3.put_object(Bucket=BUCKET, Key="uploads/tmp/b.jpg", Body=photos[1].read_bytes())
     s3.put_object(Bucket=BUCKET, Key="photos/c.jpg", Body=photos[2].read_bytes())
     assert all(r == {"batchItemFailures": []} for r in drain(app, sqs, queue_url, queue_arn))
-    assert [r.payload["key"] for r in runtime.get_store().scroll()[0]] == ["photos/c.jpg"]
+    assert [r.payload["key"] for r in root.store().scroll()[0]] == ["photos/c.jpg"]
     metrics = emf_metrics(capsys.readouterr().out)
     assert metrics["ImagesSkipped"] == 3 and metrics["ImagesIndexed"] == 1  # test event + 2 ignored
 
 
-def test_clients_and_model_are_built_once_per_execution_environment(aws, photos, monkeypatch):
+def test_clients_and_model_are_built_once_per_execution_environment(aws, root, photos, monkeypatch):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     from imgsim import embedder as embedder_module
 
     built = []
@@ -296,16 +313,16 @@ def test_clients_and_model_are_built_once_per_execution_environment(aws, photos,
     for i in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"photos/warm-{i}.jpg", Body=photos[i].read_bytes())
         drain(app, sqs, queue_url, queue_arn)
-        seen.append((id(runtime.get_store()), id(runtime.get_store().companion("_tombstones", dim=1)), id(runtime.get_embedder()),
-                     id(runtime.get_boto3_client("s3"))))
+        seen.append((id(root.store()), id(root.store().companion("_tombstones", dim=1)), id(root.embedder()),
+                     id(root.s3())))
     assert len(built) == 1
     assert len(set(seen)) == 1
-    assert runtime.get_store().count() == 3
+    assert root.store().count() == 3
 
 
-def test_structured_logs_carry_request_id_and_s3_key(aws, photos, caplog):
+def test_structured_logs_carry_request_id_and_s3_key(aws, root, photos, caplog):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     s3.put_object(Bucket=BUCKET, Key="photos/logged one.jpg", Body=photos[5].read_bytes())
     event = receive_lambda_event(sqs, queue_url, queue_arn)
     context = FakeLambdaContext()
@@ -318,32 +335,32 @@ def test_structured_logs_carry_request_id_and_s3_key(aws, photos, caplog):
     assert indexed[0]["function_request_id"] == context.aws_request_id
 
 
-def test_sample_events_for_sam_local_invoke(aws, photos):
+def test_sample_events_for_sam_local_invoke(aws, root, photos):
     """events/index_put.json and events/index_delete.json work as they are."""
     s3, _sqs, _queue_url, _queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     put = json.loads((REPO_ROOT / "events" / "index_put.json").read_text())
     delete = json.loads((REPO_ROOT / "events" / "index_delete.json").read_text())
     key = "photos/cats/photo 00000.jpg"  # the events carry it URL-encoded, as S3 does
     s3.put_object(Bucket=BUCKET, Key=key, Body=photos[0].read_bytes())
     assert app.handler(put, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert runtime.get_store().get(point_id_for_object(BUCKET, key)) is not None
+    assert root.store().get(point_id_for_object(BUCKET, key)) is not None
     assert app.handler(delete, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert runtime.get_store().get(point_id_for_object(BUCKET, key)) is None
+    assert root.store().get(point_id_for_object(BUCKET, key)) is None
     # The put delivered again after the delete (SQS is at-least-once, unordered): no resurrection.
     assert app.handler(put, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert runtime.get_store().count() == 0
+    assert root.store().count() == 0
 
 
-def test_redelivered_batch_is_acknowledged_without_duplicates(aws, photos, s3_sequencers, capsys):
+def test_redelivered_batch_is_acknowledged_without_duplicates(aws, root, photos, s3_sequencers, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module()
+    app = load_handler_module(root)
     for i in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"photos/again-{i}.jpg", Body=photos[i * 400].read_bytes())
     event = receive_lambda_event(sqs, queue_url, queue_arn)
     assert app.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
     # The same batch again (e.g. the function timed out after Qdrant had the points).
     assert app.handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
-    assert runtime.get_store().count() == 3
+    assert root.store().count() == 3
     metrics = emf_metrics(capsys.readouterr().out)
     assert metrics["ImagesIndexed"] == 3 and metrics["EventsStale"] == 3
