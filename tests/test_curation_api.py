@@ -10,14 +10,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from imgsim import runtime
 from imgsim.ids import point_id_for_object
 from imgsim.pipeline import build
 from imgsim.settings import IndexSettings
 from imgsim_tools.events import http_api_event
 from moto import mock_aws
 from PIL import Image, ImageOps
-from support import SEARCH_APP_PATH, lambda_context, load_module_from_path
+from roots import make_root
+from support import SEARCH_APP_PATH, handler_on_root, lambda_context
 from test_indexing import s3_body
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
@@ -36,28 +36,25 @@ def jpeg(img: Image.Image, quality: int = 90) -> bytes:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in {"IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY, "QDRANT_COLLECTION": "curation",
-                            "QDRANT_PATH": str(tmp_path_factory.mktemp("qdrant")), "AWS_DEFAULT_REGION": "us-east-1",
-                            "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+        for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
                             "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "imgsim"}.items():
             mp.setenv(name, value)
-        for name in ("IMGSIM_API_KEY_PARAM", "QDRANT_URL", "AWS_ENDPOINT_URL", "IMGSIM_DEDUPE",
-                     "IMGSIM_DUPLICATE_THRESHOLD"):
-            mp.delenv(name, raising=False)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
         with mock_aws():
-            runtime.reset()
             boto3.client("s3").create_bucket(Bucket=BUCKET)
-            module = load_module_from_path("imgsim_search_app_curation", SEARCH_APP_PATH, register=True)
-            module.reset()
+            root = make_root(tmp_path_factory.mktemp("root"), {
+                "IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY, "QDRANT_COLLECTION": "curation"})
+            module = handler_on_root("imgsim_search_app_curation", SEARCH_APP_PATH, root)
             yield module
-            runtime.reset()
+            root.close()
 
 
 @pytest.fixture(scope="module")
 def library(app):
     """Three pictures, each with copies (smaller mirror, smaller grey), plus two unrelated photos."""
     s3 = boto3.client("s3")
-    indexer = build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=s3,
+    root = app.root()  # the function's own root: the images go where it searches
+    indexer = build(store=root.store(), embedder=root.embedder(), s3=s3,
                     options=IndexSettings(duplicate_threshold=0.79))
     keys: dict[str, str] = {}
 

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-from imgsim import runtime
 from imgsim.ids import point_id_for_object
 from imgsim.pipeline import build
 from imgsim.settings import IndexSettings
 from imgsim_tools import cli
 from PIL import Image, ImageOps
+from roots import make_root
 from test_indexing import s3_body
 
 BUCKET = "imgsim-images"
@@ -32,20 +32,26 @@ def s3(tmp_path, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    # The CLI reads its settings from the shell's environment once per command (`imgsim duplicates` runs with
+    # --qdrant-path, see run): the images bucket as a user sets it, and nothing else from the developer's shell.
     monkeypatch.setenv("IMAGES_BUCKET", BUCKET)
-    for name in ("QDRANT_URL", "IMGSIM_DEDUPE", "IMGSIM_DUPLICATE_THRESHOLD", "AWS_ENDPOINT_URL"):
+    for name in ("QDRANT_URL", "QDRANT_PATH", "IMGSIM_DEDUPE", "IMGSIM_DUPLICATE_THRESHOLD", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
-    runtime.reset()
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         yield client
-    runtime.reset()
 
 
-def index(s3, *, record: bool) -> dict[str, str]:
-    indexer = build(store=runtime.get_store(), embedder=runtime.get_embedder(), s3=s3,
+@pytest.fixture
+def qdrant(tmp_path) -> Path:
+    """The embedded store the images are indexed into and `imgsim duplicates` reads."""
+    return tmp_path / "qdrant"
+
+
+def index(s3, qdrant: Path, *, record: bool) -> dict[str, str]:
+    root = make_root(qdrant.parent, {"IMAGES_BUCKET": BUCKET})
+    indexer = build(store=root.store(), embedder=root.embedder(), s3=s3,
                     options=IndexSettings(dedupe=record, duplicate_threshold=0.79))
     img = Image.open(PHOTOS / "photo_00700.jpg").convert("RGB")
     w, h = img.size
@@ -55,38 +61,38 @@ def index(s3, *, record: bool) -> dict[str, str]:
     for key, data in objects.items():
         etag = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["ETag"].strip('"')
         indexer.process_messages([(key, s3_body(key, size=len(data), etag=etag))])
-    runtime.reset()  # the CLI opens the store itself
+    root.close()  # the CLI opens the store itself
     return {key: point_id_for_object(BUCKET, key) for key in objects}
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
+def run(capsys, qdrant: Path, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["--qdrant-path", str(qdrant), *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_groups_from_the_records_as_text_json_and_csv(s3, capsys):
-    ids = index(s3, record=True)
-    code, out, _ = run(capsys, "duplicates", "--json")
+def test_groups_from_the_records_as_text_json_and_csv(s3, qdrant, capsys):
+    ids = index(s3, qdrant, record=True)
+    code, out, _ = run(capsys, qdrant, "duplicates", "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["threshold"] == 0.79 and len(doc["groups"]) == 1
     group = doc["groups"][0]
     assert group["keep"] == ids["dogs/original.jpg"]
     assert {m["key"] for m in group["members"]} == {"dogs/original.jpg", "dogs/mirror.jpg", "dogs/grey.jpg"}
-    code, out, _ = run(capsys, "duplicates", "--csv")
+    code, out, _ = run(capsys, qdrant, "duplicates", "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 3 and [r["keep"] for r in rows].count("yes") == 1
-    code, out, _ = run(capsys, "duplicates")
+    code, out, _ = run(capsys, qdrant, "duplicates")
     assert code == 0 and "group 1: 3 images" in out and "keep" in out and "dogs/grey.jpg" in out
-    code, out, _ = run(capsys, "duplicates", "--threshold", "1")
+    code, out, _ = run(capsys, qdrant, "duplicates", "--threshold", "1")
     assert code == 0 and out.startswith("no duplicate groups")
-    assert run(capsys, "duplicates", "--threshold", "3")[0] == 2
+    assert run(capsys, qdrant, "duplicates", "--threshold", "3")[0] == 2
 
 
-def test_a_collection_indexed_before_the_records_is_grouped_from_its_vectors(s3, capsys):
-    ids = index(s3, record=False)
-    code, out, err = run(capsys, "duplicates", "--json", "--threshold", "0.6")
+def test_a_collection_indexed_before_the_records_is_grouped_from_its_vectors(s3, qdrant, capsys):
+    ids = index(s3, qdrant, record=False)
+    code, out, err = run(capsys, qdrant, "duplicates", "--json", "--threshold", "0.6")
     assert code == 0 and "grouping by the stored vectors" in err
     groups = json.loads(out)["groups"]
     assert len(groups) == 1 and groups[0]["keep"] == ids["dogs/original.jpg"]
@@ -94,17 +100,17 @@ def test_a_collection_indexed_before_the_records_is_grouped_from_its_vectors(s3,
     assert ids["cats/other.jpg"] not in {m["id"] for m in groups[0]["members"]}
 
 
-def test_resolve_is_a_dry_run_until_yes(s3, capsys):
-    ids = index(s3, record=True)
+def test_resolve_is_a_dry_run_until_yes(s3, qdrant, capsys):
+    ids = index(s3, qdrant, record=True)
     keep, grey, mirror = ids["dogs/original.jpg"], ids["dogs/grey.jpg"], ids["dogs/mirror.jpg"]
-    code, out, err = run(capsys, "duplicates", "--resolve", "--keep", keep, "--remove", grey)
+    code, out, err = run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep, "--remove", grey)
     assert code == 0 and f"would delete dogs/grey.jpg ({grey})" in out and "dry run" in err
     assert s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
-    code, out, _ = run(capsys, "duplicates", "--resolve", "--keep", keep, "--remove", grey, "--yes",
+    code, out, _ = run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep, "--remove", grey, "--yes",
                        "--not-duplicates", mirror)
     assert code == 0 and "deleted dogs/grey.jpg" in out and f"not a duplicate of {keep}: {mirror}" in out
     with pytest.raises(s3.exceptions.ClientError):
         s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
-    code, out, _ = run(capsys, "duplicates", "--json", "--threshold", "0")
+    code, out, _ = run(capsys, qdrant, "duplicates", "--json", "--threshold", "0")
     assert all(not {keep, mirror} <= {m["id"] for m in g["members"]} for g in json.loads(out)["groups"])
-    assert run(capsys, "duplicates", "--resolve", "--keep", keep)[0] == 2
+    assert run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep)[0] == 2

@@ -15,7 +15,9 @@ import imgsim.embedder
 import numpy as np
 import pytest
 from imgsim import Embedder
+from imgsim.composition import Root
 from imgsim.models import REPO_MODEL_DIR
+from imgsim.settings import load
 from PIL import Image
 
 
@@ -25,13 +27,18 @@ def photo_bytes(photos) -> list[bytes]:
     return [path.read_bytes() for path in photos[::170]]
 
 
-def test_default_model_needs_no_configuration(embedder, monkeypatch):
-    for name in ("IMGSIM_MODEL", "IMGSIM_MODEL_DIR", "IMGSIM_NUM_THREADS", "IMGSIM_BATCH_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    fresh = Embedder()
-    assert fresh.model_name == "mobilenet_v3_small_075_224"
-    assert fresh.dim == 1024
-    assert fresh.model_path.parent == REPO_MODEL_DIR
+def embedder_configured_by(variables: dict[str, str]) -> Embedder:
+    """The embedder a process configured by ``variables`` gets: its settings read once (``imgsim.settings.load``),
+    its composition root's model (IMGSIM_MODEL, or the manifest's default) built with them. No store is opened."""
+    root = Root(load(variables))
+    return root.embedder(root.configured_model())
+
+
+def test_default_model_needs_no_configuration(embedder):
+    for fresh in (Embedder(), embedder_configured_by({})):
+        assert fresh.model_name == "mobilenet_v3_small_075_224"
+        assert fresh.dim == 1024
+        assert fresh.model_path.parent == REPO_MODEL_DIR
 
 
 def test_embed_returns_a_unit_float32_vector(embedder, photo_bytes):
@@ -69,13 +76,12 @@ def test_different_pictures_get_different_vectors(embedder, photos):
     assert float(vectors[0] @ vectors[2]) < 0.95
 
 
-def test_num_threads_is_configurable(embedder, photo_bytes, monkeypatch):
+def test_num_threads_is_configurable(embedder, photo_bytes):
     two = Embedder(num_threads=2)
     assert two.num_threads == 2
     # Thread count changes scheduling, not results (XNNPACK splits work, not arithmetic order per output).
     np.testing.assert_allclose(two.embed(photo_bytes[2]), embedder.embed(photo_bytes[2]), atol=1e-5)
-    monkeypatch.setenv("IMGSIM_NUM_THREADS", "2")
-    assert Embedder().num_threads == 2
+    assert embedder_configured_by({"IMGSIM_NUM_THREADS": "2"}).num_threads == 2
 
 
 def test_pixels_entry_point_matches_bytes_entry_point(embedder, photo_bytes):
@@ -92,7 +98,7 @@ def load_embedder_module_copy(name: str = "imgsim._embedder_import_probe"):
     """Execute imgsim/embedder.py afresh as a separate module.
 
     Reloading ``imgsim.embedder`` in place would swap its ``Embedder`` class for a
-    new one while ``imgsim.runtime`` and other importers keep the old class, which
+    new one while ``imgsim.composition`` and other importers keep the old class, which
     leaks into later tests. A copy under another name leaves the real module alone.
     """
     spec = importlib.util.spec_from_file_location(name, imgsim.embedder.__file__)
@@ -132,10 +138,8 @@ def test_falls_back_to_tflite_runtime_without_ai_edge_litert(without_ai_edge_lit
     assert imgsim.embedder.INTERPRETER_PACKAGE == "ai_edge_litert"
 
 
-def test_settings_from_env_reach_the_embedder(monkeypatch):
-    monkeypatch.setenv("IMGSIM_BATCH_SIZE", "5")
-    monkeypatch.setenv("IMGSIM_MAX_IMAGE_BYTES", "1234")
-    fresh = Embedder()
+def test_settings_from_env_reach_the_embedder():
+    fresh = embedder_configured_by({"IMGSIM_BATCH_SIZE": "5", "IMGSIM_MAX_IMAGE_BYTES": "1234"})
     assert (fresh.settings.batch_size, fresh.settings.max_image_bytes) == (5, 1234)
     with pytest.raises(imgsim.ImageTooLarge):
         fresh.embed(b"x" * 2000)

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from imgsim import runtime
 from imgsim_tools import cli
+from roots import make_root
 from test_index_handler import BUCKET, QUEUE, REGION, drain, load_handler_module
 
 LABELS = json.loads((Path(__file__).resolve().parent / "data" / "duplicate_labels.json").read_text())
@@ -33,11 +33,11 @@ SUBSET = sorted(_GROUPED | {name for pair in LOOKALIKES for name in pair} | set(
 
 @pytest.fixture
 def settings(monkeypatch):
+    """The CLI reads the shell's environment: nothing from the developer's shell changes how it indexes."""
     for name in ("QDRANT_URL", "QDRANT_COLLECTION", "IMGSIM_DEDUPE", "IMGSIM_DUPLICATE_THRESHOLD",
                  "IMGSIM_IGNORE_PREFIXES", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
-    yield monkeypatch
-    runtime.reset()
+    return monkeypatch
 
 
 def duplicate_groups(capsys, store: Path) -> set[frozenset[str]]:
@@ -67,8 +67,7 @@ def test_files_and_uploads_give_the_same_duplicate_groups(settings, capsys, tmp_
     from moto import mock_aws
 
     s3_store = tmp_path / "s3-store"
-    settings.setenv("QDRANT_PATH", str(s3_store))
-    runtime.reset()
+    root = make_root(tmp_path, {"QDRANT_PATH": str(s3_store)})
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -77,14 +76,14 @@ def test_files_and_uploads_give_the_same_duplicate_groups(settings, capsys, tmp_
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [
             {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
-        app = load_handler_module()
+        app = load_handler_module(root)
         drain(app, sqs, queue_url, queue_arn)  # the s3:TestEvent
         for name in SUBSET:
             s3.put_object(Bucket=BUCKET, Key=f"photos/{name}", Body=(folder / name).read_bytes())
         responses = drain(app, sqs, queue_url, queue_arn)
         assert len(responses) == 4 and all(r == {"batchItemFailures": []} for r in responses)
-        assert runtime.get_store().count() == len(SUBSET)
-        runtime.reset()
+        assert root.store().count() == len(SUBSET)
+        root.close()  # the CLI opens the store itself
         from_uploads = duplicate_groups(capsys, s3_store)
 
     assert from_files == from_uploads

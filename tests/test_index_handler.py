@@ -55,7 +55,7 @@ def s3_sequencers(monkeypatch):
 
 
 @pytest.fixture
-def aws(tmp_path):
+def aws():
     """moto S3 bucket notifying a moto SQS queue."""
     import boto3
     from moto import mock_aws
@@ -235,16 +235,14 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, root, photos, s3_sequencers, monkeypatch, capsys):
+def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, roots, photos, s3_sequencers, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    app = load_handler_module(root)
+    app = load_handler_module(roots())
     receive_lambda_event(sqs, queue_url, queue_arn)  # the s3:TestEvent
     for i in range(4):
         s3.put_object(Bucket=BUCKET, Key=f"photos/down-{i}.jpg", Body=photos[i].read_bytes())
-    monkeypatch.setenv("QDRANT_URL", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("QDRANT_RETRIES", "1")
-    monkeypatch.setenv("QDRANT_TIMEOUT", "1")
-    runtime.reset()
+    app.use_root(roots({"QDRANT_URL": f"http://127.0.0.1:{closed_port()}", "QDRANT_RETRIES": "1",
+                        "QDRANT_TIMEOUT": "1"}))
     event = receive_lambda_event(sqs, queue_url, queue_arn)
     response = app.handler(event, FakeLambdaContext())
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
@@ -253,8 +251,8 @@ def test_qdrant_down_reports_every_record_and_nothing_is_lost(aws, root, photos,
     acknowledge(sqs, queue_url, event, response)
 
     # Qdrant is back: the redelivered messages index everything.
-    monkeypatch.delenv("QDRANT_URL")
-    runtime.reset()
+    root = roots()
+    app.use_root(root)
     responses = drain(app, sqs, queue_url, queue_arn)
     assert all(r == {"batchItemFailures": []} for r in responses)
     assert root.store().count() == 4
@@ -283,9 +281,9 @@ def test_s3_throttling_on_one_object_fails_only_its_record(aws, root, photos, s3
     assert root.store().count() == 4
 
 
-def test_ignored_prefix_from_environment(aws, root, photos, monkeypatch, capsys):
+def test_ignored_prefix_from_environment(aws, roots, photos, capsys):
     s3, sqs, queue_url, queue_arn = aws
-    monkeypatch.setenv("IMGSIM_IGNORE_PREFIXES", "thumbnails/,uploads/tmp/")
+    root = roots({"IMGSIM_IGNORE_PREFIXES": "thumbnails/,uploads/tmp/"})
     app = load_handler_module(root)
     s3.put_object(Bucket=BUCKET, Key="thumbnails/a.jpg", Body=photos[0].read_bytes())
     s3.put_object(Bucket=BUCKET, Key="uploads/tmp/b.jpg", Body=photos[1].read_bytes())
@@ -296,8 +294,9 @@ def test_ignored_prefix_from_environment(aws, root, photos, monkeypatch, capsys)
     assert metrics["ImagesSkipped"] == 3 and metrics["ImagesIndexed"] == 1  # test event + 2 ignored
 
 
-def test_clients_and_model_are_built_once_per_execution_environment(aws, root, photos, monkeypatch):
+def test_clients_and_model_are_built_once_per_execution_environment(aws, roots, photos, monkeypatch):
     s3, sqs, queue_url, queue_arn = aws
+    root = roots(embedders=model_embedder)  # its own model, not the session's shared one: built here, once
     app = load_handler_module(root)
     from imgsim import embedder as embedder_module
 

@@ -197,23 +197,38 @@ def test_ctrl_c_stops_cleanly_and_the_data_persists(tmp_path, photos):
 
 # -- the emulation itself, around stand-in handlers ---------------------------------------------------------------
 
+# Each stand-in takes the composition root the stack hands its execution environment (``use_root``), as the real
+# handlers do; the index stand-in reports the settings its root holds (the functions' configuration).
 STANDIN_INDEX = '''
 import json, os
 
+_root = None
+
+def use_root(root):
+    global _root
+    _root = root
+
 def handler(event, context):
+    settings = _root.settings
     with open(os.environ["STANDIN_LOG"], "a") as log:
         log.write(json.dumps({"event": event, "context": {
             "function_name": context.function_name, "aws_request_id": context.aws_request_id,
             "invoked_function_arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
             "remaining_ms": context.get_remaining_time_in_millis()},
-            "env": {name: os.environ.get(name) for name in (
-                "IMGSIM_FETCH_CONCURRENCY", "QDRANT_COLLECTION", "QDRANT_TIMEOUT", "IMGSIM_UPLOAD_PREFIX",
-                "QDRANT_API_KEY_PARAM", "IMAGES_BUCKET", "IMGSIM_MAX_PIXELS")}}) + "\\n")
+            "settings": {
+                "IMGSIM_FETCH_CONCURRENCY": settings.index.fetch_concurrency,
+                "QDRANT_COLLECTION": settings.engine.collection, "QDRANT_TIMEOUT": settings.engine.qdrant_timeout,
+                "IMGSIM_UPLOAD_PREFIX": settings.api.upload_prefix,
+                "QDRANT_API_KEY_PARAM": settings.engine.qdrant_api_key_param,
+                "IMAGES_BUCKET": settings.api.images_bucket, "IMGSIM_MAX_PIXELS": settings.engine.max_pixels}}) + "\\n")
     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"] if "fail" in r["body"]]}
 '''
 
 STANDIN_SEARCH = '''
 import base64, json
+
+def use_root(root):
+    pass
 
 def handler(event, context):
     path = event["rawPath"]
@@ -309,18 +324,18 @@ def test_lambda_and_api_gateway_emulation_with_stand_in_handlers(tmp_path):
         ctx = invocations()[-1]["context"]
         assert ctx["function_name"].endswith("IndexFunction") and 0 < ctx["remaining_ms"] <= 60_000
         assert ctx["invoked_function_arn"].startswith("arn:aws:lambda:us-east-1:")
-        # The functions' environment and MemorySize come from the template (the reader `make invoke` uses);
-        # what names AWS resources is the stack's; a variable set in the shell wins (IMGSIM_MAX_PIXELS here).
+        # The functions' settings (their root's) and MemorySize come from the template (the reader `make invoke`
+        # uses); what names AWS resources is the stack's; a variable set in the shell wins (IMGSIM_MAX_PIXELS here).
         from imgsim_tools.template_functions import read_function
 
         declared = read_function("IndexFunction", Path(__file__).resolve().parents[1] / "template.yaml", quiet=True)
         assert ctx["memory"] == str(declared.memory_mb)
-        assert invocations()[-1]["env"] == {
-            "IMGSIM_FETCH_CONCURRENCY": declared.variables["IMGSIM_FETCH_CONCURRENCY"],
+        assert invocations()[-1]["settings"] == {
+            "IMGSIM_FETCH_CONCURRENCY": int(declared.variables["IMGSIM_FETCH_CONCURRENCY"]),
             "QDRANT_COLLECTION": declared.variables["QDRANT_COLLECTION"],
-            "QDRANT_TIMEOUT": "3",  # SearchFunction's, where the two differ
+            "QDRANT_TIMEOUT": 3,  # SearchFunction's, where the two differ
             "IMGSIM_UPLOAD_PREFIX": "uploads/", "QDRANT_API_KEY_PARAM": None, "IMAGES_BUCKET": BUCKET,
-            "IMGSIM_MAX_PIXELS": "1000000"}
+            "IMGSIM_MAX_PIXELS": 1000000}
 
         # The event source drains moto's queue into its own buffer; the message reported in
         # batchItemFailures waits for the queue's visibility timeout, then is redelivered
@@ -383,10 +398,8 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
         return stopping.is_set()
 
     stopping.wait = wait  # type: ignore[method-assign]
-    fake_self = SimpleNamespace(
-        _runtime=SimpleNamespace(get_store=FakeEdge, get_settings=lambda: SimpleNamespace(index_threshold=5)),
-        _stopping=stopping,
-    )
+    root = SimpleNamespace(store=FakeEdge, engine=SimpleNamespace(index_threshold=5))
+    fake_self = SimpleNamespace(_require_root=lambda: root, _stopping=stopping)
     local_stack.LocalStack._index_builder(fake_self)
     # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy); the duplicate
     # signatures beside the collection get theirs past the same threshold.

@@ -10,7 +10,7 @@ from unittest import mock
 import imgsim.store.server
 import numpy as np
 import pytest
-from imgsim import StoredPoint, point_id_for_file, runtime
+from imgsim import StoredPoint, point_id_for_file
 from imgsim.deployment import open_model_store
 from imgsim.errors import StoreUnavailable
 from imgsim.ordering import OrderedStore, Removal
@@ -20,6 +20,7 @@ from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerCatalog, ServerStore
 from imgsim_tools import cli
 from qdrant_client import QdrantClient
+from roots import make_root
 
 DIM = 1024  # the default model's: the CLI opens both stores with the embedder's dimension
 URL = "http://qdrant.example:6333"
@@ -114,7 +115,11 @@ def test_migrate_from_a_server_into_an_empty_embedded_store(capsys, server, tmp_
     code, out, err = run(capsys, "--qdrant-path", str(fresh), "migrate", "--from", URL)
     assert code == 0, err
     assert out.startswith(f"migrated from {URL}: copied 600 points and 1 tombstones")
-    model = runtime.get_embedder().model_name
+    root = make_root(tmp_path)  # on the embedded store migrated from (QDRANT_PATH)
+    try:
+        model = root.embedder().model_name
+    finally:
+        root.close()
     store = open_model_store(Settings(qdrant_path=str(fresh)), dim=DIM, model=model)  # through the alias
     assert store.collection.startswith("images__") and store.count() == 600
     store.close()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DIR
 from imgsim import ChecksumMismatch, ConfigError, Embedder, ModelNotFound
+from imgsim.composition import Root
 from imgsim.models import (
     REPO_MODEL_DIR,
     find_model_dir,
@@ -19,6 +20,7 @@ from imgsim.models import (
     sha256_of,
 )
 from imgsim.preprocess import to_input_tensor
+from imgsim.settings import load
 from support import load_module_from_path
 
 MANIFEST_PATH = REPO_MODEL_DIR / "models.json"
@@ -49,6 +51,13 @@ def entry_with(**changes) -> dict:
     return {**DEFAULT_ENTRY, **changes}
 
 
+def embedder_configured_by(variables: dict[str, str]) -> Embedder:
+    """The embedder a process configured by ``variables`` gets: its settings read once (``imgsim.settings.load``),
+    its composition root's model (IMGSIM_MODEL, or the manifest's default) built with them. No store is opened."""
+    root = Root(load(variables))
+    return root.embedder(root.configured_model())
+
+
 # -- manifest -----------------------------------------------------------------------------------
 
 
@@ -65,12 +74,13 @@ def test_manifest_describes_the_default_model_completely():
     assert sha256_of(REPO_MODEL_DIR / spec.file) == spec.sha256
 
 
-def test_model_dir_env_wins_and_missing_manifest_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGSIM_MODEL_DIR", str(tmp_path))
+def test_model_dir_env_wins_and_missing_manifest_is_a_clear_error(tmp_path):
+    configured = load({"IMGSIM_MODEL_DIR": str(tmp_path)}).engine.model_dir
     with pytest.raises(ModelNotFound, match=f"no models.json found in: {tmp_path}"):
-        find_model_dir()
-    monkeypatch.delenv("IMGSIM_MODEL_DIR")
-    assert find_model_dir() == REPO_MODEL_DIR
+        find_model_dir(configured)
+    with pytest.raises(ModelNotFound, match=f"no models.json found in: {tmp_path}"):
+        embedder_configured_by({"IMGSIM_MODEL_DIR": str(tmp_path)})
+    assert find_model_dir(load({}).engine.model_dir) == REPO_MODEL_DIR
 
 
 def test_unknown_model_name_lists_the_known_ones():
@@ -106,7 +116,7 @@ def test_model_file_with_another_hash_is_refused(tmp_path):
 # -- a second model is a data change ------------------------------------------------------------
 
 
-def test_second_manifest_entry_is_used_with_no_code_change(tmp_path, embedder, photos, monkeypatch):
+def test_second_manifest_entry_is_used_with_no_code_change(tmp_path, embedder, photos):
     # The same network under another name, declared to take inputs in [-1, 1]: a different
     # model as far as imgsim can tell, described only by data.
     shutil.copyfile(SHARED_MODEL, tmp_path / "second.tflite")
@@ -131,9 +141,7 @@ def test_second_manifest_entry_is_used_with_no_code_change(tmp_path, embedder, p
     assert float(second.embed_pixels([pixels])[0] @ embedder.embed_pixels([pixels])[0]) < 0.9999
 
     # Selected by configuration too.
-    monkeypatch.setenv("IMGSIM_MODEL", "second")
-    monkeypatch.setenv("IMGSIM_MODEL_DIR", str(tmp_path))
-    assert Embedder().model_name == "second"
+    assert embedder_configured_by({"IMGSIM_MODEL": "second", "IMGSIM_MODEL_DIR": str(tmp_path)}).model_name == "second"
 
 
 def run_model_directly(model_path: Path, tensor: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from imgsim import runtime
 from imgsim.errors import ImgsimError
 from imgsim.http.errors import problem
 from imgsim.http.inputs import json_object, parse_compare_body, parse_search_body
@@ -27,8 +26,9 @@ from imgsim.settings import DEFAULT_MAX_BODY_BYTES
 from imgsim.store import StoredPoint
 from imgsim_tools.events import http_api_event
 from moto import mock_aws
+from roots import make_root
 from support import SEARCH_APP_PATH as APP_PATH
-from support import lambda_context, load_module_from_path
+from support import handler_on_root, lambda_context
 from urllib3 import encode_multipart_formdata
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
@@ -37,6 +37,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "imgsim-images"
 API_KEY = "local-dev-key"  # the key the sample events in events/ carry
 ORIGIN = "https://imgsim.example"
+# The function's variables (as the template sets them); the embedded store's folder comes from make_root.
+VARIABLES = {
+    "IMAGES_BUCKET": BUCKET,
+    "IMGSIM_API_KEY": API_KEY,
+    "IMGSIM_CORS_ORIGIN": ORIGIN,
+    "QDRANT_COLLECTION": "images",
+}
 # 8 photos from each of the 4 blocks (cats, dogs, monkeys, squirrels), under two top folders.
 PHOTO_INDEXES = [block * 423 + step * 7 for block in range(4) for step in range(8)]
 
@@ -46,45 +53,83 @@ def key_for(path: Path, index: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    values = {
-        "IMAGES_BUCKET": BUCKET,
-        "IMGSIM_API_KEY": API_KEY,
-        "IMGSIM_CORS_ORIGIN": ORIGIN,
-        "QDRANT_PATH": str(tmp_path_factory.mktemp("qdrant")),
-        "QDRANT_COLLECTION": "images",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in values.items():
-            mp.setenv(name, value)
-        for name in ("IMGSIM_API_KEY_PARAM", "IMGSIM_MAX_BODY_BYTES", "IMGSIM_URL_TTL", "AWS_ENDPOINT_URL"):
-            mp.delenv(name, raising=False)
-        yield mp
-
-
-@pytest.fixture(scope="module")
-def aws(env):
-    with mock_aws():
-        runtime.reset()
+def aws():
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)  # boto3's own variable: every client stays on moto
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield
-        runtime.reset()
 
 
 @pytest.fixture(scope="module")
-def search_app(aws):
-    module = load_module_from_path("imgsim_search_app", APP_PATH, register=True)
-    module.reset()
+def store_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("search")
+
+
+@pytest.fixture(scope="module")
+def search_root(aws, store_dir):
+    """The function's composition root, built from its variables, on a fresh embedded store."""
+    root = make_root(store_dir, VARIABLES)
+    yield root
+    root.close()
+
+
+@pytest.fixture(scope="module")
+def search_app(search_root):
+    # The CORS configuration is built when the module is imported (Lambda's init), from the root the function's
+    # environment gives: the import sees the function's IMGSIM_CORS_ORIGIN, as on Lambda. From then on the
+    # function runs on search_root, built from the same variables (and nothing else reads the environment).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGSIM_CORS_ORIGIN", ORIGIN)
+        module = handler_on_root("imgsim_search_app", APP_PATH, search_root)
     yield module
     sys.modules.pop(module.__name__, None)
 
 
 @pytest.fixture(scope="module")
-def indexed(search_app, photos):
+def model(search_root) -> str:
+    """The model of the collection the function serves."""
+    return search_root.embedder().model_name
+
+
+class _Borrowed:
+    """Another root's catalog, left open when this root closes (the other root owns it)."""
+
+    def __init__(self, catalog) -> None:
+        self._catalog = catalog
+
+    def __getattr__(self, name):
+        return getattr(self._catalog, name)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def run_with(search_app, search_root, store_dir):
+    """Run the function on a root built from its variables with ``changes`` (a value None: the variable unset),
+    on the same embedded store (or on the catalog ``catalogs`` makes); what a test did before by editing the
+    environment. The module's own root is back after the test."""
+    roots = []
+
+    def switch(changes: dict[str, str | None], *, catalogs=None):
+        variables = {name: value for name, value in {**VARIABLES, **changes}.items() if value is not None}
+        root = make_root(store_dir, variables, catalogs=catalogs or (lambda _settings: _Borrowed(search_root.catalog())))
+        roots.append(root)
+        search_app.use_root(root)
+        return root
+
+    yield switch
+    search_app.use_root(search_root)
+    for root in roots:
+        root.close()
+
+
+@pytest.fixture(scope="module")
+def indexed(search_app, search_root, photos):
     """Real photos in S3 and in the store, the way the indexer leaves them."""
     s3 = boto3.client("s3")
-    embedder = runtime.get_embedder()
-    store = runtime.get_store()
+    embedder = search_root.embedder()
+    store = search_root.store()
     store.ensure_collection()
     items = []
     for n, index in enumerate(PHOTO_INDEXES):
@@ -153,10 +198,9 @@ def b64(data: bytes) -> str:
 # -- public routes ----------------------------------------------------------------
 
 
-def test_health_needs_no_key_and_reports_the_index(call, indexed):
+def test_health_needs_no_key_and_reports_the_index(call, indexed, model):
     status, _headers, body = call("GET", "/health", api_key=None)
     assert status == 200
-    model = runtime.get_embedder().model_name
     # "images" is an alias of the model's own collection (imgsim.deployment); no switch in progress.
     assert body == {"status": "ok", "collection": "images", "points": len(indexed), "model": model,
                     "serving": f"images__{model}"}
@@ -172,8 +216,8 @@ def test_page_needs_no_key(call):
 # -- POST /search -------------------------------------------------------------------
 
 
-def check_results(body, *, limit=10):
-    assert body["model"] == runtime.get_embedder().model_name
+def check_results(body, model, *, limit=10):
+    assert body["model"] == model
     assert isinstance(body["took_ms"], float) and body["took_ms"] >= 0
     results = body["results"]
     assert 0 < len(results) <= limit
@@ -188,11 +232,11 @@ def check_results(body, *, limit=10):
     return results
 
 
-def test_search_raw_image_body_finds_the_same_photo_first(call, indexed):
+def test_search_raw_image_body_finds_the_same_photo_first(call, indexed, model):
     item = next(iter(indexed.values()))
     status, headers, body = call("POST", "/search", body=item.data, content_type="image/jpeg")
     assert status == 200, body
-    results = check_results(body)
+    results = check_results(body, model)
     assert results[0]["key"] == item.key and results[0]["score"] > 0.999
     assert "embed;dur=" in headers["server-timing"] and "qdrant;dur=" in headers["server-timing"]
 
@@ -213,14 +257,14 @@ def test_search_body_forms_agree(call, indexed):
     assert [(r["id"], r["percent"]) for r in octet["results"]] == expected
 
 
-def test_search_by_id_and_by_key_exclude_the_query_image(call, indexed):
+def test_search_by_id_and_by_key_exclude_the_query_image(call, indexed, model):
     item = list(indexed.values())[3]
     by_image = call("POST", "/search", body=item.data, content_type="image/jpeg", query={"limit": 6})[2]
     for body_obj in ({"id": item.id}, {"key": item.key}):
         status, _, body = call("POST", "/search", body=json_body(body_obj), content_type="application/json",
                                query={"limit": 5})
         assert status == 200, body
-        results = check_results(body, limit=5)
+        results = check_results(body, model, limit=5)
         assert item.id not in [r["id"] for r in results]
         # The stored vector is the one the image query computes, so the rest of the ranking agrees.
         assert [r["id"] for r in results] == [r["id"] for r in by_image["results"][1:6]]
@@ -317,39 +361,27 @@ def test_public_routes_ignore_a_wrong_key(call, method, path):
     assert call(method, path, api_key="wrong")[0] == 200
 
 
-def test_no_key_configured_is_503_never_open(call, search_app, monkeypatch):
-    monkeypatch.delenv("IMGSIM_API_KEY")
-    search_app.reset()
-    try:
-        assert_error(call("POST", "/search", body=json_body({"key": "k"}), content_type="application/json"), 503,
-                     "not_configured")
-        assert_error(call("POST", "/uploads", api_key=None), 503, "not_configured")
-        assert call("GET", "/health", api_key=None)[0] == 200
-    finally:
-        monkeypatch.undo()
-        search_app.reset()
+def test_no_key_configured_is_503_never_open(call, run_with):
+    run_with({"IMGSIM_API_KEY": None})
+    assert_error(call("POST", "/search", body=json_body({"key": "k"}), content_type="application/json"), 503,
+                 "not_configured")
+    assert_error(call("POST", "/uploads", api_key=None), 503, "not_configured")
+    assert call("GET", "/health", api_key=None)[0] == 200
 
 
-def test_key_from_ssm_parameter(call, search_app, monkeypatch, indexed):
+def test_key_from_ssm_parameter(call, run_with, indexed):
     name = f"/imgsim/test/api-key-{uuid.uuid4().hex[:8]}"
     boto3.client("ssm").put_parameter(Name=name, Value="from-ssm-key", Type="SecureString")
-    monkeypatch.delenv("IMGSIM_API_KEY")
-    monkeypatch.setenv("IMGSIM_API_KEY_PARAM", name)
-    search_app.reset()
-    try:
-        item = next(iter(indexed.values()))
-        request = {"body": json_body({"id": item.id}), "content_type": "application/json"}
-        assert call("POST", "/search", **request, api_key="from-ssm-key")[0] == 200
-        assert_error(call("POST", "/search", **request, api_key=API_KEY), 401, "invalid_api_key")
-        # A parameter that cannot be read is an outage, not an open door.
-        monkeypatch.setenv("IMGSIM_API_KEY_PARAM", name + "-missing")
-        search_app.reset()
-        result = call("POST", "/search", **request, api_key="from-ssm-key")
-        assert_error(result, 503, "auth_unavailable")
-        assert result[1]["retry-after"]
-    finally:
-        monkeypatch.undo()
-        search_app.reset()
+    run_with({"IMGSIM_API_KEY": None, "IMGSIM_API_KEY_PARAM": name})
+    item = next(iter(indexed.values()))
+    request = {"body": json_body({"id": item.id}), "content_type": "application/json"}
+    assert call("POST", "/search", **request, api_key="from-ssm-key")[0] == 200
+    assert_error(call("POST", "/search", **request, api_key=API_KEY), 401, "invalid_api_key")
+    # A parameter that cannot be read is an outage, not an open door.
+    run_with({"IMGSIM_API_KEY": None, "IMGSIM_API_KEY_PARAM": name + "-missing"})
+    result = call("POST", "/search", **request, api_key="from-ssm-key")
+    assert_error(result, 503, "auth_unavailable")
+    assert result[1]["retry-after"]
 
 
 # -- presigned URLs ---------------------------------------------------------------
@@ -448,12 +480,12 @@ def test_get_image(call, indexed):
     assert_error(call("GET", "/images/not-a-uuid"), 400, "bad_parameter")
 
 
-def test_delete_image_removes_the_object(call, indexed):
+def test_delete_image_removes_the_object(call, search_root, indexed):
     s3 = boto3.client("s3")
     key = "photos/to-delete.jpg"
     data = next(iter(indexed.values())).data
     s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-    embedder, store = runtime.get_embedder(), runtime.get_store()
+    embedder, store = search_root.embedder(), search_root.store()
     point_id = point_id_for_object(BUCKET, key)
     image = embedder.decode(data)
     store.upsert([StoredPoint(point_id, embedder.embed_decoded([image])[0],
@@ -470,8 +502,8 @@ def test_delete_image_removes_the_object(call, indexed):
     assert_error(call("DELETE", "/images/12"), 400, "bad_parameter")
 
 
-def test_delete_refuses_points_without_an_object_here(call):
-    embedder, store = runtime.get_embedder(), runtime.get_store()
+def test_delete_refuses_points_without_an_object_here(call, search_root):
+    embedder, store = search_root.embedder(), search_root.store()
     vector = np.zeros(embedder.dim, dtype=np.float32)
     vector[0] = 1.0
     local_id, other_id = str(uuid.uuid4()), point_id_for_object("other-bucket", "a.jpg")
@@ -489,21 +521,28 @@ def test_delete_refuses_points_without_an_object_here(call):
 # -- failures -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def unreachable_store(search_app, monkeypatch):
-    """The services with a Qdrant server that refuses connections (a closed local port)."""
-    from imgsim.settings import Settings
-    from imgsim.store import open_store
+class _StoresOn(_Borrowed):
+    """A catalog whose aliases resolve, but whose stores are another catalog's."""
 
-    store = open_store(
-        Settings(qdrant_url="http://127.0.0.1:9", qdrant_retries=1, qdrant_timeout=1), dim=runtime.get_embedder().dim
-    )
-    monkeypatch.setattr(runtime, "get_store", lambda: store)
-    search_app.reset()  # the services are built again, with the store above
+    def __init__(self, catalog, stores) -> None:
+        super().__init__(catalog)
+        self._stores = stores
+
+    def open_store(self, collection, *, dim, options=None):
+        return self._stores.open_store(collection, dim=dim, options=options)
+
+
+@pytest.fixture
+def unreachable_store(run_with, search_root):
+    """The services with a Qdrant server that refuses connections (a closed local port): the function was warm
+    (the alias resolved, the model loaded), then every call to its store fails."""
+    from imgsim.settings import Settings
+    from imgsim.store import open_catalog
+
+    down = open_catalog(Settings(qdrant_url="http://127.0.0.1:9", qdrant_retries=1, qdrant_timeout=1))
+    run_with({}, catalogs=lambda _settings: _StoresOn(search_root.catalog(), down))
     yield
-    monkeypatch.undo()
-    search_app.reset()
-    store.close()
+    down.close()
 
 
 def test_qdrant_unreachable_is_503_with_retry_after(call, indexed, unreachable_store):
@@ -555,6 +594,10 @@ def test_cors_preflight_and_headers(call, indexed):
     status, headers, _ = call("POST", "/search", body=item.data, content_type="image/jpeg", api_key=None,
                               headers={"origin": ORIGIN})
     assert status == 401 and headers["access-control-allow-origin"] == ORIGIN
+    # The configured origin is the one allowed (the import saw IMGSIM_CORS_ORIGIN, not the default "*").
+    status, headers, _ = call("POST", "/search", body=item.data, content_type="image/jpeg",
+                              headers={"origin": "https://elsewhere.example"})
+    assert status == 200 and "access-control-allow-origin" not in headers
 
 
 # -- the sample events (sam local invoke) and the event builder --------------------
@@ -594,9 +637,9 @@ def test_event_builder_matches_aws_conventions():
     assert "body" not in http_api_event("GET", "/health")
 
 
-def test_sample_events_run_against_the_handler(call, search_app, indexed, photos):
+def test_sample_events_run_against_the_handler(call, search_app, search_root, indexed, photos):
     """The events in events/ (for `sam local invoke`) do what their names say, with IMGSIM_API_KEY=local-dev-key."""
-    s3, embedder, store = boto3.client("s3"), runtime.get_embedder(), runtime.get_store()
+    s3, embedder, store = boto3.client("s3"), search_root.embedder(), search_root.store()
     keys = {"photos/cats/photo 00000.jpg": photos[0], "photos/dogs/photo 00900.jpg": photos[900]}
     points = []
     for key, path in keys.items():
@@ -630,11 +673,10 @@ def test_sample_events_run_against_the_handler(call, search_app, indexed, photos
             s3.delete_object(Bucket=BUCKET, Key=key)
 
 
-def test_s3_refusal_is_502_without_internals(call, search_app, monkeypatch):
+def test_s3_refusal_is_502_without_internals(call, run_with):
     """S3 answering with an error (here: the bucket is gone) is the storage's failure, not the caller's."""
-    monkeypatch.setenv("IMAGES_BUCKET", "imgsim-gone")
-    search_app.reset()
-    embedder, store = runtime.get_embedder(), runtime.get_store()
+    root = run_with({"IMAGES_BUCKET": "imgsim-gone"})
+    embedder, store = root.embedder(), root.store()
     vector = np.zeros(embedder.dim, dtype=np.float32)
     vector[1] = 1.0
     point_id = point_id_for_object("imgsim-gone", "photos/a.jpg")
@@ -646,8 +688,6 @@ def test_s3_refusal_is_502_without_internals(call, search_app, monkeypatch):
         assert "NoSuchBucket" not in json.dumps(result[2])
     finally:
         store.delete([point_id])
-        monkeypatch.undo()
-        search_app.reset()
 
 
 # -- no 5xx from any request (property-based) ------------------------------------------------

@@ -55,10 +55,10 @@ print((time.perf_counter() - t) * 1000)
 HANDLER = """
 import time, importlib, sys
 t = time.perf_counter()
-importlib.import_module("app")
+app = importlib.import_module("app")
 imported = (time.perf_counter() - t) * 1000
-from imgsim import runtime
-runtime.get_embedder(runtime.configured_model())  # the model, without reaching a store
+root = app.root()  # the function's composition root, from its environment (as on Lambda)
+root.embedder(root.configured_model())  # the model, without reaching a store
 import imgsim.store.server  # the Qdrant Cloud path (qdrant-client) both deployed functions open
 print(imported, (time.perf_counter() - t) * 1000)
 """

@@ -39,18 +39,29 @@ for _name, _value in {
     "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
 }.items():
     os.environ.setdefault(_name, _value)
-os.environ.pop("QDRANT_URL", None)
 sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support import INDEX_APP_PATH, lambda_context, load_module_from_path
+from support import INDEX_APP_PATH, handler_on_root, lambda_context
 
 
 def FakeLambdaContext():
     return lambda_context("IndexFunction", timeout_s=60)
 
 
-def load_handler_module():
-    return load_module_from_path("index_app", INDEX_APP_PATH)
+def bench_variables(qdrant_path: str) -> dict[str, str]:
+    """The shell's imgsim variables (IMGSIM_FETCH_CONCURRENCY, IMGSIM_NUM_THREADS, ...), on the embedded Qdrant
+    at ``qdrant_path`` whatever the shell names."""
+    from imgsim.settings import (
+        QDRANT_API_KEY,
+        QDRANT_API_KEY_PARAM,
+        QDRANT_URL,
+        VARIABLES,
+    )
+
+    variables = {name: os.environ[name] for name in VARIABLES if name in os.environ}
+    for name in (QDRANT_URL, QDRANT_API_KEY, QDRANT_API_KEY_PARAM):
+        variables.pop(name, None)
+    return {**variables, "QDRANT_PATH": qdrant_path}
 
 
 def lambda_event(sqs, queue_url: str, queue_arn: str, count: int) -> dict:
@@ -96,10 +107,10 @@ def main() -> int:
     from moto import mock_aws
 
     tmp = tempfile.TemporaryDirectory(prefix="imgsim-bench-index-")
-    from imgsim import runtime
     from imgsim.ids import point_id_for_object
     from imgsim.points import image_payload
     from imgsim.store import StoredPoint
+    from roots import make_root
 
     latency = {"ms": 0}
 
@@ -115,7 +126,8 @@ def main() -> int:
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [
             {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]})
-        app = load_handler_module()
+        root = make_root(Path(tmp.name), bench_variables(str(Path(tmp.name) / "qdrant")))
+        app = handler_on_root("index_app", INDEX_APP_PATH, root)
         run_id = [0]
 
         def through_handler(batch: list[Path]) -> tuple[float, dict[str, float]]:
@@ -133,7 +145,7 @@ def main() -> int:
             return seconds, stage_metrics(out.getvalue())
 
         def one_at_a_time(batch: list[Path]) -> float:
-            store, embedder, s3_runtime = runtime.get_store(), runtime.get_embedder(), runtime.get_boto3_client("s3")
+            store, embedder, s3_runtime = root.store(), root.embedder(), root.s3()
             run_id[0] += 1
             keys = []
             for i, path in enumerate(batch):
@@ -151,17 +163,18 @@ def main() -> int:
             return time.perf_counter() - t0
 
         print(f"indexing through the handler (moto S3 + SQS, embedded Qdrant, "
-              f"IMGSIM_FETCH_CONCURRENCY={os.environ.get('IMGSIM_FETCH_CONCURRENCY', '8')}, "
-              f"IMGSIM_NUM_THREADS={os.environ.get('IMGSIM_NUM_THREADS', '1')}); median of {REPEATS}")
+              f"IMGSIM_FETCH_CONCURRENCY={root.settings.index.fetch_concurrency}, "
+              f"IMGSIM_NUM_THREADS={root.settings.engine.num_threads}); median of {REPEATS}")
         print(f"{'qdrant':>6} {'S3 lat.':>7} {'batch':>5} | {'images/s':>8} {'baseline':>8} {'ratio':>6} | "
               f"{'fetch':>7} {'decode':>7} {'embed':>7} {'dedupe':>7} {'upsert':>7}  ms per batch")
         # Embedded Qdrant on disk (what `imgsim serve` uses) and in memory: on disk, local
         # mode writes each point to SQLite, so its upsert cost is not what a server charges.
         for qdrant, path, latencies in (("disk", str(Path(tmp.name) / "qdrant"), (0, S3_LATENCY_MS)),
                                         ("memory", ":memory:", (S3_LATENCY_MS,))):
-            os.environ["QDRANT_PATH"] = path
-            runtime.reset()
-            runtime.get_boto3_client("s3").meta.events.register("before-call.s3.GetObject", slow_get)
+            root.close()
+            root = make_root(Path(tmp.name), bench_variables(path))
+            app.use_root(root)
+            root.s3().meta.events.register("before-call.s3.GetObject", slow_get)
             latency["ms"] = 0
             through_handler(photos[:10])  # warm: model, collection, clients
             one_at_a_time(photos[10:20])
@@ -184,7 +197,7 @@ def main() -> int:
                           f"{stage['DedupeMs']:7.1f} {stage['UpsertMs']:7.1f}")
         print("baseline: the same photos, one at a time: GET, decode + embed, upsert one point (no duplicate "
               "check); dedupe: the handler's duplicate check at upload (signatures, their searches and storage)")
-    runtime.reset()
+        root.close()
     tmp.cleanup()
     return 0
 

@@ -26,18 +26,17 @@ S3_LATENCY_S = 0.030
 
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_DEFAULT_REGION": "us-east-1"})
-os.environ.pop("QDRANT_URL", None)
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # roots.py
 
 
 def run(concurrency: int, dedupe: bool, scratch: Path) -> float:
-    from imgsim import runtime
     from imgsim_tools.commands import backfill
-    from imgsim_tools.session import RuntimeSession
+    from imgsim_tools.session import Session
+    from roots import make_root
 
-    os.environ["QDRANT_PATH"] = str(scratch / f"q-{concurrency}-{dedupe}")
-    os.environ["IMGSIM_DEDUPE"] = "on" if dedupe else "off"
-    runtime.reset()
-    client = runtime.get_boto3_client("s3")
+    # A fresh embedded store per run; the model is shared by every root of the process (tests/roots.py).
+    root = make_root(scratch / f"q-{concurrency}-{dedupe}", {"IMGSIM_DEDUPE": "on" if dedupe else "off"})
+    client = root.s3()
     real = client.get_object
 
     def slow_get(**kwargs):
@@ -48,13 +47,13 @@ def run(concurrency: int, dedupe: bool, scratch: Path) -> float:
     parser = argparse.ArgumentParser()
     backfill.add_arguments(parser)
     args = parser.parse_args([f"s3://{BUCKET}", "--quiet", "--concurrency", str(concurrency), "--batch-size", "32"])
-    runtime.get_embedder()  # the model is loaded once per process on Lambda too: not part of the rate
+    root.embedder()  # the model is loaded once per process on Lambda too: not part of the rate
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        assert backfill.run(args, RuntimeSession()) == 0
+        assert backfill.run(args, Session.on_root(root)) == 0
     seconds = time.perf_counter() - started
-    assert runtime.get_store().count() == COUNT
-    runtime.reset()
+    assert root.store().count() == COUNT
+    root.close()
     return COUNT / seconds
 
 

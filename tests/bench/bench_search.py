@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.py and roots.py
 from support import SEARCH_APP_PATH as APP_PATH
-from support import lambda_context, load_module_from_path
+from support import handler_on_root, lambda_context
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
@@ -64,8 +64,9 @@ def timed_search(app, event: dict, sink: io.StringIO) -> tuple[float, dict[str, 
     return total, server_timing(response["headers"]["Server-Timing"])
 
 
-def load_app():
-    return load_module_from_path("imgsim_search_app_bench", APP_PATH, register=True)
+def load_app(root):
+    """The search function's module, running on ``root``."""
+    return handler_on_root("imgsim_search_app_bench", APP_PATH, root)
 
 
 def fill_store(store, base_vectors: np.ndarray, base_keys: list[str], count: int, rng) -> None:
@@ -89,10 +90,10 @@ def fill_store(store, base_vectors: np.ndarray, base_keys: list[str], count: int
     store.upsert(batch)
 
 
-def measure(app, runtime, queries: list[bytes], query_vectors: np.ndarray) -> dict[str, list[float]]:
+def measure(app, root, queries: list[bytes], query_vectors: np.ndarray) -> dict[str, list[float]]:
     from imgsim_tools.events import http_api_event
 
-    embedder, store = runtime.get_embedder(), runtime.get_store()
+    embedder, store = root.embedder(), root.store()
     out: dict[str, list[float]] = {k: [] for k in ("total", "embed", "qdrant", "rest", "embed_alone",
                                                    "search_alone", "by_id_total", "by_id_rest", "presign")}
     events = [http_api_event("POST", "/search", headers={"x-api-key": API_KEY, "content-type": "image/jpeg"},
@@ -138,22 +139,21 @@ def main() -> int:
     query_paths = [photos[i] for i in picks[BASE_PHOTOS:]]
 
     with tempfile.TemporaryDirectory(prefix="imgsim-bench-search-") as tmp, mock_aws():
+        # AWS and powertools read their own variables; imgsim's come in the root's mapping below.
         os.environ.update({
             "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
             "POWERTOOLS_SERVICE_NAME": "imgsim-search", "POWERTOOLS_METRICS_NAMESPACE": "imgsim",
-            "POWERTOOLS_TRACE_DISABLED": "true", "IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY,
-            "QDRANT_PATH": str(Path(tmp) / "qdrant"), "QDRANT_COLLECTION": "bench",
+            "POWERTOOLS_TRACE_DISABLED": "true",
         })
-        for name in ("QDRANT_URL", "AWS_ENDPOINT_URL", "IMGSIM_API_KEY_PARAM"):
-            os.environ.pop(name, None)
+        os.environ.pop("AWS_ENDPOINT_URL", None)
         import warnings
 
-        warnings.filterwarnings("ignore", "No application metrics to publish")
-        from imgsim import runtime
+        from roots import make_root
 
-        runtime.reset()
-        app = load_app()
-        embedder, store = runtime.get_embedder(), runtime.get_store()
+        warnings.filterwarnings("ignore", "No application metrics to publish")
+        root = make_root(Path(tmp), {"IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY, "QDRANT_COLLECTION": "bench"})
+        app = load_app(root)
+        embedder, store = root.embedder(), root.store()
         base_vectors = embedder.embed_many([p.read_bytes() for p in base_paths])
         queries = [p.read_bytes() for p in query_paths]
         query_vectors = embedder.embed_many(queries)
@@ -166,7 +166,7 @@ def main() -> int:
         for size in SIZES:
             fill_store(store, base_vectors, base_keys, size, rng)
             assert store.count() == size
-            r = measure(app, runtime, queries, query_vectors)
+            r = measure(app, root, queries, query_vectors)
             p50 = percentile(r["total"], 50)
             shares = {k: 100 * sum(r[k]) / sum(r["total"]) for k in ("embed", "qdrant", "rest")}
             baseline = percentile(r["embed_alone"], 50) + percentile(r["search_alone"], 50)
@@ -180,7 +180,7 @@ def main() -> int:
                   f"store.search alone p50 {percentile(r['search_alone'], 50):.2f} ms; "
                   f"rest p99 {percentile(r['rest'], 99):.2f} ms; presigning 10 URLs p50 "
                   f"{percentile(r['presign'], 50):.2f} ms of the rest")
-        runtime.reset()
+        root.close()
     return 0
 
 

@@ -203,10 +203,13 @@ class SearchService:
                 "took_ms": round(timer.total_ms(), 1)}
 
     def health(self) -> Health:
-        """The alias clients name, the collection behind it, a model switch in progress, and the point count."""
-        store = self._store()
-        details: dict[str, Any] = {"collection": store.collection, "model": self._embedder().model_name}
+        """The alias clients name, the collection behind it, a model switch in progress, and the point count; what
+        could be learnt before Qdrant failed, with the failure (a cold start during an outage cannot even resolve
+        the alias)."""
+        details: dict[str, Any] = {}
         try:
+            store = self._store()
+            details.update(collection=store.collection, model=self._embedder().model_name)
             layout = self._layout() if self._layout else None
             if layout is not None:
                 details.update(collection=layout.alias, serving=layout.serving.collection)
