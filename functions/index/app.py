@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from imgsim.composition import Root
+from imgsim.composition import RootHolder
 from imgsim.pipeline import BatchReport
 from imgsim.tracing import make_tracer
 
@@ -34,23 +34,11 @@ tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.trac
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-_root: Root | None = None
-
-
-def root() -> Root:
-    """This execution environment's composition root: built from the function's environment variables on first
-    use (Lambda's init phase), or the one handed over with ``use_root``. It builds the store, the model and the
-    S3 client once and keeps them across invocations."""
-    global _root
-    if _root is None:
-        _root = Root.from_env()
-    return _root
-
-
-def use_root(new: Root) -> None:
-    """Index with ``new`` (the local stack's root, shared by its environments; a test's)."""
-    global _root
-    _root = new
+# This execution environment's composition root (imgsim.composition): the store, the model and the S3 client are
+# built once and kept across invocations.
+_root = RootHolder()
+root = _root.get
+use_root = _root.use  # the local stack's root, shared by its environments; a test's
 
 
 class RecordNotIndexed(Exception):

@@ -29,7 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from imgsim.composition import Root
+from imgsim.composition import RootHolder
 from imgsim.errors import ImageError, ImgsimError, InvalidRequest
 from imgsim.http.errors import error_body, problem
 from imgsim.http.responses import error_response, json_response
@@ -48,25 +48,6 @@ ROUTE_GROUPS = (search_routes, image_routes, curation_routes)
 # -- wiring: the one place that knows where the services' dependencies come from ----------------------------------
 
 
-_root: Root | None = None
-
-
-def root() -> Root:
-    """This execution environment's composition root: built from the function's environment variables on first
-    use (Lambda's init phase), or the one handed over with ``use_root``."""
-    global _root
-    if _root is None:
-        _root = Root.from_env()
-    return _root
-
-
-def use_root(new: Root) -> None:
-    """Serve from ``new`` (the local stack's root, shared by its environments; a test's)."""
-    global _root
-    _root = new
-    services.cache_clear()
-
-
 @lru_cache(maxsize=1)
 def services() -> Services:
     """Every service the routes use, built once per root (building calls nothing: the store, the model and the S3
@@ -77,6 +58,13 @@ def services() -> Services:
         current.settings.api, store=current.store, embedder=current.embedder, objects=lambda: s3,
         read_secret=current.read_secret, layout=current.layout,
     )
+
+
+# This execution environment's composition root (imgsim.composition), built on first use; a hand-over (the local
+# stack's root, a test's) drops the services built on the previous one.
+_root = RootHolder(on_change=services.cache_clear)
+root = _root.get
+use_root = _root.use
 
 
 app = APIGatewayHttpResolver(

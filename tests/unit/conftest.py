@@ -28,3 +28,21 @@ def _fast_tier_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr("imgsim.embedder.Embedder.__init__", no_model)
     monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
     yield
+
+
+@pytest.fixture
+def store() -> Iterator[Any]:
+    """The services' store: qdrant-client's in-memory mode (~10 ms a collection, where an embedded one takes ~1.5 s)."""
+    from fakes_services import memory_store
+
+    store = memory_store()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def objects() -> Any:
+    """S3 as the services see it (presign, delete), recorded."""
+    from fakes_services import FakeObjects
+
+    return FakeObjects()

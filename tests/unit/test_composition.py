@@ -76,3 +76,15 @@ def test_close_forgets_what_was_built() -> None:
     root.close()
     assert root.store() is not first
     assert made == ["fake", "fake"]
+
+
+def test_a_function_module_builds_its_root_once_or_takes_the_one_handed_over() -> None:
+    from imgsim.composition import RootHolder
+
+    changes: list[str] = []
+    holder = RootHolder(on_change=lambda: changes.append("changed"))
+    built = holder.get()
+    assert holder.get() is built  # one root per execution environment
+    mine, _, _ = fake_root()
+    holder.use(mine)
+    assert holder.get() is mine and changes == ["changed"]

@@ -7,8 +7,6 @@ import pytest
 from fakes_services import (
     BUCKET,
     FakeEmbedder,
-    FakeObjects,
-    memory_store,
     put,
     settings,
     unit,
@@ -22,18 +20,6 @@ from imgsim.services import (
     RecommendRequest,
     Resolution,
 )
-
-
-@pytest.fixture
-def store():
-    store = memory_store()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def objects():
-    return FakeObjects()
 
 
 @pytest.fixture

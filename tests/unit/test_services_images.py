@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from fakes_services import BUCKET, FakeObjects, memory_store, put, settings
+from fakes_services import BUCKET, put, settings
 from imgsim.errors import (
     InvalidRequest,
     NotConfigured,
@@ -16,18 +16,6 @@ from imgsim.errors import (
 from imgsim.ids import point_id_for_object
 from imgsim.services import ImageService, UploadRequest
 from imgsim.services.images import sanitize_filename
-
-
-@pytest.fixture
-def store():
-    store = memory_store()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def objects():
-    return FakeObjects()
 
 
 def service_for(store, objects, **changes):

@@ -7,9 +7,7 @@ import pytest
 from fakes_services import (
     BUCKET,
     FakeEmbedder,
-    FakeObjects,
     image,
-    memory_store,
     put,
     settings,
     unit,
@@ -22,21 +20,9 @@ KEYS = ["cats/a.jpg", "cats/b.png", "dogs/c.jpg", "dogs/d.jpg", "archive/e.jpg"]
 
 
 @pytest.fixture
-def store():
-    store = memory_store()
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def ids(store):
     return {key: put(store, key, content_type="image/png" if key.endswith(".png") else "image/jpeg",
                      width=100 * (n + 1)) for n, key in enumerate(KEYS)}
-
-
-@pytest.fixture
-def objects():
-    return FakeObjects()
 
 
 @pytest.fixture

@@ -241,4 +241,28 @@ class Root:
             self._layout = None
 
 
-__all__ = ["Root", "boto3_client_factory", "model_embedder", "read_secret_parameter"]
+class RootHolder:
+    """A function module's composition root: built from the function's environment variables on first use (Lambda's
+    init phase, then kept for every invocation of the execution environment), or handed over with ``use`` (the
+    local stack's root, shared by its environments; a test's). ``on_change`` runs after a hand-over (to drop what
+    was built on the previous root)."""
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self._root: Root | None = None
+        self._on_change = on_change
+        self._lock = threading.Lock()
+
+    def get(self) -> Root:
+        with self._lock:
+            if self._root is None:
+                self._root = Root.from_env()
+            return self._root
+
+    def use(self, root: Root) -> None:
+        with self._lock:
+            self._root = root
+        if self._on_change is not None:
+            self._on_change()
+
+
+__all__ = ["Root", "RootHolder", "boto3_client_factory", "model_embedder", "read_secret_parameter"]
