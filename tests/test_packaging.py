@@ -333,7 +333,7 @@ def test_layer_layout(sam_build):
     sources = [p for p in python.rglob("*.py")]
     compiled = {p.parent.parent / (p.name.split(".")[0] + ".py") for p in python.rglob("__pycache__/*.cpython-311.pyc")}
     assert sources and set(sources) <= compiled, sorted(set(sources) - compiled)[:5]
-    pyc = next((python / "imgsim").glob("__pycache__/api.cpython-311.pyc")).read_bytes()
+    pyc = next((python / "imgsim").glob("__pycache__/settings.cpython-311.pyc")).read_bytes()
     assert int.from_bytes(pyc[4:8], "little") == 0b01  # PEP 552: hash-based, check_source off
     assert not (python / "bin").exists()
     # The embedded engine is for laptops and tests: deployed functions always use a Qdrant server.
@@ -639,18 +639,13 @@ def test_put_secrets_stores_securestrings(monkeypatch, capsys):
 
 
 def test_setup_collection_creates_the_collection(monkeypatch, tmp_path, capsys):
-    from imgsim import runtime
     from imgsim_tools import setup_collection
 
     monkeypatch.delenv("QDRANT_URL", raising=False)
     monkeypatch.delenv("QDRANT_API_KEY_PARAM", raising=False)
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     monkeypatch.setenv("QDRANT_COLLECTION", "images")  # main() sets it from --collection; restored after
-    runtime.reset()
-    try:
-        assert setup_collection.main(["--collection", "setup_test"]) == 0
-    finally:
-        runtime.reset()
+    assert setup_collection.main(["--collection", "setup_test"]) == 0
     out = capsys.readouterr().out
     assert "collection 'setup_test' ready on embedded" in out
     from imgsim.store.edge import shard_config_summary
