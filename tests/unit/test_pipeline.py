@@ -170,20 +170,24 @@ def test_stream_overlaps_batches_and_yields_their_reports_in_order(store, tmp_pa
 
 
 class InterruptingEmbedder(FakeEmbedder):
-    """Ctrl-C while the ``at``-th batch is embedded: raised there (``raise_it``), or SIGINT sent to the main
-    thread, as a terminal does, while this thread goes on."""
+    """Ctrl-C during the second batch: raised by its embedding (``where="embedder"``), or SIGINT sent to the main
+    thread, as a terminal does, while its duplicate check runs (``where="store"``: the batch is being stored)."""
 
-    def __init__(self, at: int, raise_it: bool) -> None:
+    def __init__(self, where: str) -> None:
         super().__init__()
-        self.at, self.raise_it, self.batches = at, raise_it, 0
+        self.where, self.embeds, self.signatures = where, 0, 0
 
     def embed_decoded(self, images):
-        self.batches += 1
-        if self.batches == self.at:
-            if self.raise_it:
-                raise KeyboardInterrupt
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        self.embeds += 1
+        if self.where == "embedder" and self.embeds == 2:
+            raise KeyboardInterrupt
         return super().embed_decoded(images)
+
+    def embed_tensors(self, tensors):
+        self.signatures += 1
+        if self.where == "store" and self.signatures == 2:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return super().embed_tensors(tensors)
 
 
 @pytest.fixture
@@ -194,21 +198,23 @@ def sigint_raises():
     signal.signal(signal.SIGINT, previous)
 
 
-@pytest.mark.parametrize("raise_it", [True, False], ids=["in the embedder", "in the main thread"])
-def test_ctrl_c_during_a_stream_keeps_the_count_exact(store, tmp_path, raise_it, sigint_raises):
+@pytest.mark.parametrize(("where", "counted"), [("embedder", [2]), ("store", [2, 2]), ("caller", [2])])
+def test_ctrl_c_during_a_stream_keeps_the_count_exact(store, tmp_path, where, counted, sigint_raises):
+    """Raised by the second batch's embedding, that batch is never stored; arriving while it is being stored,
+    it is finished and reported first; arriving in the caller between two reports, the next batch (prepared and
+    embedded meanwhile) is never stored. Either way the caller counted exactly what the store holds."""
     paths = []
     for i in range(6):
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(encode(picture(40 + i)))
-    pipeline = build(store=store, embedder=InterruptingEmbedder(2, raise_it), reporter=RecordingReporter(),
-                     options=IndexSettings(dedupe=False))
+    pipeline = build(store=store, embedder=InterruptingEmbedder(where), reporter=RecordingReporter())
     seen = []
     with pytest.raises(KeyboardInterrupt):
         for report in pipeline.stream([file_events(paths[i:i + 2]) for i in range(0, 6, 2)]):
             seen.append(report.count(INDEXED))
-    # Raised in the embedder, the second batch is not written; sent to the main thread while the second batch
-    # was being written, that batch is finished and reported before the interrupt goes on.
-    assert seen == ([2] if raise_it else [2, 2])
+            if where == "caller":
+                raise KeyboardInterrupt
+    assert seen == counted
     assert store.count() == sum(seen)
 
 

@@ -210,7 +210,6 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
     options = session.app_settings.index
     files = collect_files(args.paths)
     embedder, store = session.embedder, session.store
-    store.ensure_collection()  # a wrong collection fails now, not after the first batch
     summary = IndexSummary()
     bar = _progress_bar(len(files))
 
@@ -227,6 +226,7 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
         print(f"{prefix}{summary.line()}")
 
     pipeline = build(store=store, embedder=embedder, options=options, reporter=FileWarnings(warn))
+    pipeline.ensure_collections()  # a wrong collection fails now, not after the first batch
     size = args.batch_size
     batches = (file_events(files[i : i + size]) for i in range(0, len(files), size))
     started = time.perf_counter()

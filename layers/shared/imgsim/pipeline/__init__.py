@@ -21,8 +21,9 @@ pipeline reads no environment variable and holds no process global; its callers 
 
 Figures (README "Event-driven indexing", "Duplicates"): an SQS batch of 10 is fetched concurrently, decoded one
 image per CPU, embedded at ~1.37 ms per image, checked for duplicates at ~9 ms per image (signature and searches)
-and written in one conditional upsert; ``imgsim index`` streams batches of 64 with the next batch read and decoded
-while the current one is embedded and written.
+and written in one conditional upsert. ``imgsim index`` and ``imgsim backfill`` stream their batches
+(``Pipeline.stream``): one batch is read and decoded while the one before it is embedded and the one before that
+stored.
 """
 
 from __future__ import annotations

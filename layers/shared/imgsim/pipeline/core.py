@@ -13,12 +13,17 @@ redelivery). All three are an ``IndexingPipeline``.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from numpy.typing import NDArray
+
+from ..dedupe import Match
 from ..errors import StoreUnavailable
 from ..ordering import KeyState
 from ..store import VectorStore
@@ -56,7 +61,7 @@ class IndexingPipeline(Protocol):
 
 @dataclass
 class _Batch:
-    """A batch between its preparation (state, fetch, decode) and its completion (writes)."""
+    """A batch on its way: prepared (state, fetch, decode), embedded, stored."""
 
     report: BatchReport
     started: float
@@ -64,6 +69,8 @@ class _Batch:
     state: KeyState | None = None
     deletes: list[ObjectEvent] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
+    good: list[Item] = field(default_factory=list)  # decoded puts, in order
+    vectors: NDArray[Any] | None = None  # their search vectors
 
 
 class Pipeline:
@@ -92,6 +99,15 @@ class Pipeline:
     @property
     def tombstones(self) -> VectorStore:
         return self.write.tombstones
+
+    def ensure_collections(self) -> None:
+        """Create or check every collection the pipeline writes: the images', their tombstones' and (with the
+        duplicate check) their signatures'. Otherwise the first batch does it (a one-off: creating an embedded
+        collection is ~0.1 s on an idle disk, up to ~1 s on a busy one)."""
+        self.store.ensure_collection()
+        self.tombstones.ensure_collection()
+        if self.duplicates is not None:
+            self.duplicates.index.store.ensure_collection()
 
     # -- entry points -------------------------------------------------------------------------------------------
 
@@ -122,40 +138,47 @@ class Pipeline:
         return self._run(events, report, len(report.outcomes), Deadline.none())
 
     def stream(self, batches: Iterable[Sequence[ObjectEvent]]) -> Iterator[BatchReport]:
-        """The report of each batch, in order. The next batch is read, fetched and decoded on one thread while
-        this one is embedded and written on another (Pillow and the interpreter release the GIL, so the two
-        overlap); at most two batches are in memory. Interrupted (Ctrl-C) while a batch is being written, it
-        waits for that write and yields its report before the interrupt goes on: a caller's count stays exact."""
+        """The report of each batch, in order, the stages overlapping: while one batch is stored (duplicate check,
+        ordered write), the next is embedded and the one after it read, fetched and decoded, each on its own
+        thread (Pillow and the interpreter release the GIL). At most three batches are in flight.
+
+        A batch is stored only once the caller has taken the previous report, and an interrupt (Ctrl-C) while a
+        batch is being stored waits for it and yields its report before going on: a caller counting the reports
+        counts exactly what was written."""
         pending = iter(batches)
+        preparing = ThreadPoolExecutor(1, thread_name_prefix="imgsim-prepare")
+        embedding = ThreadPoolExecutor(1, thread_name_prefix="imgsim-embed")
+        storing = ThreadPoolExecutor(1, thread_name_prefix="imgsim-store")
 
-        def prepare(events: Sequence[ObjectEvent]) -> _Batch:
-            return self._prepare(list(events), BatchReport(), 0, Deadline.none())
+        def start(events: Sequence[ObjectEvent]) -> Future[_Batch]:
+            prepared = preparing.submit(self._prepare, list(events), BatchReport(), 0, Deadline.none())
+            return embedding.submit(_after, prepared, self._embed)
 
-        with (ThreadPoolExecutor(1, thread_name_prefix="imgsim-prepare") as preparing,
-              ThreadPoolExecutor(1, thread_name_prefix="imgsim-write") as completing):
-            following = next(pending, None)
-            prepared = preparing.submit(prepare, following) if following is not None else None
-            while prepared is not None:
-                batch = prepared.result()
-                following = next(pending, None)
-                prepared = preparing.submit(prepare, following) if following is not None else None
-                completion: Future[None] | None = None
+        try:
+            ahead = deque(start(events) for events in itertools.islice(pending, 2))
+            while ahead:
+                stored: Future[_Batch] | None = None
                 try:
-                    completion = completing.submit(self._complete, batch)
-                    completion.result()
+                    stored = storing.submit(_after, ahead.popleft(), self._store)
+                    batch = stored.result()
                 except KeyboardInterrupt:
-                    if completion is not None and _finished_quietly(completion):
-                        self._report(batch)
-                        yield batch.report
+                    finished = _finished_quietly(stored) if stored is not None else None
+                    if finished is not None:
+                        self._report(finished)
+                        yield finished.report
                     raise
+                ahead.extend(start(events) for events in itertools.islice(pending, 1))
                 self._report(batch)
                 yield batch.report
+        finally:
+            # Stopped early (an error, an interrupt, the caller): what has not started never starts.
+            for pool in (preparing, embedding, storing):
+                pool.shutdown(wait=True, cancel_futures=True)
 
     # -- the stages in order ------------------------------------------------------------------------------------
 
     def _run(self, events: Sequence[ObjectEvent], report: BatchReport, first: int, deadline: Deadline) -> BatchReport:
-        batch = self._prepare(events, report, first, deadline)
-        self._complete(batch)
+        batch = self._store(self._embed(self._prepare(events, report, first, deadline)))
         self._report(batch)
         return report
 
@@ -199,12 +222,22 @@ class Pipeline:
             report.timings_ms["decode"] = _ms_since(t0)
         return batch
 
-    def _complete(self, batch: _Batch) -> None:
-        """Deletes, then the puts: embed, duplicate check, ordered write."""
+    def _embed(self, batch: _Batch) -> _Batch:
+        """The search vectors of the decoded puts (nothing is written yet)."""
+        batch.good = [i for i in batch.items if i.outcome is None and i.image is not None]
+        if batch.good:
+            t0 = time.perf_counter()
+            batch.vectors = self.embed.run(batch.good)
+            batch.report.timings_ms["embed"] = _ms_since(t0)
+        return batch
+
+    def _store(self, batch: _Batch) -> _Batch:
+        """Deletes, then the puts: poison that replaced an image, the duplicate check, the ordered write."""
         if batch.state is not None:
             self._delete(batch.deletes, batch.state, batch.report)
-            self._put(batch.items, batch.state, batch.report)
+            self._put(batch, batch.state, batch.report)
         batch.report.timings_ms["total"] = _ms_since(batch.started)
+        return batch
 
     def _delete(self, deletes: Sequence[ObjectEvent], state: KeyState, report: BatchReport) -> None:
         if not deletes:
@@ -221,9 +254,8 @@ class Pipeline:
             else:
                 report.add(event.outcome(DELETED))
 
-    def _put(self, items: Sequence[Item], state: KeyState, report: BatchReport) -> None:
-        if not items:
-            return
+    def _put(self, batch: _Batch, state: KeyState, report: BatchReport) -> None:
+        items, good = batch.items, batch.good
         replaced = [i for i in items if i.poison and i.event.point_id in state.points]
         if replaced:
             # The key held an image and now holds poison: the old vector no longer shows
@@ -235,21 +267,16 @@ class Pipeline:
         for item in items:
             if item.outcome is not None:
                 report.add(item.outcome)
-        good = [i for i in items if i.outcome is None and i.image is not None]
-        if not good:
+        if not good or batch.vectors is None:
             return
-
-        t0 = time.perf_counter()
-        vectors = self.embed.run(good)
-        report.timings_ms["embed"] = _ms_since(t0)
-        matches = {}
+        matches: dict[str, Match] = {}
         if self.duplicates is not None:
             t0 = time.perf_counter()
             matches = self.duplicates.find(good, state)
             report.timings_ms["dedupe"] = _ms_since(t0)
 
         points = []
-        for item, vector in zip(good, vectors, strict=True):
+        for item, vector in zip(good, batch.vectors, strict=True):
             points.append(self.write.point(item, vector, matches.get(item.event.point_id), state))
             item.image = None  # free the pixels before the upsert round trip
         t0 = time.perf_counter()
@@ -268,15 +295,20 @@ class Pipeline:
             self.reporter.outcome(outcome)
 
 
-def _finished_quietly(future: Future[None]) -> bool:
-    """Wait for ``future`` through further interrupts; whether it completed without an error."""
+def _after(previous: Future[_Batch], stage: Callable[[_Batch], _Batch]) -> _Batch:
+    """Run ``stage`` on the batch ``previous`` yields (its error, if it had one, goes on)."""
+    return stage(previous.result())
+
+
+def _finished_quietly(future: Future[_Batch]) -> _Batch | None:
+    """Wait for ``future`` through further interrupts; its batch, or None when it ended in an error."""
     while True:
         try:
             wait([future])
             break
         except KeyboardInterrupt:
             continue
-    return future.exception() is None
+    return future.result() if future.exception() is None else None
 
 
 def _ms_since(t0: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..decode import DecodedImage
 from ..ids import point_id_for_file, point_id_for_object
@@ -47,7 +48,7 @@ class ObjectEvent:
     receive_count: int = 1
     origin: str = S3
 
-    @property
+    @cached_property
     def point_id(self) -> str:
         if self.origin == FILE:
             return point_id_for_file(self.key)
