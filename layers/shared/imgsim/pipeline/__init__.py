@@ -16,8 +16,10 @@ ordered write         sequencers, tombstones, compare-and-set and read-back (``o
 report                one outcome per event, the ``BatchReport``, logging of skips and failures (``report``)
 ====================  ======================================================================================
 
-``build(store=..., embedder=..., s3=..., options=IndexSettings(...))`` assembles it from explicit objects: the
-pipeline reads no environment variable and holds no process global; its callers hand it what they built.
+``Pipeline`` (``core``) runs them; ``RebuildingPipeline`` and ``UnavailablePipeline`` (``variants``) share its
+interface, ``IndexingPipeline``. ``build(store=..., embedder=..., s3=..., options=IndexSettings(...))``
+(``compose``) assembles one from explicit objects: the pipeline reads no environment variable and holds no
+process global; its callers hand it what they built.
 
 Figures (README "Event-driven indexing", "Duplicates"): an SQS batch of 10 is fetched concurrently, decoded one
 image per CPU, embedded at ~1.37 ms per image, checked for duplicates at ~9 ms per image (signature and searches)
@@ -29,13 +31,7 @@ stored.
 from __future__ import annotations
 
 from .compose import build
-from .core import (
-    IndexingPipeline,
-    Message,
-    Pipeline,
-    RebuildingPipeline,
-    UnavailablePipeline,
-)
+from .core import IndexingPipeline, Message, Pipeline
 from .decoding import BudgetGate, Decode
 from .duplicate_check import DuplicateCheck
 from .embedding import Embed, ImageEmbedder
@@ -63,6 +59,7 @@ from .report import (
     LogReporter,
     Reporter,
 )
+from .variants import RebuildingPipeline, UnavailablePipeline
 
 __all__ = [
     "DEADLINE_MARGIN_S",

@@ -12,7 +12,7 @@ from typing import Any, overload
 
 from ..settings import IndexSettings
 from ..store import VectorStore
-from .core import Pipeline, RebuildingPipeline
+from .core import Pipeline
 from .decoding import Decode
 from .duplicate_check import DuplicateCheck
 from .embedding import Embed, ImageEmbedder
@@ -20,6 +20,7 @@ from .events import FILE, S3
 from .fetch import PRECHECK_ABOVE, Fetch, Fetcher, FileFetch, S3Fetch
 from .ordered_write import OrderedWrite
 from .report import LogReporter, Reporter
+from .variants import RebuildingPipeline
 
 
 @overload
