@@ -385,7 +385,7 @@ def test_layer_layout(built, runtime_magic):
     assert not [p for p in python.rglob("*.pyc") if not p.name.endswith(".cpython-313.pyc")]
     wrong_magic = [p for p in python.rglob("*.pyc") if p.read_bytes()[:4] != runtime_magic]
     assert wrong_magic == [], wrong_magic[:5]
-    pyc = next((python / "imgsim").glob("__pycache__/api.cpython-313.pyc")).read_bytes()
+    pyc = next((python / "imgsim").glob("__pycache__/settings.cpython-313.pyc")).read_bytes()
     assert int.from_bytes(pyc[4:8], "little") == 0b01  # PEP 552: hash-based, check_source off
     assert not (python / "bin").exists()
     # The embedded engine is for laptops and tests: deployed functions always use a Qdrant server.
