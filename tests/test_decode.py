@@ -170,8 +170,9 @@ def test_16_bit_grayscale_png_is_scaled_not_clipped(chelsea, embedder):
 
 
 def test_16_bit_rgb_png_keeps_the_high_byte(chelsea):
-    # Low bytes that differ from the high bytes, so a decoder using the wrong byte is caught.
-    wide = chelsea.astype(">u2") * 256 + 77
+    # Low bytes that differ from the high bytes, so a decoder using the wrong byte is caught. Big-endian, as PNG
+    # stores samples, said explicitly: numpy 2 gives arithmetic on a ">u2" array a native (little-endian) result.
+    wide = (chelsea.astype(np.uint16) * 256 + 77).astype(">u2")
     height, width = chelsea.shape[:2]
     data = png_by_hand(width, height, 16, 2, b"".join(b"\x00" + row.tobytes() for row in wide))
     np.testing.assert_array_equal(decode(data).pixels, chelsea)

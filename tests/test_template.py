@@ -269,7 +269,7 @@ def test_least_privilege_after_transform(transformed):
 
 def test_functions_use_the_layer_and_carry_only_handler_code(template, resources):
     globals_ = template["Globals"]["Function"]
-    assert globals_["Runtime"] == "python3.11"
+    assert globals_["Runtime"] == "python3.13"
     assert globals_["Layers"] == [{"Ref": "SharedLayer"}]
     assert globals_["Architectures"] == [{"Ref": "Architecture"}]
     # X-Ray is a parameter; off (PassThrough) the handlers are told so and never load the X-Ray SDK.
@@ -288,9 +288,27 @@ def test_layer_is_built_with_makefile(resources):
     assert layer["Metadata"]["BuildMethod"] == "makefile"
     assert layer["Metadata"]["BuildArchitecture"] == {"Ref": "Architecture"}
     assert layer["Properties"]["ContentUri"] == "layers/shared/"
-    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.11"]
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
     assert "build-SharedLayer:" in (REPO_ROOT / "layers/shared/Makefile").read_text()
+
+
+def test_runtime_and_architectures_agree_with_the_build(template):
+    """python3.13 (Amazon Linux 2023) on both architectures; the default Architecture is the one `make build` builds
+    and samconfig.toml deploys, the runtime the one the layer is built for and the invoke runner runs."""
+    import tomllib
+
+    from imgsim_tools import invoke
+
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert runtime == "python3.13" == f"python{invoke.PYTHON_VERSION}"
+    assert re.search(r"^RUNTIME_PYTHON := 3\.13$", (REPO_ROOT / "layers/shared/Makefile").read_text(), re.MULTILINE)
+    architecture = template["Parameters"]["Architecture"]
+    assert architecture["AllowedValues"] == ["x86_64", "arm64"]
+    make_default = re.search(r"^ARCH \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert make_default and make_default.group(1) == architecture["Default"] == "x86_64"
+    deploy = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())["default"]["deploy"]["parameters"]
+    assert f"Architecture={architecture['Default']}" in deploy["parameter_overrides"]
 
 
 def test_parameters_and_outputs(template):
@@ -298,7 +316,7 @@ def test_parameters_and_outputs(template):
     for name in ("QdrantUrl", "QdrantApiKeyParameterName", "ApiKeyParameterName", "CollectionName",
                  "Architecture", "IndexReservedConcurrency", "CorsOrigin"):
         assert name in params
-    assert params["Architecture"]["AllowedValues"] == ["x86_64"]  # arm64: see test_packaging
+    assert params["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]  # both built and checked: test_packaging
     assert {"ApiUrl", "ImagesBucketName", "IndexQueueUrl", "IndexDeadLetterQueueUrl"} <= set(template["Outputs"])
 
 

@@ -8,12 +8,15 @@ What it reproduces (this is the point: it proves the packaging):
 
 * the function's directory in ``.aws-sam/build`` is ``/var/task``: the working directory and first on
   ``sys.path``;
-* each layer's ``python/`` (and ``python/lib/python3.11/site-packages``) is on ``sys.path`` as
+* each layer's ``python/`` (and ``python/lib/python3.13/site-packages``) is on ``sys.path`` as
   ``/opt/python`` would be, and the layer's other files stay beside it as under ``/opt`` (imgsim finds
   ``<layer>/model`` by itself);
-* nothing else is importable: the handler runs in a fresh ``python -I -S -B`` process (no bytecode
+* the runtime's interpreter: a real CPython 3.13 (Debian 13's, ``make lambda-python``), not this
+  process's Python, so the layer's cp313 wheels and its 3.13 bytecode are what runs; after the layers
+  comes the runtime's AWS SDK (boto3 and its dependencies, compiled by 3.13), as Lambda supplies its own;
+* nothing else is importable: the handler runs in a fresh ``python3.13 -I -S -B`` process (no bytecode
   written: Lambda's code directories are read-only) whose ``sys.path`` is
-  the standard library + task + layers, so a dependency missing from the layer fails here;
+  the standard library + task + layers + the runtime's SDK, so a dependency missing from the layer fails here;
 * the environment is the function's, from the built template (Globals merged, parameters and
   intrinsics resolved by SAM CLI's own providers, as ``sam local invoke`` does), plus the AWS_* and
   AWS_LAMBDA_* variables Lambda sets; a Lambda context object; the function's Timeout is enforced.
@@ -42,8 +45,11 @@ import sys
 import tempfile
 import time
 
-PYTHON_VERSION = "3.11"
+PYTHON_VERSION = "3.13"
 CHILD_FLAG = "--child"
+# What `make lambda-python` installs, under the project's .venv: the interpreter (bin/python3.13, a wrapper that
+# runs Debian 13's CPython with its own loader and libraries) and the runtime's AWS SDK (runtime-sdk/).
+LAMBDA_PYTHON_DIR = os.path.join(".venv", f"lambda-python{PYTHON_VERSION}")
 
 
 # ----------------------------------------------------------------------------- child (stdlib only)
@@ -125,6 +131,10 @@ def child_main(spec_path: str) -> int:
     import signal
     import uuid
 
+    running = "{}.{}".format(*sys.version_info[:2])
+    if running != PYTHON_VERSION:
+        print(f"invoke: the child runs Python {running}; the functions' runtime is python{PYTHON_VERSION}", file=sys.stderr)
+        return 2
     with open(spec_path) as fh:
         spec = json.load(fh)
     emulation = _lambda_emulation()
@@ -229,10 +239,24 @@ class InvokeError(Exception):
     """A usage or packaging problem (exit status 2)."""
 
 
-# What the python3.11 runtime itself puts on sys.path after the layers (/var/lang/lib/python3.11/site-packages):
-# the AWS SDK. The layer leaves it out (layers/shared/prune.py), so the runner supplies the developer
-# environment's copy of exactly these modules, as Lambda supplies its own.
-RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six")
+def lambda_python_dir() -> str:
+    """The project's Lambda runtime stand-in, ``<project>/.venv/lambda-python3.13`` (``make lambda-python``)."""
+    from .project import ProjectNotFound, project_root
+
+    try:
+        return os.path.join(str(project_root()), LAMBDA_PYTHON_DIR)
+    except ProjectNotFound as exc:
+        raise InvokeError(str(exc)) from exc
+
+
+def lambda_python() -> str:
+    """The runtime's interpreter: Debian 13's CPython 3.13, through its wrapper. The layer holds cp313 wheels
+    and 3.13 bytecode, so this process's Python (the developer environment's) cannot run the build."""
+    path = os.path.join(lambda_python_dir(), "bin", f"python{PYTHON_VERSION}")
+    if not os.access(path, os.X_OK):
+        raise InvokeError(f"{path} not found: `make lambda-python` installs Lambda's Python {PYTHON_VERSION} "
+                          "(Debian 13's CPython, in a root of its own)")
+    return path
 
 
 def _link_folder(name: str, modules: tuple[str, ...], missing_hint: str) -> str:
@@ -268,8 +292,13 @@ def _embedded_store_path() -> str:
 
 
 def _runtime_sdk_path() -> str:
-    """The AWS SDK as the Lambda runtime provides it: after the layers on sys.path, nothing else."""
-    return _link_folder("runtime-sdk", RUNTIME_SDK, "the runner supplies the runtime's AWS SDK from this environment")
+    """The AWS SDK as the python3.13 runtime provides it (/var/lang/lib/python3.13/site-packages: boto3, botocore
+    and their dependencies, with 3.13 bytecode): after the layers on sys.path, nothing else. The layer leaves it
+    out (layers/shared/prune.py); ``make lambda-python`` installs it beside the interpreter."""
+    path = os.path.join(lambda_python_dir(), "runtime-sdk")
+    if not os.path.isdir(os.path.join(path, "boto3")):
+        raise InvokeError(f"{path} has no boto3: run `make lambda-python`")
+    return path
 
 
 def _load_env_overrides(path: str | None) -> dict:
@@ -344,7 +373,7 @@ def build_spec(
         layer_dir = str(layer_path)
         if not os.path.isdir(layer_dir):
             raise InvokeError(f"{layer_dir} (a layer of {function}) not found: run `sam build`")
-        # Lambda puts both of these on sys.path for python3.11 layers.
+        # Lambda puts both of these on sys.path for python3.13 layers.
         sys_path += [
             os.path.join(layer_dir, "python", "lib", f"python{PYTHON_VERSION}", "site-packages"),
             os.path.join(layer_dir, "python"),
@@ -368,7 +397,7 @@ def build_spec(
     env = {k: v.replace(EMPTY_PARAMETER, "") for k, v in env.items()}
     # Not in SAM: overrides for variables the template does not declare are passed as well.
     env.update({k: str(v) for k, v in env_overrides.items() if k not in variables})
-    # What the Lambda python3.11 runtime adds around the function's own variables.
+    # What the Lambda python3.13 runtime adds around the function's own variables.
     env.update(
         {
             "LAMBDA_TASK_ROOT": task_dir,
@@ -409,7 +438,8 @@ def invoke(
     capture: bool = False,
     record_loaded: str | None = None,
 ):
-    """Run the function in a fresh isolated interpreter; returns the CompletedProcess.
+    """Run the function in a fresh isolated interpreter (``python``: the runtime's, :func:`lambda_python`, unless
+    given); returns the CompletedProcess.
 
     ``record_loaded``: a file to which the child appends the path of every module and shared library
     it loaded (``--record-loaded``; the packaging test's proof that the layer carries nothing unused).
@@ -426,7 +456,7 @@ def invoke(
         # -I: no user site, no PYTHON* variables, script dir not on the path; -S: no site-packages.
         # -B: Lambda's code directories are read-only, so no bytecode is ever written next to the
         # artifacts (a run must not change what the next one, or a packaging check, sees).
-        command = [python or sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), CHILD_FLAG, fh.name]
+        command = [python or lambda_python(), "-I", "-S", "-B", os.path.abspath(__file__), CHILD_FLAG, fh.name]
         return subprocess.run(command, env=env, capture_output=capture, text=True, check=False)
     finally:
         os.unlink(fh.name)
@@ -449,9 +479,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if sys.version_info[:2] != tuple(int(p) for p in PYTHON_VERSION.split(".")):
-        print(f"invoke: needs Python {PYTHON_VERSION} (the layer holds cp311 wheels)", file=sys.stderr)
-        return 2
     try:
         completed = invoke(
             args.function,

@@ -6,13 +6,13 @@ Two kinds of removal, each measured on the x86_64 build (figures: bytes unzipped
 * **Distributions the Lambda runtime already provides**, removed file by file from their
   ``RECORD`` (pip's own manifest of what it installed), so nothing of them is left half-present:
   boto3 and its dependencies (botocore 23 MB, s3transfer, jmespath, python-dateutil, six: ~25 MB
-  in all). The python3.11 runtime ships boto3/botocore on ``sys.path`` after ``/opt/python``; the
+  in all). The python3.13 runtime ships boto3/botocore on ``sys.path`` after ``/opt/python``; the
   functions use only S3 and SSM calls and ``AWS_ENDPOINT_URL`` (botocore >= 1.31, which every
-  runtime release since 2024 carries). They are pulled in only as dependencies (aws-xray-sdk needs
+  python3.13 runtime release carries). They are pulled in only as dependencies (aws-xray-sdk needs
   botocore), so pip cannot simply be told to skip them.
-* **Files no import in the functions reaches**, by path: numpy's build tooling (``f2py``,
-  ``distutils``: 1.3 MB) and its SIMD test harness (``core/_simd``, 3.5 MB, imported only by
-  numpy's tests); Pillow's Tk bridge; python-multipart's
+* **Files no import in the functions reaches**, by path: numpy's build tooling (``f2py``: 1.5 MB)
+  and its SIMD test harness (``_core/_simd``, 1.5 MB in numpy 2, imported only by numpy's tests);
+  Pillow's Tk bridge; python-multipart's
   deprecated ``multipart`` import name. portalocker (0.9 MB) is qdrant-client's lock for its local
   mode, never used against a server.
 
@@ -28,21 +28,20 @@ import sys
 from pathlib import Path
 
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six")
-# portalocker: qdrant-client's local-mode lock; tqdm, flatbuffers, backports.strenum: ai-edge-litert's tooling
-# (model conversion, progress bars), never imported by its Interpreter.
-NEVER_LOADED_DISTS = ("portalocker", "tqdm", "flatbuffers", "backports.strenum", "backports_strenum")
-# Packages of which the functions load only a few files: everything else in them goes. ai-edge-litert ships
-# its model tooling (compiler plugins, converters, schema and proto modules: 7 MB) beside the interpreter,
-# which loads exactly these (measured: modules imported and libraries mapped after allocate_tensors).
+# portalocker: qdrant-client's local-mode lock; tqdm, flatbuffers, backports.strenum, ml_dtypes (2 MB):
+# ai-edge-litert's tooling (model conversion, progress bars, extra tensor dtypes), never imported by its
+# Interpreter (measured on 2.3.0: modules imported and libraries mapped after allocate_tensors and invoke).
+NEVER_LOADED_DISTS = ("portalocker", "tqdm", "flatbuffers", "backports.strenum", "backports_strenum", "ml_dtypes")
+# Packages of which the functions load only a few files: everything else in them goes. ai-edge-litert 2.3 ships
+# its model tooling (compiler plugins for NPU vendors, converters, the WebGPU accelerator (19 MB), schema and
+# proto modules: 33 MB in all) beside the interpreter, which loads exactly these (measured as above).
 KEEP_ONLY = {
     "ai_edge_litert": ("__init__.py", "interpreter.py", "metrics_interface.py", "metrics_portable.py",
-                       "_pywrap_tensorflow_interpreter_wrapper*.so", "libpywrap_litert_common.so",
-                       "libLiteRtRuntimeCApi.so"),
+                       "_pywrap_litert_interpreter_wrapper*.so", "libpywrap_litert_common.so", "libLiteRt.so"),
 }
 NEVER_LOADED_PATHS = (
     "numpy/f2py",
-    "numpy/distutils",
-    "numpy/core/_simd.*",
+    "numpy/_core/_simd.*",
     "numpy/random/_examples",
     "PIL/_imagingtk.*",
     # Pillow's text rendering (ImageFont's C module and the libraries only it links: 3.3 MB); imgsim draws no text.

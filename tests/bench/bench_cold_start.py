@@ -1,8 +1,9 @@
 """Cold start as Lambda runs the code: the built artifacts, read-only, in fresh interpreters.
 
-Each figure is the median of ``RUNS`` fresh ``python -I -S -B`` processes (no bytecode written,
-only what the artifacts ship is used; the path is task dir, layer, then the runtime's AWS SDK,
-as the invoke runner lays it out), printed as a ratio to the floor measured in the same run:
+Each figure is the median of ``RUNS`` fresh ``python3.13 -I -S -B`` processes of Lambda's Python (Debian 13's
+CPython 3.13, ``make lambda-python``; no bytecode written, only what the artifacts ship is used; the path is
+task dir, layer, then the runtime's AWS SDK, as the invoke runner lays it out), printed as a ratio to the
+floor measured in the same run:
 
 * **floor**: import numpy, Pillow, the TFLite interpreter and boto3, and load the model;
 * **import**: importing the handler module (what Lambda reports as Init Duration);
@@ -75,8 +76,10 @@ def lambda_env(task: Path, tracing: bool) -> dict[str, str]:
 
 
 def run(code: str, path: list[str], cwd: Path, env: dict[str, str], *args: str) -> list[float]:
+    from imgsim_tools.invoke import lambda_python
+
     prelude = f"import sys; sys.path[:0] = {path!r}\n"
-    out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", prelude + code, *args], cwd=cwd, env=env,
+    out = subprocess.run([lambda_python(), "-I", "-S", "-B", "-c", prelude + code, *args], cwd=cwd, env=env,
                          capture_output=True, text=True, check=True)
     return [float(x) for x in out.stdout.split()]
 
