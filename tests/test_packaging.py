@@ -5,6 +5,7 @@ events/ (S3 from a moto server, embedded Qdrant)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -484,23 +485,29 @@ def s3_keys_of(event: dict) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def local_aws(tmp_path_factory):
-    """A moto S3 server holding the objects events/index_put.json names (real photos)."""
-    import boto3
+def moto_endpoint():
+    """A moto S3 server for the module (its state is process-wide: a test under mock_aws() in between resets it)."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def local_aws(moto_endpoint, tmp_path_factory):
+    """The moto S3 server holding the objects events/index_put.json names (real photos), stocked for each test."""
+    import boto3
+
+    endpoint = moto_endpoint
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     put_event = json.loads((REPO_ROOT / "events" / "index_put.json").read_text())
     keys = s3_keys_of(put_event)
     for bucket, _ in keys:
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
     # The search event's body is photo_00000.jpg: the indexed object is that photo, so it must come first.
     for (bucket, key), photo in zip(keys, sorted(PHOTOS.glob("photo_*.jpg"))):
         s3.put_object(Bucket=bucket, Key=key, Body=photo.read_bytes(), ContentType="image/jpeg")
@@ -515,8 +522,7 @@ def local_aws(tmp_path_factory):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }}))
-    yield {"s3": s3, "env_file": env_file, "keys": keys, "endpoint": endpoint}
-    server.stop()
+    return {"s3": s3, "env_file": env_file, "keys": keys, "endpoint": endpoint}
 
 
 def phone_format_event(folder: Path, fmt: str, content_type: str) -> Path:
@@ -732,9 +738,12 @@ def test_built_functions_run_on_lambdas_python_313(sam_build, local_aws, tmp_pat
     loaded = [Path(path) for path in record.read_text().split()]
     assert any(path.is_relative_to(root / "root" / "usr" / "lib" / "python3.13") for path in loaded)
     assert any("botocore" in path.parts and path.is_relative_to(Path(sdk).resolve()) for path in loaded)
-    # Nothing from the developer environment except the embedded store that stands in for the Qdrant server.
+    # Nothing from the developer environment except the embedded store that stands in for the Qdrant server (Lambda's
+    # Python and the runtime's SDK are kept under .venv/ too, by `make lambda-python`: they are Lambda's side).
     developer = Path(sys.prefix).resolve()
-    leaked = sorted({str(path) for path in loaded if path.is_relative_to(developer) and "qdrant_edge" not in path.parts})
+    lambda_side = (root, Path(sdk).resolve())
+    leaked = sorted({str(path) for path in loaded if path.is_relative_to(developer) and "qdrant_edge" not in path.parts
+                     and not any(path.is_relative_to(side) for side in lambda_side)})
     assert leaked == []
 
 
