@@ -483,9 +483,10 @@ def s3_keys_of(event: dict) -> list[tuple[str, str]]:
     return keys
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_aws(tmp_path_factory):
-    """A moto S3 server holding the objects events/index_put.json names (real photos)."""
+    """A moto S3 server holding the objects events/index_put.json names (real photos), and an empty embedded Qdrant.
+    One per test: the server shares moto's in-process state, which a test's ``mock_aws()`` resets on exit."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -716,13 +717,8 @@ def test_built_functions_run_on_lambdas_python_313(sam_build, local_aws, tmp_pat
         print(f"{name}: cosine(Lambda's Python 3.13 stack, developer stack) = {cosine:.6f}")
         assert cosine >= 0.9999, name
 
-    # Both functions, through the runner (the same interpreter), on their own store and freshly put objects.
-    for (bucket, key), picture_file in zip(local_aws["keys"], sorted(PHOTOS.glob("photo_*.jpg"))):
-        local_aws["s3"].put_object(Bucket=bucket, Key=key, Body=picture_file.read_bytes(), ContentType="image/jpeg")
-    overrides = json.loads(local_aws["env_file"].read_text())
-    overrides["Parameters"]["QDRANT_PATH"] = str(tmp_path / "qdrant")
-    env_file = tmp_path / "env.json"
-    env_file.write_text(json.dumps(overrides))
+    # Both functions, through the runner (the same interpreter).
+    env_file = local_aws["env_file"]
     record = tmp_path / "loaded.txt"
     indexed, _ = run_function(sam_build, "IndexFunction", "index_put.json", env_file, record)
     assert indexed == {"batchItemFailures": []}
