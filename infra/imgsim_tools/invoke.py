@@ -101,7 +101,8 @@ def _out_of_memory(request_id: str) -> dict:
 
 
 def _watch_memory(limit_mb: int, request: dict, write_result) -> None:
-    """Kill this process, as Lambda kills an environment, once its resident memory passes MemorySize.
+    """Kill this process, as Lambda kills an environment, once its resident memory passes MemorySize
+    (unless the invocation's own result was written first: ``write_result`` writes one result only).
 
     Sampled every 5 ms from /proc/self/statm (a limit on address space would count the model's mapping and
     numpy's reservations, which Lambda does not); a spike between two samples is still caught afterwards
@@ -119,8 +120,9 @@ def _watch_memory(limit_mb: int, request: dict, write_result) -> None:
                 print(f"REPORT RequestId: {request['id']}\tMemory Size: {limit_mb} MB\tMax Memory Used: "
                       f"{rss // (1024 * 1024)} MB\tStatus: error\tError Type: Runtime.OutOfMemory",
                       file=sys.stderr, flush=True)
-                write_result(_out_of_memory(request["id"]))
-                os._exit(1)
+                if write_result(_out_of_memory(request["id"])):
+                    os._exit(1)
+                return
             time.sleep(0.005)
 
     threading.Thread(target=loop, name="memory-watch", daemon=True).start()
@@ -144,10 +146,19 @@ def child_main(spec_path: str) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    def write_result(outcome: object) -> None:
+    import threading
+
+    # One result per process: the memory watcher and the invocation can both reach for it (an allocation in C
+    # holds the GIL past the watcher's sample, then both see the peak); whoever comes first writes it.
+    written = threading.Lock()
+
+    def write_result(outcome: object) -> bool:
+        if not written.acquire(blocking=False):
+            return False
         with os.fdopen(os.dup(result_fd), "w") as out:
             json.dump(outcome, out, default=str)
             out.write("\n")
+        return True
 
     current = {"id": ""}
     _watch_memory(int(spec["memory"]), current, write_result)
@@ -203,9 +214,8 @@ def child_main(spec_path: str) -> int:
         )
         if status:
             break
-    with os.fdopen(result_fd, "w") as out:
-        json.dump(outcome, out, default=str)
-        out.write("\n")
+    if not write_result(outcome):
+        os._exit(1)  # the memory watcher wrote Runtime.OutOfMemory and is ending the process
     if spec.get("record_loaded"):
         _record_loaded(spec["record_loaded"])
     sys.stderr.flush()
