@@ -15,9 +15,9 @@ from .models import ModelSpec, resolve_model, verify_file
 from .preprocess import to_input_tensor
 from .settings import Settings
 
-try:  # ai-edge-litert (LiteRT): what the layer ships. tflite-runtime 2.14's x86_64 wheel needs GLIBC_2.29
-    # (log, exp, pow) and Lambda's python3.11 runtime has glibc 2.26: it cannot load there
-    # (tests/test_packaging.py checks every library's symbol versions). Same Interpreter API.
+try:  # ai-edge-litert (LiteRT): what the layer ships, tflite-runtime's successor with the same Interpreter API and
+    # wheels for both of Lambda's architectures on python3.13 / Amazon Linux 2023 (glibc 2.34; tests/test_packaging.py
+    # checks every library's symbol versions).
     from ai_edge_litert.interpreter import Interpreter
 
     INTERPRETER_PACKAGE = "ai_edge_litert"
