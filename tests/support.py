@@ -48,3 +48,13 @@ def handler_on_root(name: str, path: Path, root) -> ModuleType:
     module = load_module_from_path(name, path, register=True)
     module.use_root(root)
     return module
+
+
+def notifying_bucket(s3, sqs, bucket: str, queue: str) -> tuple[str, str]:
+    """A bucket whose object events go to a queue, as template.yaml wires them (moto): (queue URL, queue ARN)."""
+    s3.create_bucket(Bucket=bucket)
+    queue_url = sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+    return queue_url, queue_arn

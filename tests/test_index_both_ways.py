@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from imgsim_tools import cli
 from roots import make_root
+from support import notifying_bucket
 from test_index_handler import BUCKET, QUEUE, REGION, drain, load_handler_module
 
 LABELS = json.loads((Path(__file__).resolve().parent / "data" / "duplicate_labels.json").read_text())
@@ -71,11 +72,7 @@ def test_files_and_uploads_give_the_same_duplicate_groups(settings, capsys, tmp_
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [
-            {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+        queue_url, queue_arn = notifying_bucket(s3, sqs, BUCKET, QUEUE)
         app = load_handler_module(root)
         drain(app, sqs, queue_url, queue_arn)  # the s3:TestEvent
         for name in SUBSET:

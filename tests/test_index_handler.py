@@ -20,7 +20,7 @@ from imgsim.composition import model_embedder
 from imgsim.ids import point_id_for_object
 from imgsim_tools.events import sqs_event
 from roots import make_root
-from support import INDEX_APP_PATH, handler_on_root, lambda_context
+from support import INDEX_APP_PATH, handler_on_root, lambda_context, notifying_bucket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "imgsim-images"
@@ -63,15 +63,7 @@ def aws():
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(
-            Bucket=BUCKET,
-            NotificationConfiguration={"QueueConfigurations": [
-                {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]},
-        )
+        queue_url, queue_arn = notifying_bucket(s3, sqs, BUCKET, QUEUE)
         yield s3, sqs, queue_url, queue_arn
 
 
