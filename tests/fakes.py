@@ -62,7 +62,9 @@ class FakeEmbedder:
         out = np.empty((len(pixel_arrays), self.dim), dtype=np.float32)
         for i, pixels in enumerate(pixel_arrays):
             grey = Image.fromarray(np.ascontiguousarray(pixels)).convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
-            out[i] = unit(np.asarray(grey, dtype=np.float32))
+            plane = np.asarray(grey, dtype=np.float32)
+            # Mirror-invariant, as MobileNet's search vectors nearly are (a mirrored copy is a near neighbour).
+            out[i] = unit(plane + plane[:, ::-1])
         self.embedded += len(pixel_arrays)
         return out
 

@@ -1,7 +1,7 @@
 """SearchFunction: the HTTPS API (API Gateway HTTP API, payload format 2.0).
 
 Routing, validation of query parameters, CORS and the OpenAPI document come from powertools'
-APIGatewayHttpResolver. The routes, one module per group beside this file (``search_routes``, ``image_routes``,
+APIGatewayHttpResolver. The routes, one module per group beside this file (``search_routes``, ``image_routes``, ``trash_routes``,
 ``curation_routes``), parse requests (``imgsim.http``) into the services' value objects and call the services
 (``imgsim.services``), which ``services()`` builds once per execution environment. Every error leaves as
 ``{"error": {"code", "message"}}`` with the status of ``imgsim.http.errors.STATUS``.
@@ -17,6 +17,7 @@ from typing import Any
 import curation_routes  # beside this file: /var/task on Lambda
 import image_routes
 import search_routes
+import trash_routes
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import (
     APIGatewayHttpResolver,
@@ -42,7 +43,7 @@ tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.trac
 metrics = Metrics()
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-ROUTE_GROUPS = (search_routes, image_routes, curation_routes)
+ROUTE_GROUPS = (search_routes, image_routes, curation_routes, trash_routes)
 
 
 # -- wiring: the one place that knows where the services' dependencies come from ----------------------------------

@@ -36,8 +36,8 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         return json_response(200, services().images.get(id))
 
     @app.delete("/images/<id>", **protected(services), tags=["images"],
-                summary="Delete the image's S3 object; the indexer then removes it from the index")
+                summary="Move the image to the trash (restorable for IMGSIM_TRASH_DAYS): gone from search at once")
     def delete_image(id: str):
-        result = services().images.delete(id)
-        metrics.add_metric(name="ImagesDeleteRequested", unit=MetricUnit.Count, value=1)
-        return json_response(202, result)
+        result = services().trash.delete(id)
+        metrics.add_metric(name="ImagesTrashed", unit=MetricUnit.Count, value=1)
+        return json_response(200, result)

@@ -299,6 +299,23 @@ def test_delete_matching_deletes_only_what_matches(memory_store):
     assert memory_store.find_by_key("photos/b.jpg") is not None
 
 
+def test_set_fields_changes_only_existing_matching_points(memory_store):
+    """A compare-and-set on some fields: the others are kept, a point that is gone is never created again."""
+    a = point("photos/a.jpg", unit(1, 0, 0, 0), etag="1")
+    memory_store.upsert([a])
+    memory_store.set_fields(etag_is("stale"), {"links": ["x"]})
+    assert "links" not in memory_store.get(a.id).payload  # condition false: unchanged
+    memory_store.set_fields(Where(must=(IdIn((a.id,)),)), {"links": ["x", "y"], "scores": {"x": 0.9}})
+    stored = memory_store.get(a.id, with_vector=True)
+    assert stored.payload["links"] == ["x", "y"] and stored.payload["scores"] == {"x": 0.9}
+    assert stored.payload["etag"] == "1" and stored.vector == pytest.approx(unit(1, 0, 0, 0))
+    memory_store.delete([a.id])
+    memory_store.set_fields(Where(must=(IdIn((a.id,)),)), {"links": []})
+    assert memory_store.get(a.id) is None and memory_store.count() == 0
+    with pytest.raises(ValueError, match="non-empty filter"):
+        memory_store.set_fields(Where(), {"links": []})
+
+
 def test_delete_where_refuses_an_empty_filter(memory_store):
     memory_store.upsert([point("photos/a.jpg", unit(1, 0, 0, 0))])
     with pytest.raises(ValueError, match="non-empty filter"):

@@ -17,7 +17,7 @@ from imgsim.decode import DecodedImage
 from imgsim.errors import NotAnImage
 from imgsim.ids import point_id_for_object
 from imgsim.settings import ApiSettings
-from imgsim.store import StoredPoint, VectorStore, key_dirs
+from imgsim.store import IdIn, StoredPoint, VectorStore, Where, key_dirs
 from numpy.typing import NDArray
 
 DIM = 16
@@ -70,10 +70,20 @@ def vector_of(name: str, dim: int = DIM) -> NDArray[Any]:
 
 
 class FakeObjects:
-    """``imgsim.services.ObjectStorage``: URLs that say what they sign; deletes recorded."""
+    """``imgsim.services.ObjectStorage``: URLs that say what they sign; deletes and copies recorded; ``stored``: the
+    objects copies made (what ``exists`` answers for)."""
 
     def __init__(self) -> None:
         self.deleted: list[tuple[str, str]] = []
+        self.copied: list[tuple[str, str, str]] = []
+        self.stored: set[tuple[str, str]] = set()
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        self.copied.append((bucket, source, target))
+        self.stored.add((bucket, target))
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return (bucket, key) in self.stored
 
     def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str:
         return f"https://s3.test/{bucket}/{key}?get&expires={expires_in}"
@@ -83,6 +93,7 @@ class FakeObjects:
 
     def delete(self, bucket: str, key: str) -> None:
         self.deleted.append((bucket, key))
+        self.stored.discard((bucket, key))
 
 
 def memory_store(dim: int = DIM) -> VectorStore:
@@ -110,6 +121,18 @@ def payload(key: str, *, bucket: str | None = BUCKET, **fields: Any) -> dict[str
         base["bucket"] = bucket
     base.update(fields)
     return base
+
+
+def link(store: VectorStore, a: str, b: str, score: float = 0.9) -> None:
+    """Record that ``a`` found ``b`` as a duplicate (what the indexer writes after a's write, imgsim.dedupe)."""
+    record = store.get(a)
+    assert record is not None
+    partner = store.get(b)
+    links = dict(record.payload.get("dup_scores") or {})
+    links[b] = score
+    etags = dict(record.payload.get("dup_etags") or {})
+    etags[b] = partner.payload.get("etag") if partner is not None else None
+    store.set_fields(Where(must=(IdIn((a,)),)), {"dup_links": sorted(links), "dup_scores": links, "dup_etags": etags})
 
 
 def put(store: VectorStore, key: str, vector: NDArray[Any] | None = None, **fields: Any) -> str:

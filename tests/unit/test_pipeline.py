@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEmbedder, FakeS3, RecordingReporter, encode, memory_store, picture
+from imgsim.duplicates import DuplicateGraph, DuplicateGroups
 from imgsim.errors import StoreUnavailable
 from imgsim.ids import point_id_for_file, point_id_for_object
 from imgsim.pipeline import (
@@ -89,8 +90,8 @@ def test_an_sqs_batch_end_to_end(pipeline, store, s3, reporter):
     assert report.duplicates == 1
     assert {"state", "fetch", "decode", "embed", "dedupe", "upsert", "delete", "total"} <= set(report.timings_ms)
     assert store.get(point_id_for_object(BUCKET, "my photo.jpg")).payload["key"] == "my photo.jpg"
-    assert store.get(point_id_for_object(BUCKET, "mirror.jpg")).payload["duplicate_of"] == point_id_for_object(
-        BUCKET, "a.jpg")
+    group = DuplicateGraph(store, 0.79).group_of(point_id_for_object(BUCKET, "mirror.jpg"))
+    assert group is not None and set(group.ids) == {point_id_for_object(BUCKET, k) for k in ("a.jpg", "mirror.jpg")}
     assert store.count() == 3
     assert reporter.outcomes == report.outcomes  # the report stage heard each outcome once, in order
 
@@ -140,17 +141,13 @@ def test_local_files_record_duplicates_as_uploads_do(store, s3, tmp_path):
         file_report = files.process_events(file_events(sorted(tmp_path.iterdir())))
         object_report = objects.process_messages([(name, body(f"up/{name}")) for name in sorted(pictures)])
 
-        def groups(target) -> dict[str, str]:
-            records, _ = target.scroll(limit=100)
-            names = {r.id: Path(r.payload["key"]).name for r in records}
-            return {names[r.id]: names[r.payload["duplicate_of"]] for r in records if r.payload.get("duplicate_of")}
+        def groups(target) -> list[set[str]]:
+            return [{Path(r.payload["key"]).name for r, _ in g.members} for g in DuplicateGroups(target).all(threshold=0.79)]
 
-        assert file_report.duplicates == object_report.duplicates == 2
-        assert groups(store) == groups(uploads) == {
-            "mirror.jpg": "grey.jpg", "original.jpg": "grey.jpg"}
+        assert file_report.duplicates == object_report.duplicates == 3  # three pairs among three copies
+        assert groups(store) == groups(uploads) == [{"original.jpg", "mirror.jpg", "grey.jpg"}]
     record = store.get(point_id_for_file(tmp_path / "original.jpg")).payload
     assert record["source"] == "file" and "bucket" not in record and record["key"] == str(tmp_path / "original.jpg")
-    assert store.get(point_id_for_file(tmp_path / "grey.jpg")).payload["has_duplicates"] == "yes"
 
 
 def test_stream_overlaps_batches_and_yields_their_reports_in_order(store, tmp_path):

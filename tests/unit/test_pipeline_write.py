@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fakes import DIM, FakeEmbedder, encode, memory_store, picture
-from imgsim.dedupe import Match
-from imgsim.duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, NOT_DUPLICATES_FIELD
+from imgsim.dedupe import LINKS_FIELD, NOT_DUPLICATES_FIELD, SIG_FIELD
 from imgsim.errors import StoreUnavailable
 from imgsim.pipeline import (
     DELETE,
@@ -63,7 +62,7 @@ def test_a_put_is_written_with_its_payload_and_a_redelivery_is_stale(write, stor
     puts, deletes, skips = write.triage([ev], state)
     assert (puts, deletes, skips) == ([ev], [], [])
     item, vector = embedded(ev, 1)
-    point = write.point(item, vector, None, state)
+    point = write.point(item, vector, {}, state)
     assert write.write([point], state) == {ev.point_id: (INDEXED, "", None)}
     payload = store.get(ev.point_id).payload
     assert {k: payload[k] for k in ("source", "bucket", "key", "etag", "sequencer", "model", "size", "dirs")} == {
@@ -76,21 +75,21 @@ def test_a_put_is_written_with_its_payload_and_a_redelivery_is_stale(write, stor
 def test_a_backfill_put_of_an_unchanged_object_is_skipped_and_keeps_the_stored_sequencer(write, store):
     ev = event("a.jpg", sequencer="09", etag="same")
     state = write.read_state([ev])
-    write.write([write.point(*embedded(ev, 2, etag="same"), None, state)], state)
+    write.write([write.point(*embedded(ev, 2, etag="same"), {}, state)], state)
     listed = event("a.jpg", etag="same", only_if_changed=True)
     _, _, skips = write.triage([listed], write.read_state([listed]))
     assert [o.reason for o in skips] == ["unchanged"]
     changed = event("a.jpg", etag="other", only_if_changed=True)
     state = write.read_state([changed])
     assert write.triage([changed], state)[0] == [changed]
-    point = write.point(*embedded(changed, 3, etag="other"), None, state)
+    point = write.point(*embedded(changed, 3, etag="other"), {}, state)
     assert point.payload["sequencer"] == "09"  # notifications still in flight keep their order against it
 
 
 def test_a_delete_leaves_a_tombstone_that_an_older_put_cannot_pass(write, store):
     put = event("b.jpg", sequencer="10")
     state = write.read_state([put])
-    write.write([write.point(*embedded(put, 4), None, state)], state)
+    write.write([write.point(*embedded(put, 4), {}, state)], state)
     delete = event("b.jpg", DELETE, "12")
     assert write.remove([delete], write.read_state([delete])) == {}
     assert store.get(put.point_id) is None
@@ -99,14 +98,14 @@ def test_a_delete_leaves_a_tombstone_that_an_older_put_cannot_pass(write, store)
     assert [o.reason for o in write.triage([late], write.read_state([late]))[2]] == ["stale_event"]
     newer = event("b.jpg", sequencer="13")
     state = write.read_state([newer])
-    assert write.write([write.point(*embedded(newer, 5), None, state)], state)[newer.point_id][0] == INDEXED
+    assert write.write([write.point(*embedded(newer, 5), {}, state)], state)[newer.point_id][0] == INDEXED
     assert write.tombstones.get(put.point_id) is None  # the key exists again
 
 
 def test_an_older_write_that_won_the_race_makes_ours_retry(write, store):
     ev = event("c.jpg", sequencer="21")
     state = write.read_state([ev])  # read before the concurrent writer
-    point = write.point(*embedded(ev, 6), None, state)
+    point = write.point(*embedded(ev, 6), {}, state)
     store.upsert([StoredPoint(ev.point_id, list(point.vector), {**point.payload, "sequencer": "20"})])
     status, reason, _ = write.write([point], state)[ev.point_id]
     assert (status, reason) == (FAILED, "concurrent_update: an older write won, retrying")
@@ -115,27 +114,27 @@ def test_an_older_write_that_won_the_race_makes_ours_retry(write, store):
 def test_a_file_point_has_no_bucket_and_its_source(write, store, tmp_path):
     ev = file_event(tmp_path / "x.jpg")
     state = write.read_state([ev])
-    payload = write.point(*embedded(ev, 7, etag="md5"), None, state).payload
+    payload = write.point(*embedded(ev, 7, etag="md5"), {}, state).payload
     assert payload["source"] == "file" and payload["key"] == str(tmp_path / "x.jpg") and "bucket" not in payload
     assert payload["etag"] == "md5" and "sequencer" not in payload
 
 
-def test_the_duplicate_record_and_what_the_stored_point_carries_over(write, store):
+def test_the_signature_and_what_the_stored_point_carries_over(write, store):
     ev = event("d.jpg", etag="e1")
-    prior = {HAS_DUPLICATES_FIELD: HAS_DUPLICATES, NOT_DUPLICATES_FIELD: ["x"], "etag": "e1"}
+    prior = {LINKS_FIELD: ["old"], NOT_DUPLICATES_FIELD: ["x"], "etag": "e1"}
     store.upsert([StoredPoint(ev.point_id, [1.0] * DIM, prior)])
     state = write.read_state([ev])
-    payload = write.point(*embedded(ev, 8, etag="e1"), Match("other", 0.912345), state).payload
-    assert payload["duplicate_of"] == "other" and payload["duplicate_score"] == 0.9123
-    assert payload[HAS_DUPLICATES_FIELD] == HAS_DUPLICATES and payload[NOT_DUPLICATES_FIELD] == ["x"]
-    payload = write.point(*embedded(ev, 8, etag="e2"), None, state).payload  # another picture: decisions go
-    assert NOT_DUPLICATES_FIELD not in payload and "duplicate_of" not in payload
+    payload = write.point(*embedded(ev, 8, etag="e1"), {SIG_FIELD: "s1:..."}, state).payload
+    assert payload[SIG_FIELD] == "s1:..." and payload[NOT_DUPLICATES_FIELD] == ["x"]  # the same picture: decisions stand
+    assert LINKS_FIELD not in payload  # links are found again after the write
+    payload = write.point(*embedded(ev, 8, etag="e2"), {}, state).payload  # another picture: decisions go
+    assert NOT_DUPLICATES_FIELD not in payload and SIG_FIELD not in payload
 
 
 def test_store_failures_are_outcomes_with_their_error(write, store, monkeypatch):
     ev = event("e.jpg", sequencer="01")
     state = write.read_state([ev])
-    point = write.point(*embedded(ev, 9), None, state)
+    point = write.point(*embedded(ev, 9), {}, state)
     down = StoreUnavailable("Qdrant upsert failed after 4 attempts: timed out")
 
     def unavailable(*args, **kwargs):

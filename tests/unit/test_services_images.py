@@ -1,15 +1,14 @@
-"""imgsim.services.images with fakes: an image's details, deleting it, presigned uploads."""
+"""imgsim.services.images with fakes: an image's details and its duplicate group, presigned uploads."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from fakes_services import BUCKET, put, settings
+from fakes_services import BUCKET, link, put, settings
 from imgsim.errors import (
     InvalidRequest,
     NotConfigured,
-    NotDeletable,
     NotFound,
     UnsupportedImageType,
 )
@@ -27,16 +26,19 @@ def service(store, objects):
     return service_for(store, objects)
 
 
-def test_get_gives_the_details_and_the_duplicate_it_was_recorded_as(store, service):
-    original = put(store, "cats/a.jpg")
-    copy = put(store, "cats/a-copy.jpg", duplicate_of=original, duplicate_score=0.93)
+def test_get_gives_the_details_and_the_group_it_is_in(store, service):
+    original = put(store, "cats/a.jpg", width=1000, height=800)
+    copy = put(store, "cats/a-copy.jpg", width=500, height=400, sig="s1:internal")
+    link(store, copy, original, 0.93)
     body = service.get(copy)
-    assert body["id"] == copy and body["key"] == "cats/a-copy.jpg" and "dirs" not in body
-    assert body["duplicate_of"] == original and body["duplicate_key"] == "cats/a.jpg"
+    assert body["id"] == copy and body["key"] == "cats/a-copy.jpg"
+    assert not {"dirs", "sig", "dup_links", "dup_scores", "dup_etags"} & set(body)  # bookkeeping is not shown
+    assert body["duplicate_of"] == original and body["duplicate_key"] == "cats/a.jpg" and body["duplicate_score"] == 0.93
     assert body["url"] == f"https://s3.test/{BUCKET}/cats/a-copy.jpg?get&expires=900"
-    store.delete([original])  # the match went away: the record is not shown (the indexer re-checks the copy)
+    assert service.get(original)["duplicates"] == 1
+    store.delete([original])  # the match went away: no group
     body = service.get(copy)
-    assert "duplicate_of" not in body and "duplicate_score" not in body and "duplicate_key" not in body
+    assert not {"duplicate_of", "duplicate_score", "duplicate_key", "duplicates"} & set(body)
 
 
 def test_get_unknown_or_malformed_ids(service):
@@ -44,22 +46,6 @@ def test_get_unknown_or_malformed_ids(service):
         service.get("00000000-0000-0000-0000-000000000000")
     with pytest.raises(InvalidRequest):
         service.get("12")
-
-
-def test_delete_removes_the_object_only(store, objects, service):
-    point_id = put(store, "cats/a.jpg")
-    assert service.delete(point_id) == {"id": point_id, "bucket": BUCKET, "key": "cats/a.jpg", "status": "deleting"}
-    assert objects.deleted == [(BUCKET, "cats/a.jpg")]
-    assert store.get(point_id) is not None  # the indexer removes the point on S3's ObjectRemoved event
-
-
-def test_delete_refuses_objects_this_deployment_does_not_manage(store, objects, service):
-    local = put(store, "/home/me/a.jpg", bucket=None)
-    elsewhere = put(store, "a.jpg", bucket="other-bucket")
-    for point_id in (local, elsewhere):
-        with pytest.raises(NotDeletable):
-            service.delete(point_id)
-    assert objects.deleted == []
 
 
 def test_create_upload_signs_a_put_of_that_type_under_the_upload_prefix(objects, service):

@@ -8,6 +8,7 @@ from fakes_services import (
     BUCKET,
     FakeEmbedder,
     image,
+    link,
     put,
     settings,
     unit,
@@ -104,7 +105,8 @@ def test_similar_marks_follow_the_threshold(service, ids):
 def test_collapse_folds_recorded_duplicates_into_the_best_ranked(store, service):
     original = put(store, "set/original.jpg")
     near = vector_of("set/original.jpg") + 0.05 * unit("noise")
-    copy = put(store, "set/copy.jpg", near / np.linalg.norm(near), duplicate_of=original, duplicate_score=0.95)
+    copy = put(store, "set/copy.jpg", near / np.linalg.norm(near))
+    link(store, copy, original, 0.95)
     put(store, "other/x.jpg")
     query = ImageQuery(image=image("set/original.jpg"))
     plain = service.search(SearchRequest(query))["results"]

@@ -1,202 +1,181 @@
-"""Duplicate detection: is a new image a copy, crop, mirror or edit of one already indexed?
+"""Duplicate links: which indexed images are copies, crops, mirrors or edits of each other.
 
-One cosine threshold on the search vector cannot separate duplicates from look-alikes: on labelled pairs
-from the shared photos (28 real duplicate pairs: copies, crops, mirrors, a poster; 208 look-alike pairs:
-other photos of the same kind of animal scoring >= 0.66) and 1,350 transformed copies (resize, JPEG q20,
-exposure, grey, crops of 64 % and 49 % of the area, mirror, an overlay band, mirror + crop), raw cosine
-reaches recall 0.86 when at most one look-alike pair in 30 may pass, and grey copies score 0.3 recall.
-Measured (tests/bench/bench_duplicates.py, README "Duplicates"), the signal that separates them best
-within the functions' budget is a **signature** of seven embeddings of the *grey* image: the whole image,
-its mirror, and five crops of 70 % of the area (four corners and the centre). Grey makes colour edits
-(grey, exposure, tint) vanish; the mirror catches flipped copies; the crops catch crops and overlays in
-both directions (a new image that is a crop of a stored one meets one of the stored crops; a new image
-that contains a stored one meets it with one of its own crops).
+Each image's duplicate signature (``imgsim.signature``) is stored in its own point (``sig``). Once an image is
+written, the indexer looks for its duplicates: the nearest images by the ordinary search vector (``CANDIDATES``
+of them at a raw cosine of at least ``CANDIDATE_MIN_SCORE``: every labelled duplicate is among them, see
+``imgsim.signature``) are scored with the exact, symmetric signature score, and those at or above the threshold
+are written to the image's point as its **links** (``dup_links``, with each partner's score and ETag).
 
-Stored: the whole-image and crop vectors of each indexed image go to the companion collection
-``<collection>_dedupe`` (six points per image, ``of`` = the image's point id); the mirror is used only
-as a query. The score of a pair is the best cosine of: whole vs whole, mirror vs whole, whole or mirror vs
-the other's crops, own crops vs the other's whole.
+Why it gives the same answer in any order:
+
+- the score is symmetric, so a pair is a duplicate or not whichever arrived first;
+- each image writes only its own links, after its own point is written (*store, then look*): of two images
+  indexed at the same moment by two invocations, at least the later look sees the other, so the pair is
+  linked whatever the concurrency and batching;
+- a link holds the partner's ETag when it was scored, and counts only while the partner is live with that
+  ETag: a replaced image's old links lapse by themselves (the new version links afresh), a deleted one's
+  vanish from the groups, and a restored one's come back, with no write to any other point;
+- reading takes the union of both directions (an image's links, and the links that name it).
+
+Groups are computed from the links when read (``imgsim.duplicates``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .store import FieldEquals, StoredPoint, VectorStore, Where
+from . import signature
+from .store import FieldIn, IdIn, Record, SearchHit, VectorStore, Where, field_unchanged
 
-DEDUPE_SUFFIX = "_dedupe"
-CROP_AREA = 0.7
-CROP_KINDS = ("c0", "c1", "c2", "c3", "c4")
-KINDS = ("full", *CROP_KINDS)
-OF_FIELD = "of"
-KIND_FIELD = "kind"
-# Calibrated on the labelled pairs above: the lowest threshold at which at most 1 in 30 look-alike
-# pairs passes (README "Duplicates" has the table). IMGSIM_DUPLICATE_THRESHOLD overrides it.
-DEFAULT_DUPLICATE_THRESHOLD = 0.79
-_NAMESPACE = uuid.UUID("6f2b8f0e-2c55-4a57-9d44-0d6f3b1c9a10")
-
-
-@dataclass(frozen=True)
-class Signature:
-    """Unit vectors of the grey image: whole (dim,), mirror (dim,), crops (5, dim)."""
-
-    full: NDArray[Any]
-    mirror: NDArray[Any]
-    crops: NDArray[Any]
+SIG_FIELD = "sig"
+LINKS_FIELD = "dup_links"  # keyword list, indexed: "which images link to X" is one filtered scroll
+LINK_SCORES_FIELD = "dup_scores"  # {partner id: pair score}
+LINK_ETAGS_FIELD = "dup_etags"  # {partner id: the partner's ETag when scored}
+NOT_DUPLICATES_FIELD = "not_duplicates"  # decisions "these two are not duplicates", kept on both images
+LINK_FIELDS = (LINKS_FIELD, LINK_SCORES_FIELD, LINK_ETAGS_FIELD)
+# Payload fields that are bookkeeping, not information about the image (left out of API answers).
+INTERNAL_FIELDS = (SIG_FIELD, *LINK_FIELDS, "dirs")
+DEFAULT_DUPLICATE_THRESHOLD = signature.DEFAULT_DUPLICATE_THRESHOLD
 
 
 @dataclass(frozen=True)
-class Match:
+class Subject:
+    """An image just written: looks for its duplicates among everything stored (its own batch included)."""
+
     point_id: str
-    score: float  # best cosine of the pair (see module docstring), clipped to [0, 1]
+    vector: Sequence[float]
+    sig: signature.Signature
+    etag: str | None
+    refused: frozenset[str] = field(default_factory=frozenset)  # "not duplicates" decisions it carries
 
 
-def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """(top, bottom, left, right) of the five crops: corners and centre, CROP_AREA of the image each."""
-    side = CROP_AREA**0.5
-    ch, cw = max(1, int(height * side)), max(1, int(width * side))
-    tops = (0, 0, height - ch, height - ch, (height - ch) // 2)
-    lefts = (0, width - cw, 0, width - cw, (width - cw) // 2)
-    return [(top, top + ch, left, left + cw) for top, left in zip(tops, lefts, strict=True)]
+@dataclass(frozen=True)
+class Link:
+    partner: str
+    score: float
+    etag: str | None
 
 
-def signature_tensors(pixels: NDArray[Any], input_size: tuple[int, int], input_range: tuple[float, float]) -> list[NDArray[Any]]:
-    """The seven model inputs of a signature, prepared with Pillow in C: grey ("L"), each region resized
-    bilinearly to the input size. Not the reference runtime's preprocessing (the search vectors keep that
-    one): a signature is only ever compared with other signatures, and this costs ~0.15 ms an input
-    instead of ~0.6 ms (measured per image: 0.96 ms grey + 4.2 ms of resizing -> see README "Duplicates")."""
-    from PIL import Image
-
-    grey_image = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
-    height, width = input_size
-    low, high = input_range
-    scale = np.float32((high - low) / 255.0)
-    regions = [grey_image, grey_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-    regions += [grey_image.crop((left, top, right, bottom))
-                for top, bottom, left, right in crop_boxes(grey_image.height, grey_image.width)]
-    tensors = []
-    for region in regions:
-        plane = np.asarray(region.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32) * scale
-        if low:
-            plane += np.float32(low)
-        tensors.append(np.repeat(plane[:, :, None], 3, axis=2))
-    return tensors
+def not_duplicates(payload: Mapping[str, Any]) -> set[str]:
+    return {str(i) for i in payload.get(NOT_DUPLICATES_FIELD) or []}
 
 
-def signatures(embedder: object, pixel_arrays: Sequence[NDArray[Any]]) -> list[Signature]:
-    """Signatures of many images (seven embeddings each)."""
-    spec = embedder.spec  # type: ignore[attr-defined]
-    tensors = [t for pixels in pixel_arrays for t in signature_tensors(pixels, spec.input_size, spec.input_range)]
-    if not tensors:
-        return []
-    vectors = embedder.embed_tensors(tensors)  # type: ignore[attr-defined]
-    return [Signature(vectors[i], vectors[i + 1], vectors[i + 2:i + 7]) for i in range(0, len(vectors), 7)]
+def stored_links(record: Record) -> list[Link]:
+    """The links an image wrote (not yet checked against the partners' current state)."""
+    scores = record.payload.get(LINK_SCORES_FIELD) or {}
+    etags = record.payload.get(LINK_ETAGS_FIELD) or {}
+    return [Link(str(p), float(scores.get(p, 0.0)), etags.get(p)) for p in record.payload.get(LINKS_FIELD) or []]
 
 
-def one_way(new: Signature, stored_full: NDArray[Any], stored_crops: NDArray[Any]) -> float:
-    """The pair score as seen when ``new`` arrives and the other is stored."""
-    queries = np.vstack([new.full, new.mirror])
-    best = float(np.max(queries @ np.vstack([stored_full[None], stored_crops]).T))
-    best = max(best, float(np.max(new.crops @ stored_full)))
-    return min(1.0, max(0.0, best))
+def link_holds(link: Link, partner: Record | None) -> bool:
+    """A link counts while its partner is live with the content it was scored against."""
+    return partner is not None and (partner.payload.get("etag") or None) == (link.etag or None)
 
 
-def one_way_many(new: Signature, others: Sequence[Signature]) -> NDArray[Any]:
-    """``one_way(new, o.full, o.crops)`` for each of ``others`` at once (the indexer compares each image
-    with the earlier ones of its batch: a loop of these was ~1 ms per image at batches of 100)."""
-    if not others:
-        return np.empty(0, dtype=np.float32)
-    wholes = np.stack([o.full for o in others])  # (k, d)
-    crops = np.stack([o.crops for o in others])  # (k, 5, d)
-    queries = np.vstack([new.full, new.mirror])  # (2, d)
-    best = (queries @ wholes.T).max(axis=0)
-    best = np.maximum(best, np.einsum("qd,kcd->kqc", queries, crops).max(axis=(1, 2)))
-    best = np.maximum(best, (new.crops @ wholes.T).max(axis=0))
-    clipped: NDArray[Any] = np.clip(best, 0.0, 1.0)
-    return clipped
+class DuplicateLinks:
+    """Finding and writing one store's duplicate links (the indexer's side)."""
 
-
-def pair_score(a: Signature, b: Signature) -> float:
-    """Symmetric: the best of both arrival orders (the offline grouping and the calibration use it)."""
-    return max(one_way(a, b.full, b.crops), one_way(b, a.full, a.crops))
-
-
-def companion_id(point_id: str, kind: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{point_id}/{kind}"))
-
-
-def companion_ids(point_ids: Iterable[str]) -> list[str]:
-    return [companion_id(point_id, kind) for point_id in point_ids for kind in KINDS]
-
-
-def signature_store(store: VectorStore, dim: int) -> VectorStore:
-    """``<collection>_dedupe``. Six vectors per image, stored as the collection's own are (int8 in RAM by default,
-    originals on disk): the signatures cost what the collection does per image, times six. A duplicate is a near
-    neighbour: a smaller HNSW beam (ef 48) and four candidates per query find it; measured at 600,000 signature
-    vectors, warm: ~1.2 ms for the seven queries instead of ~3 ms (tests/bench/dedupe_scale.py)."""
-    options = dataclasses.replace(store.options, hnsw_ef=store.options.hnsw_ef or 48)
-    return store.companion(DEDUPE_SUFFIX, dim=dim, options=options)
-
-
-class DuplicateIndex:
-    """The stored half of the signatures (``<collection>_dedupe``) and the search for a new image's best match."""
-
-    def __init__(self, store: VectorStore, dim: int, *, candidates: int = 4) -> None:
-        self.store = signature_store(store, dim)
+    def __init__(self, store: VectorStore, threshold: float, *, candidates: int = signature.CANDIDATES,
+                 min_score: float = signature.CANDIDATE_MIN_SCORE) -> None:
+        self.store = store
+        self.threshold = threshold
         self.candidates = candidates
+        self.min_score = min_score
 
-    def best_match(self, point_id: str, signature: Signature, *, exclude: Iterable[str] = ()) -> Match | None:
-        """The stored image scoring highest with this one (never itself nor ``exclude``), or None."""
-        excluded = tuple(dict.fromkeys([point_id, *exclude]))
-        others = Where(must_not=tuple(FieldEquals(OF_FIELD, other) for other in excluded))
-        whole_only = Where(must=(FieldEquals(KIND_FIELD, "full"),), must_not=others.must_not)
-        best: dict[str, float] = {}
-        searches: list[tuple[NDArray[Any], Where]] = [(signature.full, others), (signature.mirror, others)]
-        searches += [(crop, whole_only) for crop in signature.crops]
-        found = self.store.search_batch([(vector.tolist(), self.candidates, where) for vector, where in searches])
-        for hits in found:
-            for hit in hits:
-                of = str(hit.payload.get(OF_FIELD))
-                best[of] = max(best.get(of, 0.0), hit.score)
-        if not best:
-            return None
-        winner = max(best, key=lambda of: (best[of], of))  # ties: the larger id, so the answer is deterministic
-        return Match(winner, best[winner])
+    def find(self, subjects: Sequence[Subject]) -> dict[str, list[Link]]:
+        """Each subject's duplicates among the stored images: one batched search by the search vectors, then the
+        exact signature score of each candidate."""
+        if not subjects:
+            return {}
+        requests = [(s.vector, self.candidates + 1, Where(must_not=(IdIn((s.point_id,)),))) for s in subjects]
+        found: dict[str, list[Link]] = {}
+        for subject, hits in zip(subjects, self.store.search_batch(requests), strict=True):
+            links = self._score(subject, [h for h in hits if h.score >= self.min_score and h.id != subject.point_id])
+            if links:
+                found[subject.point_id] = links
+        return found
 
-    def add(self, items: Sequence[tuple[str, Signature]]) -> None:
-        points = []
-        for point_id, sig in items:
-            points.append(StoredPoint(companion_id(point_id, "full"), sig.full.tolist(),
-                                      {OF_FIELD: point_id, KIND_FIELD: "full"}))
-            for kind, crop in zip(CROP_KINDS, sig.crops, strict=True):
-                points.append(StoredPoint(companion_id(point_id, kind), crop.tolist(),
-                                          {OF_FIELD: point_id, KIND_FIELD: kind}))
-        if points:
-            self.store.upsert(points)
+    def _score(self, subject: Subject, hits: Sequence[SearchHit]) -> list[Link]:
+        usable: list[tuple[SearchHit, signature.Signature]] = []
+        for hit in hits[: self.candidates]:
+            if hit.id in subject.refused or subject.point_id in not_duplicates(hit.payload):
+                continue
+            sig = signature.decode(hit.payload.get(SIG_FIELD))
+            if sig is not None:
+                usable.append((hit, sig))
+        if not usable:
+            return []
+        scores = signature.score_many(subject.sig, [sig for _, sig in usable])
+        links = [Link(hit.id, round(float(score), 4), hit.payload.get("etag"))
+                 for (hit, _), score in zip(usable, scores, strict=True) if score >= self.threshold]
+        return sorted(links, key=lambda link: link.partner)
 
-    def remove(self, point_ids: Iterable[str]) -> None:
-        ids = companion_ids(point_ids)
-        if ids:
-            self.store.delete(ids)
+    def link(self, subjects: Sequence[Subject]) -> dict[str, list[Link]]:
+        """Find and write each subject's links (only onto the point as the subject wrote it: the ETag is the
+        condition, and a point deleted meanwhile is not created again). Returns the links found."""
+        found = self.find(subjects)
+        for subject in subjects:
+            links = found.get(subject.point_id)
+            if links:
+                self.store.set_fields(field_unchanged("etag", {subject.point_id: subject.etag}), link_fields(links))
+        return found
 
-    def stored(self, point_id: str) -> tuple[NDArray[Any], NDArray[Any]] | None:
-        """(whole, crops) of an indexed image, for re-checking it when its match goes away."""
-        records = {r.id: r for r in self.store.retrieve(companion_ids([point_id]), with_vectors=True)}
-        vectors = [records.get(companion_id(point_id, kind)) for kind in KINDS]
-        if any(r is None or r.vector is None for r in vectors):
-            return None
-        array = np.array([r.vector for r in vectors if r is not None], dtype=np.float32)
-        return array[0], array[1:]
+    def relink(self, records: Iterable[Record]) -> dict[str, list[Link]]:
+        """Look again for these stored images' duplicates (a restored image; ``imgsim backfill``): from their
+        stored vectors and signatures, links rewritten (emptied when none)."""
+        subjects = []
+        for record in records:
+            sig = signature.decode(record.payload.get(SIG_FIELD))
+            if sig is None or record.vector is None:
+                continue
+            subjects.append(Subject(record.id, record.vector, sig, record.payload.get("etag"),
+                                    frozenset(not_duplicates(record.payload))))
+        found = self.find(subjects)
+        for subject in subjects:
+            self.store.set_fields(field_unchanged("etag", {subject.point_id: subject.etag}),
+                                  link_fields(found.get(subject.point_id, [])))
+        return found
+
+
+def link_fields(links: Sequence[Link]) -> dict[str, Any]:
+    return {
+        LINKS_FIELD: [link.partner for link in links],
+        LINK_SCORES_FIELD: {link.partner: link.score for link in links},
+        LINK_ETAGS_FIELD: {link.partner: link.etag for link in links},
+    }
+
+
+def linking_to(store: VectorStore, ids: Sequence[str], *, limit: int = 1000) -> list[Record]:
+    """The images whose links name any of ``ids`` (an indexed filter)."""
+    if not ids:
+        return []
+    return store.scroll(where=Where(must=(FieldIn(LINKS_FIELD, tuple(ids)),)), limit=limit)[0]
+
+
+def pair_score(a: Record, b: Record) -> float | None:
+    """The exact pair score of two stored images from their signatures (None: one has none)."""
+    sa, sb = signature.decode(a.payload.get(SIG_FIELD)), signature.decode(b.payload.get(SIG_FIELD))
+    if sa is None or sb is None:
+        return None
+    return signature.score(sa, sb)
+
+
+def similarity_matrix(records: Sequence[Record]) -> NDArray[Any] | None:
+    """Pair scores of several stored images (None when any lacks a signature)."""
+    sigs = [signature.decode(r.payload.get(SIG_FIELD)) for r in records]
+    if any(s is None for s in sigs):
+        return None
+    known = [s for s in sigs if s is not None]
+    return np.array([signature.score_many(s, known) for s in known], dtype=np.float32)
 
 
 __all__ = [
-    "DEDUPE_SUFFIX", "DEFAULT_DUPLICATE_THRESHOLD", "DuplicateIndex", "Match", "Signature", "companion_ids",
-    "crop_boxes", "one_way", "pair_score", "signature_tensors", "signatures",
+    "DEFAULT_DUPLICATE_THRESHOLD", "INTERNAL_FIELDS", "LINKS_FIELD", "LINK_ETAGS_FIELD", "LINK_FIELDS",
+    "LINK_SCORES_FIELD", "NOT_DUPLICATES_FIELD", "SIG_FIELD", "DuplicateLinks", "Link", "Subject", "link_fields",
+    "link_holds", "linking_to", "not_duplicates", "pair_score", "similarity_matrix", "stored_links",
 ]

@@ -1,57 +1,67 @@
-"""Duplicate groups from what indexing recorded, and the decisions that resolve them.
+"""Duplicate groups: a partition of the images, computed from the duplicate links when read.
 
-A group is one image that others were recorded as duplicates of (``duplicate_of``, set at upload by
-``imgsim.dedupe``) with those others: a star, never a chain (a duplicate of a duplicate joins its own match's
-group, not the first image's, so two unrelated images never end up together through a third). The image to
-keep is chosen by a documented rule: the most pixels, then the larger file, then the earliest indexed, then the
-smaller id. Each member's ``score`` is its similarity to the kept image.
+**The rule.** Two images are duplicates when a link between them holds (``imgsim.dedupe``: the symmetric
+signature score is at or above the threshold, both images are live with the content that was scored, and
+nobody decided "not duplicates" for the pair). Take the connected components of that relation. Within a
+component, the best copy (``rank``: ``imgsim.quality.keep_rank``, then the id) becomes the centre of a group
+made of it and every image *directly* a duplicate of it; those leave the component, and the best of the rest
+starts the next group, until no image left has a duplicate left. So:
 
-Listing walks the images marked as having duplicates (``has_duplicates``, kept by the indexer), one page at a
-time from a cursor, and reads each one's members with an indexed filter: a page never scans the collection.
-"Not duplicates" decisions are kept on both images (``not_duplicates``): the pair never appears again, and the
-indexer never records it again.
+- every image is in at most one group (a partition);
+- every member of a group is a duplicate of its centre: a chain of look-alikes (A like B, B like C, A unlike C)
+  never puts A and C together unless both are duplicates of the best copy between them;
+- the groups are a function of the set of images and their links, which do not depend on the order, batches or
+  concurrency they were indexed in (``imgsim.dedupe``), nor on anything else the rule reads — so the same set of
+  images always gives the same groups, and deleting, replacing or restoring an image regroups at once.
+
+The suggested keep is the group's best copy by ``keep_rank``, ties broken by the earliest indexed (then the
+id); it is the centre unless copies tie on quality. Each member's ``score`` is its pair score with the keep.
+
+Listing walks the images that hold links (an indexed filter) in id order, one page at a time from a cursor;
+a component is listed when the walk reaches its first image, so paging lists each group once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .dedupe import DuplicateIndex, Signature, pair_score
-from .points import DUPLICATE_OF_FIELD, DUPLICATE_SCORE_FIELD
-from .store import (
-    FieldEquals,
-    FieldIn,
-    Record,
-    StoredPoint,
-    VectorStore,
-    Where,
-    field_unchanged,
+from . import quality
+from .dedupe import (
+    LINKS_FIELD,
+    NOT_DUPLICATES_FIELD,
+    link_holds,
+    linking_to,
+    not_duplicates,
+    pair_score,
+    stored_links,
 )
+from .store import FieldIn, FieldMissing, Record, VectorStore, Where, field_unchanged
 
-HAS_DUPLICATES_FIELD = "has_duplicates"
-HAS_DUPLICATES = "yes"  # a keyword (indexed like the other filter fields; Qdrant Edge 0.9 matches no boolean)
-NOT_DUPLICATES_FIELD = "not_duplicates"
 MEMBER_FIELDS = ("key", "width", "height", "size", "indexed_at")
 PAGE_LIMIT_MAX = 100
+MAX_COMPONENT = 2000  # a guard: a component is never read past this many images (a wrong threshold, not photos)
+
+
+def rank(record: Record) -> tuple[Any, ...]:
+    """Order-independent: which copy a group forms around (the best first)."""
+    return (quality.keep_rank(record.payload), record.id)
 
 
 def keep_order(record: Record) -> tuple[Any, ...]:
-    """Sort key: the first is the one to keep (most pixels, larger file, earliest, smaller id)."""
-    payload = record.payload
-    pixels = int(payload.get("width") or 0) * int(payload.get("height") or 0)
-    return (-pixels, -int(payload.get("size") or 0), str(payload.get("indexed_at") or "~"), record.id)
-
-
-def not_duplicates(record: Record) -> set[str]:
-    return {str(i) for i in record.payload.get(NOT_DUPLICATES_FIELD) or []}
+    """The suggested keep: the best copy, then the earliest indexed, then the smaller id."""
+    return (quality.keep_rank(record.payload), str(record.payload.get("indexed_at") or "~"), record.id)
 
 
 @dataclass(frozen=True)
 class Group:
     keep: Record
     members: list[tuple[Record, float]]  # (image, similarity to the kept one), the kept one first at 1.0
+
+    @property
+    def ids(self) -> list[str]:
+        return [record.id for record, _ in self.members]
 
     def as_json(self) -> dict[str, Any]:
         return {"keep": self.keep.id, "members": [
@@ -60,36 +70,165 @@ class Group:
         ]}
 
 
-class DuplicateGroups:
-    def __init__(self, store: VectorStore, index: DuplicateIndex) -> None:
+class DuplicateGraph:
+    """The duplicate relation among the live images of one store, read lazily and cached for one request."""
+
+    def __init__(self, store: VectorStore, threshold: float, *, prefix: str | None = None) -> None:
         self.store = store
-        self.index = index
+        self.threshold = threshold
+        self.prefix = prefix or None
+        self._records: dict[str, Record | None] = {}
+        self._edges: dict[str, dict[str, float]] = {}
+        self._components: dict[str, frozenset[str]] = {}
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    def records(self, ids: Iterable[str]) -> dict[str, Record]:
+        missing = [i for i in dict.fromkeys(ids) if i not in self._records]
+        if missing:
+            found = {r.id: r for r in self.store.retrieve(missing)}
+            for point_id in missing:
+                self._records[point_id] = found.get(point_id)
+        return {i: r for i in ids if (r := self._records.get(i)) is not None}
+
+    def record(self, point_id: str) -> Record | None:
+        return self.records([point_id]).get(point_id)
+
+    def _in_scope(self, record: Record) -> bool:
+        return not self.prefix or str(record.payload.get("key", "")).startswith(self.prefix)
+
+    def _counts(self, a: Record, b: Record, score: float) -> bool:
+        return (score >= self.threshold and self._in_scope(a) and self._in_scope(b)
+                and b.id not in not_duplicates(a.payload) and a.id not in not_duplicates(b.payload))
+
+    def _load_edges(self, ids: Sequence[str]) -> None:
+        """The edges of several images at once: their own links and the links naming them."""
+        todo = [i for i in ids if i not in self._edges]
+        if not todo:
+            return
+        own = self.records(todo)
+        naming = linking_to(self.store, todo, limit=10_000)
+        for record in naming:
+            self._records.setdefault(record.id, record)
+        partners = {link.partner for r in own.values() for link in stored_links(r)}
+        self.records(partners)
+        for point_id in todo:
+            self._edges[point_id] = {}
+        for record in [*own.values(), *naming]:
+            for link in stored_links(record):
+                partner = self._records.get(link.partner)
+                if partner is None or not link_holds(link, partner) or not self._counts(record, partner, link.score):
+                    continue
+                for a, b in ((record.id, partner.id), (partner.id, record.id)):
+                    if a in self._edges:
+                        self._edges[a][b] = max(self._edges[a].get(b, 0.0), link.score)
+
+    def neighbours(self, point_id: str) -> dict[str, float]:
+        self._load_edges([point_id])
+        return self._edges[point_id]
+
+    def component(self, point_id: str) -> frozenset[str]:
+        """Every image connected to this one by duplicate edges (itself included), read breadth first."""
+        if point_id in self._components:
+            return self._components[point_id]
+        seen = {point_id}
+        frontier = [point_id]
+        while frontier and len(seen) < MAX_COMPONENT:
+            self._load_edges(frontier)
+            nxt = []
+            for node in frontier:
+                for other in self._edges[node]:
+                    if other not in seen:
+                        seen.add(other)
+                        nxt.append(other)
+            frontier = nxt
+        self._load_edges(list(seen))
+        component = frozenset(seen)
+        for node in component:
+            self._components[node] = component
+        return component
+
+    # -- the partition ----------------------------------------------------------------------------------------
+
+    def partition(self, component: Iterable[str]) -> list[Group]:
+        """The groups of one component (the rule in the module docstring), best group first."""
+        records = self.records(component)
+        left = {i: r for i, r in records.items() if self._in_scope(r)}
+        groups = []
+        for centre in sorted(left.values(), key=rank):
+            if centre.id not in left:
+                continue
+            members = [left[i] for i in self._edges.get(centre.id, {}) if i in left and i != centre.id]
+            if not members:
+                continue
+            group = [centre, *members]
+            for record in group:
+                del left[record.id]
+            groups.append(self._group(group))
+        return groups
+
+    def _group(self, records: Sequence[Record]) -> Group:
+        keep = min(records, key=keep_order)
+        scored: list[tuple[Record, float]] = [(keep, 1.0)]
+        for record in sorted((r for r in records if r.id != keep.id), key=keep_order):
+            exact = pair_score(record, keep)
+            fallback = self._edges.get(keep.id, {}).get(record.id) or self._edges.get(record.id, {}).get(keep.id, 0.0)
+            scored.append((record, exact if exact is not None else fallback))
+        return Group(keep, scored)
+
+    def group_of(self, point_id: str) -> Group | None:
+        """The group this image is in, or None."""
+        for group in self.partition(self.component(point_id)):
+            if point_id in group.ids:
+                return group
+        return None
+
+
+class DuplicateGroups:
+    """Listing the groups of one store, page by page."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
 
     def page(self, *, threshold: float, prefix: str | None = None, limit: int = 20,
              cursor: str | None = None) -> tuple[list[Group], str | None]:
-        """Up to ``limit`` groups whose members score >= ``threshold``, from ``cursor``; the next cursor or None."""
+        """Up to ``limit`` groups (a component's groups are never split over pages), from ``cursor``; the next
+        cursor or None."""
         limit = max(1, min(limit, PAGE_LIMIT_MAX))
-        must: list[Any] = [FieldEquals(HAS_DUPLICATES_FIELD, HAS_DUPLICATES)]
+        graph = DuplicateGraph(self.store, threshold, prefix=prefix)
+        must: list[Any] = []
         folder = prefix[: prefix.rfind("/") + 1] if prefix else ""
         if folder:
             must.append(FieldIn("dirs", (folder,)))
+        where = Where(must=tuple(must), must_not=(FieldMissing(LINKS_FIELD),))
         groups: list[Group] = []
         offset = cursor
-        while len(groups) < limit:
-            targets, offset = self.store.scroll(where=Where(must=tuple(must)), limit=limit, offset=offset)
+        while True:
+            targets, next_offset = self.store.scroll(where=where, limit=max(limit, 32), offset=offset)
             for target in targets:
                 if prefix and not str(target.payload.get("key", "")).startswith(prefix):
                     continue
-                group = self.group_of(target, threshold)
-                if group is not None:
-                    groups.append(group)
-                if len(groups) == limit:
-                    # Resume after this target (scroll offsets are inclusive point ids).
+                component = graph.component(target.id)
+                first = min(i for i in component if self._listed(graph, i, prefix))
+                if first != target.id:
+                    continue  # listed when the walk reached its first image
+                found = graph.partition(component)
+                if groups and len(groups) + len(found) > limit:
+                    return groups, target.id  # scroll offsets are inclusive: this component starts the next page
+                groups.extend(found)
+                if len(groups) >= limit:
                     rest = [t.id for t in targets if t.id > target.id]
-                    return groups, rest[0] if rest else offset
-            if offset is None:
+                    return groups, rest[0] if rest else next_offset
+            if next_offset is None:
                 return groups, None
-        return groups, offset
+            offset = next_offset
+
+    @staticmethod
+    def _listed(graph: DuplicateGraph, point_id: str, prefix: str | None) -> bool:
+        """Would the walk visit this image (it holds links, and is in the prefix)?"""
+        record = graph.record(point_id)
+        return (record is not None and bool(record.payload.get(LINKS_FIELD))
+                and (not prefix or str(record.payload.get("key", "")).startswith(prefix)))
 
     def all(self, *, threshold: float, prefix: str | None = None) -> list[Group]:
         groups: list[Group] = []
@@ -100,63 +239,25 @@ class DuplicateGroups:
             if cursor is None:
                 return groups
 
-    def group_of(self, target: Record, threshold: float) -> Group | None:
-        members, _ = self.store.scroll(where=Where(must=(FieldEquals(DUPLICATE_OF_FIELD, target.id),)), limit=1000)
-        refused = not_duplicates(target)
-        linked = [(m, float(m.payload.get(DUPLICATE_SCORE_FIELD) or 0.0)) for m in members
-                  if m.id not in refused and target.id not in not_duplicates(m)]
-        linked = [(m, score) for m, score in linked if score >= threshold]
-        if not linked:
-            return None
-        everyone = [target, *(m for m, _ in linked)]
-        keep = min(everyone, key=keep_order)
-        to_target = {m.id: score for m, score in linked}
-        scored: list[tuple[Record, float]] = [(keep, 1.0)]
-        for record in sorted((r for r in everyone if r.id != keep.id), key=keep_order):
-            if keep.id == target.id:
-                score = to_target[record.id]
-            elif record.id == target.id:
-                score = to_target[keep.id]
-            else:
-                score = self._score(record.id, keep.id, fallback=min(to_target[record.id], to_target[keep.id]))
-            scored.append((record, score))
-        return Group(keep, scored)
-
-    def _score(self, a: str, b: str, *, fallback: float) -> float:
-        """Similarity of two members that were each matched to the target, from their stored signatures."""
-        first, second = self.index.stored(a), self.index.stored(b)
-        if first is None or second is None:
-            return fallback
-        return pair_score(Signature(first[0], first[0], first[1]), Signature(second[0], second[0], second[1]))
-
-
-def mark_targets(store: VectorStore, ids: Sequence[str]) -> None:
-    """Set ``has_duplicates`` on these images, by compare-and-set on their ETag: never over a newer write."""
-    records = [r for r in store.retrieve(list(dict.fromkeys(ids)), with_vectors=True)
-               if r.payload.get(HAS_DUPLICATES_FIELD) != HAS_DUPLICATES and r.vector is not None]
-    for record in records:
-        payload = {**record.payload, HAS_DUPLICATES_FIELD: HAS_DUPLICATES}
-        assert record.vector is not None
-        store.upsert([StoredPoint(record.id, record.vector, payload)],
-                     only_if=field_unchanged("etag", {record.id: record.payload.get("etag")}))
-
 
 def record_not_duplicates(store: VectorStore, keep: str, others: Sequence[str]) -> list[str]:
-    """Remember that ``keep`` and each of ``others`` are not duplicates (on both); the ids that changed."""
+    """Remember that ``keep`` and each of ``others`` are not duplicates (on both, so re-indexing either keeps it:
+    the indexer carries the decision over for the same content); the ids that changed."""
     ids = [keep, *others]
-    records = {r.id: r for r in store.retrieve(ids, with_vectors=True)}
+    records = {r.id: r for r in store.retrieve(ids)}
     changed = []
     for point_id in ids:
         record = records.get(point_id)
-        if record is None or record.vector is None:
+        if record is None:
             continue
         partners = set(others) if point_id == keep else {keep}
-        decided = not_duplicates(record) | partners
-        payload = {**record.payload, NOT_DUPLICATES_FIELD: sorted(decided - {point_id})}
-        if payload.get(DUPLICATE_OF_FIELD) in partners:
-            payload.pop(DUPLICATE_OF_FIELD, None)
-            payload.pop(DUPLICATE_SCORE_FIELD, None)
-        store.upsert([StoredPoint(record.id, record.vector, payload)],
-                     only_if=field_unchanged("etag", {record.id: record.payload.get("etag")}))
+        decided = sorted((not_duplicates(record.payload) | partners) - {point_id})
+        store.set_fields(field_unchanged("etag", {record.id: record.payload.get("etag")}),
+                         {NOT_DUPLICATES_FIELD: decided})
         changed.append(point_id)
     return changed
+
+
+__all__ = [
+    "MEMBER_FIELDS", "PAGE_LIMIT_MAX", "DuplicateGraph", "DuplicateGroups", "Group", "keep_order", "rank", "record_not_duplicates",
+]

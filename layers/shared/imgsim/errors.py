@@ -45,6 +45,30 @@ class NotDeletable(Conflict):
     code = "not_deletable"
 
 
+class NotADuplicate(Conflict):
+    """A resolve would delete an image that is not (or no longer) a duplicate of the one kept."""
+
+    code = "not_a_duplicate"
+
+
+class KeepInTrash(Conflict):
+    """A resolve names as the image to keep one that was moved to the trash (by another resolve, say)."""
+
+    code = "keep_in_trash"
+
+
+class Busy(Conflict):
+    """Another resolve or delete of the same images is under way; try again in a moment."""
+
+    code = "busy"
+
+
+class KeyTaken(Conflict):
+    """A restore would overwrite another object stored at the image's key since it was deleted."""
+
+    code = "key_taken"
+
+
 class TooCostly(ImgsimError):
     """Carrying the request out would cost more (bytes, memory, time) than the configured budget."""
 

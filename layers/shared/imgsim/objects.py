@@ -1,4 +1,4 @@
-"""S3 objects as the search API's services use them: presigned GET/PUT URLs and deletes.
+"""S3 objects as the search API's services use them: presigned GET/PUT URLs, deletes, copies (the trash).
 
 Wraps a boto3 S3 client (``imgsim.composition.Root.s3``: SigV4 presigning, adaptive retries) and turns
 S3's failures into imgsim's errors, so the services raise nothing else: S3 unreachable is
@@ -49,3 +49,20 @@ class S3Objects:
     def delete(self, bucket: str, key: str) -> None:
         with _s3_failures():
             self._client().delete_object(Bucket=bucket, Key=key)
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        """Server-side copy within the bucket (up to 5 GB: S3's CopyObject limit, far above an image's)."""
+        with _s3_failures():
+            self._client().copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether an object is stored at ``key`` (a HEAD)."""
+        try:
+            with _s3_failures():
+                self._client().head_object(Bucket=bucket, Key=key)
+        except ObjectStorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True

@@ -8,10 +8,6 @@ from typing import Any
 from .decode import DecodedImage
 from .store import key_dirs
 
-# Written by the duplicate check at upload (imgsim.dedupe): the best existing match and its score.
-DUPLICATE_OF_FIELD = "duplicate_of"
-DUPLICATE_SCORE_FIELD = "duplicate_score"
-
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -68,6 +68,7 @@ MAX_BODY_BYTES = "IMGSIM_MAX_BODY_BYTES"
 API_KEY = "IMGSIM_API_KEY"
 API_KEY_PARAM = "IMGSIM_API_KEY_PARAM"
 SIMILAR_THRESHOLD = "IMGSIM_SIMILAR_THRESHOLD"
+TRASH_DAYS = "IMGSIM_TRASH_DAYS"
 
 QUANTIZATION_CHOICES = ("none", "int8", "binary")
 WRITE_ORDERING_CHOICES = ("weak", "medium", "strong")
@@ -86,6 +87,8 @@ DEFAULT_SIMILAR_THRESHOLD = 0.5
 DEFAULT_MAX_BODY_BYTES = 4_500_000
 DEFAULT_URL_TTL = 900
 DEFAULT_UPLOAD_PREFIX = "uploads/"
+# How long a deleted image stays restorable (imgsim.services.trash): Immich keeps 30 days, Google Photos 60.
+DEFAULT_TRASH_DAYS = 30
 
 Environ = Mapping[str, str]
 N = TypeVar("N", int, float)
@@ -241,6 +244,8 @@ class ApiSettings:
     # The duplicate threshold the curation routes group by (the indexer's; with IMGSIM_DEDUPE=off groups still list
     # what was recorded).
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    # Days a deleted image stays in the trash, restorable (the bucket's lifecycle rule on the trash prefix too).
+    trash_days: int = DEFAULT_TRASH_DAYS
 
     @classmethod
     def from_env(cls, environ: Environ | None = None) -> ApiSettings:
@@ -314,6 +319,7 @@ def _api(read: _Reader) -> ApiSettings:
         api_key_param=read.optional(API_KEY_PARAM),
         similar_threshold=read.number(SIMILAR_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, minimum=0.0, maximum=1.0),
         duplicate_threshold=read.number(DUPLICATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, minimum=0.0, maximum=1.0),
+        trash_days=read.integer(TRASH_DAYS, DEFAULT_TRASH_DAYS, minimum=1),
     )
 
 

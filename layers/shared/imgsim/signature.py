@@ -32,6 +32,10 @@ N_CROPS = 5
 # Calibrated on tests/data/duplicate_labels.json and the transformed copies (bench_duplicates): the lowest
 # threshold at which at most 1 in 30 look-alike pairs passes. IMGSIM_DUPLICATE_THRESHOLD overrides it.
 DEFAULT_DUPLICATE_THRESHOLD = 0.79
+# Duplicate candidates: the nearest images by the search vector, at most CANDIDATES of them with a store score
+# (imgsim.scoring: the cosine clipped to [0, 1]) of at least CANDIDATE_MIN_SCORE; the signature decides among them.
+CANDIDATES = 16
+CANDIDATE_MIN_SCORE = 0.4
 _VERSION = "s1:"  # the encoding's version: a signature of another version decodes to None (re-index to renew it)
 _ROWS = 2 + N_CROPS  # whole, mirror, crops
 
@@ -141,6 +145,6 @@ def score_many(a: Signature, others: Sequence[Signature]) -> NDArray[Any]:
 
 
 __all__ = [
-    "CROP_AREA", "DEFAULT_DUPLICATE_THRESHOLD", "Signature", "SignatureEmbedder", "compute", "crop_boxes", "decode",
+    "CANDIDATES", "CANDIDATE_MIN_SCORE", "CROP_AREA", "DEFAULT_DUPLICATE_THRESHOLD", "Signature", "SignatureEmbedder", "compute", "crop_boxes", "decode",
     "encode", "score", "score_many", "signature_tensors",
 ]

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
-from ..dedupe import Match
 from ..errors import StoreUnavailable
 from ..ordering import KeyState
 from ..store import VectorStore
+from ..trash import TRASH_PREFIX
 from .decoding import Decode
 from .duplicate_check import DuplicateCheck
 from .embedding import Embed, ImageEmbedder
@@ -96,13 +96,10 @@ class Pipeline:
         return self.write.tombstones
 
     def ensure_collections(self) -> None:
-        """Create or check every collection the pipeline writes: the images', their tombstones' and (with the
-        duplicate check) their signatures'. Otherwise the first batch does it (a one-off: creating an embedded
+        """Create or check every collection the pipeline writes: the images' and their tombstones'. Otherwise the first batch does it (a one-off: creating an embedded
         collection is ~0.1 s on an idle disk, up to ~1 s on a busy one)."""
         self.store.ensure_collection()
         self.tombstones.ensure_collection()
-        if self.duplicates is not None:
-            self.duplicates.index.store.ensure_collection()
 
     # -- entry points -------------------------------------------------------------------------------------------
 
@@ -187,6 +184,8 @@ class Pipeline:
         for event in events:
             if event.key.startswith(self.ignore_prefixes):
                 report.add(event.outcome(SKIPPED, "ignored_prefix"))
+            elif event.origin == "s3" and event.key.startswith(TRASH_PREFIX):
+                report.add(event.outcome(SKIPPED, "in_trash"))  # imgsim.trash: a deleted image waiting, not a new one
             else:
                 live.append(event)
         live, superseded = newest_per_key(live)
@@ -240,8 +239,6 @@ class Pipeline:
         t0 = time.perf_counter()
         failures = self.write.remove(deletes, state)
         report.timings_ms["delete"] = _ms_since(t0)
-        if self.duplicates is not None:
-            self.duplicates.removed([e.point_id for e in deletes if e.point_id not in failures])
         for event in deletes:
             if event.point_id in failures:
                 reason, error = failures[event.point_id]
@@ -264,15 +261,15 @@ class Pipeline:
                 report.add(item.outcome)
         if not good or batch.vectors is None:
             return
-        matches: dict[str, Match] = {}
+        signed: dict[str, dict[str, Any]] = {}
         if self.duplicates is not None:
             t0 = time.perf_counter()
-            matches = self.duplicates.find(good, state)
-            report.timings_ms["dedupe"] = _ms_since(t0)
+            signed = self.duplicates.sign(good)
+            report.timings_ms["signature"] = _ms_since(t0)
 
         points = []
         for item, vector in zip(good, batch.vectors, strict=True):
-            points.append(self.write.point(item, vector, matches.get(item.event.point_id), state))
+            points.append(self.write.point(item, vector, signed.get(item.event.point_id, {}), state))
             item.image = None  # free the pixels before the upsert round trip
         t0 = time.perf_counter()
         outcomes = self.write.write(points, state)
@@ -281,9 +278,9 @@ class Pipeline:
             status, reason, error = outcomes[item.event.point_id]
             report.add(item.event.outcome(status, reason, error))
         if self.duplicates is not None:
-            written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] == INDEXED]
-            not_written = [i.event.point_id for i in good if outcomes[i.event.point_id][0] != INDEXED]
-            report.duplicates += self.duplicates.written(written, not_written, matches, state)
+            t0 = time.perf_counter()
+            report.duplicates += self.duplicates.link([p for p in points if outcomes[p.id][0] == INDEXED])
+            report.timings_ms["dedupe"] = _ms_since(t0) + report.timings_ms.get("signature", 0.0)
 
     def _report(self, batch: _Batch) -> None:
         for outcome in batch.report.outcomes[batch.first:]:

@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..dedupe import Match
-from ..duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, NOT_DUPLICATES_FIELD
+from ..dedupe import NOT_DUPLICATES_FIELD
 from ..errors import StoreUnavailable
 from ..ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
-from ..points import DUPLICATE_OF_FIELD, DUPLICATE_SCORE_FIELD, image_payload
+from ..points import image_payload
 from ..store import StoredPoint, VectorStore
 from .events import DELETE, PUT, Item, ObjectEvent
 from .report import FAILED, INDEXED, SKIPPED, EventOutcome
@@ -100,9 +99,9 @@ class OrderedWrite:
             return {e.point_id: (f"store_unavailable: {exc}", exc) for e in events}
         return {point_id: (reason, None) for point_id, reason in failures.items()}
 
-    def point(self, item: Item, vector: Any, match: Match | None, state: KeyState) -> StoredPoint:
-        """The point of one embedded item: its payload (``imgsim.points``), its duplicate record, and what the
-        stored point carries over (the "has duplicates" mark, "not duplicates" decisions on the same picture)."""
+    def point(self, item: Item, vector: Any, extra: Mapping[str, Any], state: KeyState) -> StoredPoint:
+        """The point of one embedded item: its payload (``imgsim.points``) with ``extra`` (its duplicate
+        signature), and what the stored point carries over ("not duplicates" decisions on the same picture)."""
         event = item.event
         assert item.image is not None  # only decoded items are embedded
         prior = state.points.get(event.point_id, {})
@@ -119,10 +118,7 @@ class OrderedWrite:
             sequencer=sequencer,
             source=event.origin,
         )
-        if match is not None:
-            payload.update({DUPLICATE_OF_FIELD: match.point_id, DUPLICATE_SCORE_FIELD: round(match.score, 4)})
-        if prior.get(HAS_DUPLICATES_FIELD):
-            payload[HAS_DUPLICATES_FIELD] = HAS_DUPLICATES  # its duplicates are re-checked after the write
+        payload.update(extra)
         if prior.get(NOT_DUPLICATES_FIELD) and prior.get("etag") and prior.get("etag") == payload.get("etag"):
             payload[NOT_DUPLICATES_FIELD] = prior[NOT_DUPLICATES_FIELD]  # the same picture: decisions stand
         return StoredPoint(event.point_id, vector, payload)

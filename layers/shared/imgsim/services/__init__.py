@@ -3,11 +3,12 @@ for refusals). The HTTP side (``imgsim.http``, ``functions/search``) parses requ
 maps the errors to statuses; nothing here knows HTTP.
 
 - ``search``: search, compare, health (``imgsim.services.search``)
-- ``images``: get, delete, create an upload (``imgsim.services.images``)
+- ``images``: get, create an upload (``imgsim.services.images``)
+- ``trash``: delete (to the trash), list, restore, empty (``imgsim.services.trash``)
 - ``curation``: duplicate groups, resolving them, recommendations (``imgsim.services.curation``)
 - ``keys``: the API key the deployment expects (``imgsim.services.keys``)
 
-``Services.build`` makes all four from one set of dependencies, each typed by its interface.
+``Services.build`` makes all five from one set of dependencies, each typed by its interface.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .images import ImageService, UploadRequest
 from .keys import ApiKeys
 from .ports import ImageEmbedder, ObjectStorage, PhaseTimer
 from .search import Health, ImageQuery, SearchFilters, SearchRequest, SearchService
+from .trash import TrashService
 
 if TYPE_CHECKING:
     from ..deployment import Layout
@@ -34,6 +36,7 @@ class Services:
     search: SearchService
     images: ImageService
     curation: CurationService
+    trash: TrashService
     keys: ApiKeys
 
     @classmethod
@@ -51,11 +54,14 @@ class Services:
         during a model switch); ``objects``: S3 (``imgsim.objects.S3Objects``); ``read_secret``: an SSM parameter's
         value; ``layout``: the deployment's collections, for health. Nothing is called here: building is free."""
         images = ImageService(settings, store=store, objects=objects)
+        trash = TrashService(settings, store=store, objects=objects, images=images)
         return cls(
             settings=settings,
             search=SearchService(settings, embedder=embedder, store=store, objects=objects, layout=layout),
             images=images,
-            curation=CurationService(settings, embedder=embedder, store=store, objects=objects, images=images),
+            curation=CurationService(settings, embedder=embedder, store=store, objects=objects, images=images,
+                                     trash=trash),
+            trash=trash,
             keys=ApiKeys(settings, read_secret=read_secret),
         )
 
@@ -76,5 +82,6 @@ __all__ = [
     "SearchRequest",
     "SearchService",
     "Services",
+    "TrashService",
     "UploadRequest",
 ]

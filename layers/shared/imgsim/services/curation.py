@@ -1,5 +1,12 @@
-"""Curation: duplicate groups (recorded at indexing, ``imgsim.duplicates``), resolving them, and "more like this"
-recommendations."""
+"""Curation: duplicate groups (``imgsim.duplicates``), resolving them safely, and "more like this" recommendations.
+
+A resolve deletes (to the trash) only images that are duplicates of the one kept *now*: in the same group, or
+with a pair score at or above the threshold; anything else is refused with 409 ``not_a_duplicate`` before
+anything changes. It runs under leases on every image it names (``imgsim.trash.Locks``), so two reviewers
+resolving the same pair with keep and remove swapped never remove both copies: one of them answers 409 ``busy``
+(the other holds a lease) or 409 ``keep_in_trash`` (the other went first). A retried resolve is harmless: images
+it already moved to the trash are reported as ``trashed`` again.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from ..dedupe import DuplicateIndex
-from ..duplicates import PAGE_LIMIT_MAX, DuplicateGroups, record_not_duplicates
-from ..errors import InvalidRequest, NotFound
+from ..dedupe import pair_score
+from ..duplicates import (
+    PAGE_LIMIT_MAX,
+    DuplicateGraph,
+    DuplicateGroups,
+    record_not_duplicates,
+)
+from ..errors import InvalidRequest, KeepInTrash, NotADuplicate, NotFound
 from ..settings import ApiSettings
 from ..store import Record, VectorStore
 from .common import image_url, point_id, result
 from .images import ImageService
 from .ports import ImageEmbedder, ObjectStorage
+from .trash import TrashService
 
 RECOMMEND_MAX_EXAMPLES = 100  # positive or negative examples of one recommendation
 
@@ -69,21 +82,22 @@ class CurationService:
 
     def __init__(self, settings: ApiSettings, *, embedder: Callable[[], ImageEmbedder],
                  store: Callable[[], VectorStore], objects: Callable[[], ObjectStorage],
-                 images: ImageService | None = None) -> None:
-        """``images``: for the rule of which objects may be deleted (made from the same dependencies if None)."""
+                 images: ImageService | None = None, trash: TrashService | None = None) -> None:
+        """``images``: for the rule of which objects may be deleted; ``trash``: where removed images go (both made
+        from the same dependencies if None)."""
         self.settings = settings
         self._embedder = embedder
         self._store = store
         self._objects = objects
         self._images = images or ImageService(settings, store=store, objects=objects)
+        self._trash = trash or TrashService(settings, store=store, objects=objects, images=self._images)
 
     # -- duplicates -----------------------------------------------------------------------------------------
 
     def duplicates(self, query: DuplicatesQuery) -> dict[str, Any]:
         """``{"threshold", "groups", "next_cursor"}``; each member with a presigned URL (the page's thumbnails)."""
         threshold = self.settings.duplicate_threshold if query.threshold is None else query.threshold
-        store = self._store()
-        groups, next_cursor = DuplicateGroups(store, DuplicateIndex(store, self._embedder().dim)).page(
+        groups, next_cursor = DuplicateGroups(self._store()).page(
             threshold=threshold, prefix=query.prefix or None, limit=min(query.limit, PAGE_LIMIT_MAX),
             cursor=point_id(query.cursor) if query.cursor else None,
         )
@@ -97,9 +111,9 @@ class CurationService:
         return {"threshold": threshold, "groups": documents, "next_cursor": next_cursor}
 
     def resolve(self, resolution: Resolution) -> dict[str, Any]:
-        """Delete the removed images' objects (the indexer then removes their points) and remember the pairs that
-        are not duplicates: ``{"keep", "removed": [{"id", "key", "status"}], "not_duplicates"}``. Every id is
-        checked (exists, deletable) before anything changes."""
+        """Move the removed images to the trash and remember the pairs that are not duplicates:
+        ``{"keep", "removed": [{"id", "key", "status": "trashed", "trash_id", "expires_at"}], "not_duplicates"}``.
+        Every id is checked (exists, deletable, a duplicate of the keep) under the leases before anything changes."""
         keep = point_id(resolution.keep)
         remove = [point_id(v) for v in _unique(resolution.remove)]
         apart = [point_id(v) for v in _unique(resolution.not_duplicates)]
@@ -107,20 +121,54 @@ class CurationService:
             raise InvalidRequest("give 'remove' and/or 'not_duplicates' (lists of image ids)")
         if keep in remove or keep in apart or set(remove) & set(apart):
             raise InvalidRequest("an image can only be kept, removed or marked not a duplicate")
-        store = self._store()
-        found = {r.id: r for r in store.retrieve([keep, *remove, *apart])}
-        missing = [i for i in (keep, *remove, *apart) if i not in found]
-        if missing:
-            raise NotFound(f"no indexed image with id {', '.join(missing)}")
-        targets = [(i, *self._images.check_deletable(i, found[i].payload)) for i in remove]
-        objects = self._objects()
-        removed = []
-        for image_id, bucket, key in targets:
-            objects.delete(bucket, key)
-            removed.append({"id": image_id, "key": key, "status": "deleting"})
-        if apart:
-            record_not_duplicates(store, keep, apart)
+        with self._trash.locks().held([keep, *remove, *apart]):
+            store = self._store()
+            found = {r.id: r for r in store.retrieve([keep, *remove, *apart], with_vectors=True)}
+            if keep not in found:
+                if self._already_trashed([keep]):
+                    raise KeepInTrash(f"the image to keep, {keep}, is in the trash: restore it first")
+                raise NotFound(f"no indexed image with id {keep} (the image to keep)")
+            already = self._already_trashed([i for i in remove if i not in found])
+            missing = [i for i in (*remove, *apart) if i not in found and i not in already]
+            if missing:
+                raise NotFound(f"no indexed image with id {', '.join(missing)}")
+            going = [found[i] for i in remove if i in found]
+            for record in going:
+                self._images.check_deletable(record.id, record.payload)
+            self._check_duplicates(found[keep], going)
+            removed = [*already.values(), *self._trash.move(going)]
+            if apart:
+                record_not_duplicates(store, keep, apart)
         return {"keep": keep, "removed": removed, "not_duplicates": apart}
+
+    def _check_duplicates(self, keep: Record, going: list[Record]) -> None:
+        """Each image to remove is in the keep's group, or scores at or above the threshold with it right now."""
+        if not going:
+            return
+        graph = DuplicateGraph(self._store(), self.settings.duplicate_threshold)
+        group = graph.group_of(keep.id)
+        grouped = set(group.ids) if group is not None else set()
+        refused = []
+        for record in going:
+            if record.id in grouped:
+                continue
+            score = pair_score(keep, record)
+            if score is None or score < self.settings.duplicate_threshold:
+                shown = "no signature" if score is None else f"score {score:.3f}"
+                refused.append(f"{record.id} ({shown})")
+        if refused:
+            raise NotADuplicate(
+                f"not a duplicate of {keep.id} (below the duplicate threshold "
+                f"{self.settings.duplicate_threshold} and not in its group): {', '.join(refused)}")
+
+    def _already_trashed(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Images a previous (retried) resolve moved to the trash: reported again, nothing done."""
+        if not ids:
+            return {}
+        entries = self._trash.entries_of(ids)
+        return {image: {"id": image, "bucket": e.payload.get("bucket"), "key": e.payload.get("key"),
+                        "status": "trashed", "trash_id": e.id, "expires_at": e.payload.get("expires_at")}
+                for image, e in entries.items()}
 
     # -- recommend ------------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""One indexed image: its details, deleting it, and uploading a new one (a presigned PUT)."""
+"""One indexed image: its details, the rule of which images may be deleted, and uploading a new one (a presigned
+PUT). Deleting is the trash's (``imgsim.services.trash``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..decode import EXTRA_CONTENT_TYPES, FORMAT_CONTENT_TYPES
+from ..dedupe import INTERNAL_FIELDS
+from ..duplicates import DuplicateGraph
 from ..errors import (
     InvalidRequest,
     NotConfigured,
@@ -58,7 +61,7 @@ class UploadRequest:
 
 
 class ImageService:
-    """Get, delete, upload. The store comes from a callable: the served collection can change (a model switch)."""
+    """Get, upload. The store comes from a callable: the served collection can change (a model switch)."""
 
     def __init__(self, settings: ApiSettings, *, store: Callable[[], VectorStore],
                  objects: Callable[[], ObjectStorage]) -> None:
@@ -74,20 +77,21 @@ class ImageService:
         return parsed, dict(record.payload or {})
 
     def get(self, image_id: str) -> dict[str, Any]:
-        """The stored details (payload), the key of the image it duplicates if any, and a presigned GET URL."""
+        """The stored details (payload, without bookkeeping fields), the image's duplicate group if it is in one,
+        and a presigned GET URL. In a group and not its suggested keep: ``duplicate_of`` (the keep), its key as
+        ``duplicate_key`` and the pair's ``duplicate_score``; the keep: ``duplicates`` (how many others)."""
         parsed, payload = self._payload(image_id)
-        payload.pop("dirs", None)  # an index helper for prefix filters, not information
-        duplicate_of = payload.get("duplicate_of")
-        if duplicate_of:
-            # Recorded at indexing (imgsim.dedupe); the match's key makes it readable ("a duplicate of cats/1.jpg").
-            match = self._store().get(str(duplicate_of))
-            if match is None:  # deleted a moment ago; the indexer is re-checking this image
-                payload.pop("duplicate_of", None)
-                payload.pop("duplicate_score", None)
+        group = DuplicateGraph(self._store(), self.settings.duplicate_threshold).group_of(parsed)
+        shown = {k: v for k, v in payload.items() if k not in INTERNAL_FIELDS}
+        if group is not None:
+            if group.keep.id == parsed:
+                shown["duplicates"] = len(group.members) - 1
             else:
-                payload["duplicate_key"] = match.payload.get("key")
+                score = next(score for record, score in group.members if record.id == parsed)
+                shown.update({"duplicate_of": group.keep.id, "duplicate_key": group.keep.payload.get("key"),
+                              "duplicate_score": round(score, 4)})
         url = image_url(self._objects(), payload, self.settings.url_ttl)
-        return {"id": parsed, **payload, "url": url}
+        return {"id": parsed, **shown, "url": url}
 
     def check_deletable(self, image_id: str, payload: dict[str, Any]) -> tuple[str, str]:
         """The image's bucket and key, when its object is one this deployment manages; else ``NotDeletable``."""
@@ -97,13 +101,6 @@ class ImageService:
         if self.settings.images_bucket and bucket != self.settings.images_bucket:
             raise NotDeletable(f"image {image_id} is in bucket {bucket!r}, which this API does not manage")
         return str(bucket), str(key)
-
-    def delete(self, image_id: str) -> dict[str, Any]:
-        """Delete the S3 object; the indexer removes the point when S3 reports the ObjectRemoved event."""
-        parsed, payload = self._payload(image_id)
-        bucket, key = self.check_deletable(parsed, payload)
-        self._objects().delete(bucket, key)
-        return {"id": parsed, "bucket": bucket, "key": key, "status": "deleting"}
 
     def create_upload(self, request: UploadRequest) -> dict[str, Any]:
         """A presigned PUT the browser sends the file to, and the key and id it will have once indexed."""

@@ -48,6 +48,12 @@ class ObjectStorage(Protocol):
 
     def delete(self, bucket: str, key: str) -> None: ...
 
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        """A server-side copy within the bucket."""
+        ...
+
+    def exists(self, bucket: str, key: str) -> bool: ...
+
 
 class PhaseTimer(Protocol):
     """Where a service reports how long each phase of a request took (the HTTP side's ``Timer``, which turns it

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..dedupe import LINK_ETAGS_FIELD, LINKS_FIELD
 from ..errors import InvalidRequest, NotFound, Unavailable
 from ..scoring import percent_from_score, score_from_cosine
 from ..settings import ApiSettings
@@ -110,21 +111,23 @@ class _Elapsed:
 
 
 def collapse_duplicates(hits: list[SearchHit]) -> tuple[list[SearchHit], dict[str, int]]:
-    """Fold each hit recorded as a duplicate (``duplicate_of``) into the best-ranked hit of its picture: the
-    image it duplicates, or another duplicate of that image. {kept id: how many were folded into it}."""
+    """Fold each hit that is a duplicate of a better-ranked hit (a duplicate link between the two holds, see
+    ``imgsim.dedupe``) into that hit. {kept id: how many were folded into it}."""
     kept: list[SearchHit] = []
-    picture_of: dict[str, str] = {}  # picture (root id) -> the kept hit's id
     folded: dict[str, int] = {}
     for hit in hits:
-        root = str(hit.payload.get("duplicate_of") or hit.id)
-        holder = picture_of.get(root) or picture_of.get(str(hit.id))
+        holder = next((k for k in kept if _linked(hit, k) or _linked(k, hit)), None)
         if holder is not None:
-            folded[holder] = folded.get(holder, 0) + 1
+            folded[holder.id] = folded.get(holder.id, 0) + 1
             continue
         kept.append(hit)
-        picture_of.setdefault(root, str(hit.id))
-        picture_of.setdefault(str(hit.id), str(hit.id))
     return kept, folded
+
+
+def _linked(a: SearchHit, b: SearchHit) -> bool:
+    """``a`` wrote a link to ``b`` as it is now (the same ETag)."""
+    etags = a.payload.get(LINK_ETAGS_FIELD) or {}
+    return b.id in (a.payload.get(LINKS_FIELD) or ()) and (etags.get(b.id) or None) == (b.payload.get("etag") or None)
 
 
 class SearchService:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -141,6 +141,9 @@ class VectorStore(ABC):
     def _delete(self, selector: IdIn | Where) -> None: ...
 
     @abstractmethod
+    def _set_fields(self, where: Where, fields: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
     def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]: ...
 
     @abstractmethod
@@ -196,6 +199,16 @@ class VectorStore(ABC):
             return
         self.ensure_collection()
         self._upsert(points, only_if)
+
+    def set_fields(self, where: Where, fields: Mapping[str, Any]) -> None:
+        """Set these payload fields on the existing points matching ``where`` (other fields are kept; a missing
+        point is never created, unlike a conditional upsert): ``where`` with an id and an unchanged ETag is a
+        compare-and-set on one field group, e.g. an image's duplicate links written after the image."""
+        if not where:
+            raise ValueError("set_fields needs a non-empty filter (it would change every point)")
+        if fields:
+            self.ensure_collection()
+            self._set_fields(where, fields)
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = [str(i) for i in ids]
@@ -305,7 +318,7 @@ class VectorStore(ABC):
         self.close()
 
 
-COMPANION_SUFFIXES = ("_tombstones", "_dedupe")  # collections that belong to a collection (indexing, dedupe)
+COMPANION_SUFFIXES = ("_tombstones", "_trash", "_locks", "_dedupe")  # belong to a collection (indexing, trash; "_dedupe": before issue 19)
 
 
 class Catalog(ABC):

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -283,6 +283,9 @@ class EdgeStore(VectorStore):
             self._update(qe.UpdateOperation.delete_points(list(selector.ids)))
         else:
             self._update(qe.UpdateOperation.delete_points_by_filter(to_filter(selector) or qe.Filter()))
+
+    def _set_fields(self, where: Where, fields: Mapping[str, Any]) -> None:
+        self._update(qe.UpdateOperation.set_payload_by_filter(to_filter(where) or qe.Filter(), dict(fields)))
 
     def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]:
         found = self._read(lambda s: s.retrieve(list(ids), True, with_vectors))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
@@ -211,6 +211,12 @@ class ServerStore(VectorStore):
         )
         self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True,
                                                          ordering=self._ordering))
+
+    def _set_fields(self, where: Where, fields: Mapping[str, Any]) -> None:
+        selector = models.FilterSelector(filter=to_filter(where) or models.Filter())
+        self._call("set_payload", lambda: self._client.set_payload(self.collection, payload=dict(fields),
+                                                                     points=selector, wait=True,
+                                                                     ordering=self._ordering))
 
     def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]:
         found = self._call(

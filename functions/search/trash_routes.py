@@ -1,0 +1,38 @@
+"""GET /trash, POST /trash/{id}/restore: images deleted through imgsim, restorable for IMGSIM_TRASH_DAYS
+(imgsim.services.trash does the work)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.metrics import MetricUnit
+from imgsim.http.auth import protected
+from imgsim.http.responses import json_response
+from imgsim.services import Services
+
+metrics = Metrics()
+
+TRASH_LIMIT = Annotated[int, Query(ge=1, le=100, description="Entries per page, 1-100")]
+CURSOR = Annotated[str | None, Query(max_length=16, description="next_cursor of the previous page")]
+
+
+def request_bodies() -> dict[tuple[str, str], dict[str, Any]]:
+    return {}
+
+
+def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
+    @app.get("/trash", **protected(services), tags=["trash"],
+             summary="Images deleted through imgsim, newest first, with when they go for good; paged by cursor")
+    def list_trash(limit: TRASH_LIMIT = 50, cursor: CURSOR = None):
+        return json_response(200, services().trash.list(limit=limit, cursor=cursor))
+
+    @app.post("/trash/<id>/restore", **protected(services), tags=["trash"],
+              summary="Bring a trashed image back: its object, its point and its duplicate links")
+    def restore_from_trash(id: str):
+        result = services().trash.restore(id)
+        metrics.add_metric(name="ImagesRestored", unit=MetricUnit.Count, value=1)
+        return json_response(200, result)
