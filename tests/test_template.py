@@ -336,6 +336,7 @@ def test_every_search_route_is_in_the_http_api(resources):
         ("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{id}"),
         ("DELETE", "/images/{id}"), ("GET", "/health"), ("GET", "/"), ("GET", "/openapi.json"),
         ("GET", "/duplicates"), ("POST", "/duplicates/resolve"), ("POST", "/recommend"),
+        ("GET", "/trash"), ("POST", "/trash/{id}/restore"),
     }
     assert template_routes == contract
     handler_routes = _handler_routes()
@@ -393,8 +394,15 @@ def test_versioning_is_a_parameter_and_old_versions_expire(template, resources):
     assert template["Parameters"]["BucketVersioning"]["AllowedValues"] == ["Enabled", "Suspended"]
     bucket = resources["ImagesBucket"]["Properties"]
     assert bucket["VersioningConfiguration"] == {"Status": {"Ref": "BucketVersioning"}}
-    rule = bucket["LifecycleConfiguration"]["Fn::If"][1]["Rules"][0]
+    trash, versions = bucket["LifecycleConfiguration"]["Rules"]
+    # The trash (imgsim.trash) always expires after TrashDays; old versions only with versioning on.
+    assert trash["Prefix"] == ".trash/" and trash["ExpirationInDays"] == {"Ref": "TrashDays"}
+    assert trash["Status"] == "Enabled" and template["Parameters"]["TrashDays"]["Default"] == 30
+    condition, rule, otherwise = versions["Fn::If"]
+    assert condition == "VersioningEnabled" and otherwise == {"Ref": "AWS::NoValue"}
     assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "NoncurrentVersionDays"}}
+    env = resources["SearchFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["IMGSIM_TRASH_DAYS"] == {"Ref": "TrashDays"}
     # Delete markers reach the indexer: the bucket notifies every ObjectRemoved event.
     events = {c["Event"] for c in bucket["NotificationConfiguration"]["QueueConfigurations"]}
     assert "s3:ObjectRemoved:*" in events

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "migrate": "copy the embedded index to a Qdrant server, or back",
     "backfill": "index existing S3 objects (s3://bucket/prefix)",
     "duplicates": "list and resolve groups of duplicate images",
+    "delete": "move indexed images to the trash (by id or key)",
+    "trash": "list, restore or empty the trash (deleted images, kept IMGSIM_TRASH_DAYS)",
     "reindex": "build a model's collection from the bucket, then switch to it (--model NAME)",
     "serve": "run the whole stack on this machine (local S3, queue, API, web page)",
 }

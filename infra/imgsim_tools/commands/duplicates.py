@@ -1,15 +1,17 @@
 """List and resolve groups of duplicate images (copies, crops, mirrors, edits of one picture).
 
-Groups come from what the indexer recorded at upload (``duplicate_of``, see imgsim.dedupe). On a collection
-indexed before that existed (no point has a record), or with ``--rescan``, groups are computed here from the
-stored search vectors instead: each image's nearest neighbours at the raw-cosine threshold calibrated for
-the same false-pair rate (``RAW_THRESHOLD``; lower recall than the indexer's grey signatures, which need the
-pixels), grouped around the image to keep so that no group chains unrelated images.
+Groups are read from the duplicate links the indexer writes (``imgsim.dedupe``; the rule in
+``imgsim.duplicates``): the same as ``GET /duplicates``. On a collection indexed before links existed (no
+point has one), or with ``--rescan``, groups are computed here from the stored search vectors instead: each
+image's nearest neighbours at the raw-cosine threshold calibrated for the same false-pair rate
+(``RAW_THRESHOLD``; lower recall than the indexer's grey signatures, which need the pixels), grouped around the
+image to keep so that no group chains unrelated images.
 
     imgsim duplicates [--threshold T] [--prefix P] [--json | --csv] [--rescan]
     imgsim duplicates --resolve --keep ID [--remove ID ...] [--not-duplicates ID ...] [--yes]
 
-Removing deletes the S3 objects (the indexer then removes the points): a dry run unless ``--yes``.
+Removing moves the images to the trash (``imgsim trash``; restorable for IMGSIM_TRASH_DAYS): a dry run unless
+``--yes``. Only duplicates of the image kept are removed (the server's check, ``imgsim.services.curation``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute groups from the stored vectors instead of the indexer's records")
     parser.add_argument("--resolve", action="store_true", help="resolve one group (with --keep)")
     parser.add_argument("--keep", metavar="ID", help="--resolve: the image to keep")
-    parser.add_argument("--remove", nargs="+", default=[], metavar="ID", help="--resolve: delete these images")
+    parser.add_argument("--remove", nargs="+", default=[], metavar="ID",
+                        help="--resolve: move these duplicates of --keep to the trash")
     parser.add_argument("--not-duplicates", nargs="+", default=[], metavar="ID",
                         help="--resolve: these are not duplicates of --keep (never grouped again)")
-    parser.add_argument("--yes", action="store_true", help="--resolve: really delete (default: a dry run)")
+    parser.add_argument("--yes", action="store_true", help="--resolve: really move them (default: a dry run)")
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
@@ -63,23 +66,22 @@ def run(args: argparse.Namespace, session: Session) -> int:
 
 
 def list_groups(args: argparse.Namespace, session: Session) -> int:
-    from imgsim.dedupe import DuplicateIndex
-    from imgsim.duplicates import HAS_DUPLICATES, HAS_DUPLICATES_FIELD, DuplicateGroups
-    from imgsim.store import FieldEquals, Where
+    from imgsim.dedupe import SIG_FIELD
+    from imgsim.duplicates import DuplicateGroups
+    from imgsim.store import FieldMissing, Where
 
     store = session.served_store()
-    recorded = store.count(Where(must=(FieldEquals(HAS_DUPLICATES_FIELD, HAS_DUPLICATES),)))
+    recorded = store.count(Where(must_not=(FieldMissing(SIG_FIELD),)))
     if args.rescan or not recorded:
         if not args.rescan:
-            print("imgsim duplicates: no duplicates recorded by the indexer here; grouping by the stored vectors "
-                  "(run `imgsim backfill --force` to record the indexer's)", file=sys.stderr)
+            print("imgsim duplicates: no image here has a duplicate signature; grouping by the stored vectors "
+                  "(run `imgsim backfill --force` to record signatures)", file=sys.stderr)
         threshold = RAW_THRESHOLD if args.threshold is None else args.threshold
         groups = rescan(store, threshold, args.prefix)
     else:
         configured = session.app_settings.index.duplicate_check or DEFAULT_DUPLICATE_THRESHOLD
         threshold = args.threshold if args.threshold is not None else configured
-        index = DuplicateIndex(store, session.served_embedder().dim)
-        groups = [g.as_json() for g in DuplicateGroups(store, index).all(threshold=threshold, prefix=args.prefix)]
+        groups = [g.as_json() for g in DuplicateGroups(store).all(threshold=threshold, prefix=args.prefix)]
     write(groups, threshold, args)
     return EXIT_OK
 
@@ -151,8 +153,8 @@ def resolve(args: argparse.Namespace, session: Session) -> int:
         for point_id in args.remove:
             record = records.get(point_id)
             key = record.payload.get("key") if record else "(not indexed)"
-            print(f"would delete {key} ({point_id})")
-        print("dry run: nothing deleted; add --yes to delete", file=sys.stderr)
+            print(f"would move to the trash: {key} ({point_id})")
+        print("dry run: nothing moved; add --yes to move them to the trash", file=sys.stderr)
         remove: list[str] = []
     else:
         remove = list(args.remove)
@@ -167,7 +169,8 @@ def resolve(args: argparse.Namespace, session: Session) -> int:
         print(f"imgsim duplicates: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, InvalidRequest) else EXIT_FAILURE
     for item in result["removed"]:
-        print(f"deleted {item['key']} ({item['id']}); the indexer removes it from the index")
+        print(f"moved to the trash: {item['key']} ({item['id']}); restore with `imgsim trash restore "
+              f"{item['trash_id']}` until {item['expires_at']}")
     for point_id in result["not_duplicates"]:
         print(f"not a duplicate of {result['keep']}: {point_id}")
     return EXIT_OK

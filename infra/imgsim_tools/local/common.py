@@ -81,6 +81,8 @@ LOCAL_VARIABLES = ("AWS_ENDPOINT_URL", "IMAGES_BUCKET", "QDRANT_URL", "QDRANT_AP
                    "POWERTOOLS_SERVICE_NAME")
 # How often `imgsim serve` checks whether the embedded index needs a background build.
 INDEX_CHECK_SECONDS = 10
+# How often it deletes trash entries past IMGSIM_TRASH_DAYS (S3's lifecycle rule does it on AWS).
+TRASH_CHECK_SECONDS = 3600
 
 
 class StackError(Exception):

@@ -69,6 +69,7 @@ from .common import (
     SEARCH_HANDLER,
     SETTINGS,
     TEMPLATE,
+    TRASH_CHECK_SECONDS,
     StackError,
     StackStopping,
     log,
@@ -188,6 +189,7 @@ class LocalStack:
             self._catch_up()
             self._start_poller()
             self._spawn("index-builder", self._index_builder)
+            self._spawn("trash-expiry", self._trash_expiry)
         except BaseException:
             api_socket.close()
             raise
@@ -449,20 +451,32 @@ class LocalStack:
         def done(ok: bool, message: str) -> None:
             (log.info if ok else log.warning)("search index: %s", message)
 
-        from imgsim.dedupe import signature_store
-
         while not self._stopping.is_set():
-            # The collection, and the duplicate signatures beside it (six vectors per image, searched at
-            # every upload): each gets its HNSW index past the threshold.
-            for target in (store, signature_store(store, store.dim)):
-                try:
-                    pending = target.unindexed_count()
-                    if pending >= threshold and target.build_index_in_background(done) is not None:
-                        log.info("search index of %s: building for %d new points in the background",
-                                 target.collection, pending)
-                except ImgsimError as exc:
-                    log.warning("search index check failed: %s", exc)
+            try:
+                pending = store.unindexed_count()
+                if pending >= threshold and store.build_index_in_background(done) is not None:
+                    log.info("search index of %s: building for %d new points in the background",
+                             store.collection, pending)
+            except ImgsimError as exc:
+                log.warning("search index check failed: %s", exc)
             self._stopping.wait(INDEX_CHECK_SECONDS)
+
+    def _trash_expiry(self) -> None:
+        """What the bucket's lifecycle rule does on AWS (template.yaml): trash entries past IMGSIM_TRASH_DAYS go, their
+        objects too. Checked at start and then hourly (the period is counted in days)."""
+        from imgsim.objects import S3Objects
+        from imgsim.services import TrashService
+
+        root = self._require_root()
+        trash = TrashService(root.settings.api, store=root.store, objects=lambda: S3Objects(root.s3))
+        while not self._stopping.is_set():
+            try:
+                gone = trash.purge_expired()
+                if gone:
+                    log.info("trash: %d entries past %d days deleted for good", gone, root.settings.api.trash_days)
+            except ImgsimError as exc:
+                log.warning("trash expiry failed: %s", exc)
+            self._stopping.wait(TRASH_CHECK_SECONDS)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
