@@ -4,15 +4,41 @@
 - ``server``: ``ServerStore`` on qdrant-client's in-memory mode, the stand-in for a Qdrant
   server's API (the same client calls and models as the REST transport; the REST path
   itself is exercised against a stub HTTP server in tests/store/test_server_errors.py).
+  One call at a time (``serialized``), as a server applies each request whole: the in-memory
+  mode itself is not thread-safe (two threads inserting new points at once fail with an
+  IndexError inside it), and the concurrency tests run threads against it.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
+from typing import Any
 
 from imgsim.store import Catalog, StorageOptions, VectorStore
 
 BACKENDS = ("edge", "server")
+
+
+class serialized:  # noqa: N801 - reads as a wrapper
+    """A client whose calls run one at a time (see the module docstring)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return call
 
 
 def make_store(
@@ -28,7 +54,7 @@ def make_store(
         from qdrant_client import QdrantClient
 
         return ServerStore(
-            QdrantClient(location=":memory:"), collection, dim=dim, options=options, retries=retries,
+            serialized(QdrantClient(location=":memory:")), collection, dim=dim, options=options, retries=retries,
             where="qdrant-client in-memory",
         )
     raise ValueError(kind)

@@ -119,14 +119,31 @@ def test_duplicate_groups_page_by_cursor_with_the_documented_shape(app, library)
     assert 0.79 <= image["duplicate_score"] <= 1
 
 
-def test_resolve_removes_objects_and_remembers_not_duplicates(app, library):
+def test_resolve_moves_to_the_trash_restores_and_remembers_not_duplicates(app, library):
     keep, grey, mirror = (library[f"resolve/{k}"] for k in ("original.jpg", "grey.png", "mirror.jpg"))
+    other = library["other/cat.jpg"]
+    status, refused = call(app, "POST", "/duplicates/resolve", body={"keep": keep, "remove": [grey, other]})
+    assert status == 409 and refused["error"]["code"] == "not_a_duplicate" and other in refused["error"]["message"]
     status, body = call(app, "POST", "/duplicates/resolve",
                         body={"keep": keep, "remove": [grey], "not_duplicates": [mirror]})
-    assert status == 200 and body["removed"] == [{"id": grey, "key": "resolve/grey.png", "status": "deleting"}]
+    assert status == 200 and [(r["id"], r["key"], r["status"]) for r in body["removed"]] == [
+        (grey, "resolve/grey.png", "trashed")]
     assert body["not_duplicates"] == [mirror]
-    with pytest.raises(boto3.client("s3").exceptions.ClientError):
-        boto3.client("s3").head_object(Bucket=BUCKET, Key="resolve/grey.png")
+    s3 = boto3.client("s3")
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket=BUCKET, Key="resolve/grey.png")
+    assert call(app, "GET", f"/images/{grey}")[0] == 404  # out of search and the groups at once
+    status, trash = call(app, "GET", "/trash")
+    (entry,) = [i for i in trash["items"] if i["image_id"] == grey]
+    assert status == 200 and trash["trash_days"] == 30 and entry["id"] == body["removed"][0]["trash_id"]
+    assert entry["key"] == "resolve/grey.png" and entry["url"] and entry["expires_at"] > entry["trashed_at"]
+    # Undo: the object, the point and its group come back.
+    status, restored = call(app, "POST", f"/trash/{entry['id']}/restore")
+    assert status == 200 and restored == {"id": grey, "bucket": BUCKET, "key": "resolve/grey.png", "status": "restored"}
+    assert s3.head_object(Bucket=BUCKET, Key="resolve/grey.png")["ContentLength"] > 0
+    assert call(app, "GET", f"/images/{grey}")[1]["duplicate_of"] == keep
+    assert call(app, "POST", f"/trash/{entry['id']}/restore")[0] == 404
+    assert all(i["image_id"] != grey for i in call(app, "GET", "/trash")[1]["items"])
     # The pair marked "not duplicates" is never listed together again.
     status, page = call(app, "GET", "/duplicates", query={"prefix": "resolve/", "threshold": "0"})
     assert all(not {keep, mirror} <= {m["id"] for m in g["members"]} for g in page["groups"])

@@ -1,29 +1,38 @@
-"""Duplicates at upload (imgsim.dedupe through the pipeline), on both store backends: an indexed image records
-its best existing match above the threshold; the record follows deletes and replacements of that match."""
+"""Duplicates through the pipeline with the real model, on both store backends: copies, mirrors, grey and crops
+group with their original and look-alikes do not; groups follow deletes and replacements; the keep rule, paging,
+"not duplicates" decisions; and the groups of a labelled set are the same partition whatever the order, batching
+and concurrency it was indexed in, and after images are deleted and come back (a property-based test)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from imgsim import dedupe
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from imgsim import signature
+from imgsim.dedupe import DEFAULT_DUPLICATE_THRESHOLD, LINKS_FIELD, SIG_FIELD
+from imgsim.duplicates import DuplicateGraph, DuplicateGroups, record_not_duplicates
 from imgsim.ids import point_id_for_object
-from imgsim.pipeline import build
+from imgsim.pipeline import DELETE, build, file_event
 from imgsim.settings import IndexSettings
 from PIL import Image, ImageOps
+from store_backends import make_store
 from test_indexing import BUCKET, s3_body
 
 LABELS = json.loads((Path(__file__).resolve().parent / "data" / "duplicate_labels.json").read_text())
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos"
+OPTIONS = IndexSettings(fetch_concurrency=4, duplicate_threshold=DEFAULT_DUPLICATE_THRESHOLD)
 
 
 @pytest.fixture
 def indexer(backend_store, embedder, moto_s3):
-    return build(store=backend_store, embedder=embedder, s3=moto_s3,
-                 options=IndexSettings(fetch_concurrency=4, duplicate_threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD))
+    return build(store=backend_store, embedder=embedder, s3=moto_s3, options=OPTIONS)
 
 
 def jpeg(img: Image.Image) -> bytes:
@@ -40,78 +49,72 @@ def put(moto_s3, indexer, *objects: tuple[str, bytes]):
     return indexer.process_messages(messages)
 
 
-def record(backend_store, key: str) -> dict:
-    found = backend_store.get(point_id_for_object(BUCKET, key))
-    assert found is not None, key
-    return found.payload
+def groups_by_key(store) -> set[frozenset[str]]:
+    return {frozenset(r.payload["key"] for r, _ in g.members)
+            for g in DuplicateGroups(store).all(threshold=DEFAULT_DUPLICATE_THRESHOLD)}
 
 
-def test_copies_mirrors_grey_and_crops_are_recorded_as_duplicates_look_alikes_are_not(backend_store, indexer, moto_s3):
+def test_copies_mirrors_grey_and_crops_group_with_their_original_look_alikes_do_not(backend_store, indexer, moto_s3):
     original = Image.open(PHOTOS / "photo_00100.jpg").convert("RGB")
     w, h = original.size
     report = put(moto_s3, indexer, ("photos/original.jpg", jpeg(original)))
-    assert report.duplicates == 0 and "duplicate_of" not in record(backend_store, "photos/original.jpg")
+    assert report.duplicates == 0 and groups_by_key(backend_store) == set()
+    assert signature.decode(backend_store.get(point_id_for_object(BUCKET, "photos/original.jpg")).payload[SIG_FIELD])
     variants = {
         "photos/mirror.jpg": ImageOps.mirror(original),
         "photos/grey.jpg": original.convert("L"),
         "photos/crop.jpg": original.crop((0, 0, int(w * 0.8), int(h * 0.8))),
     }
     report = put(moto_s3, indexer, *((key, jpeg(img)) for key, img in variants.items()))
-    assert report.duplicates == 3
-    original_id = point_id_for_object(BUCKET, "photos/original.jpg")
-    for key in variants:
-        payload = record(backend_store, key)
-        # The first duplicate names the original; the later ones name the original or an earlier copy of it.
-        assert payload["duplicate_of"] in {original_id, *(point_id_for_object(BUCKET, k) for k in variants)}
-        assert dedupe.DEFAULT_DUPLICATE_THRESHOLD <= payload["duplicate_score"] <= 1.0
+    assert report.duplicates >= 3  # each found the original (and maybe each other)
+    assert groups_by_key(backend_store) == {frozenset({"photos/original.jpg", *variants})}
+    (group,) = DuplicateGroups(backend_store).all(threshold=DEFAULT_DUPLICATE_THRESHOLD)
+    assert group.keep.payload["key"] == "photos/original.jpg"
+    assert all(DEFAULT_DUPLICATE_THRESHOLD <= score <= 1.0 for _, score in group.members)
     a, b = LABELS["lookalike_pairs"][0]
-    report = put(moto_s3, indexer, ("photos/look-a.jpg", (PHOTOS / a).read_bytes()),
-                 ("photos/look-b.jpg", (PHOTOS / b).read_bytes()))
-    assert "duplicate_of" not in record(backend_store, "photos/look-b.jpg")
-    assert "duplicate_of" not in record(backend_store, "photos/look-a.jpg")
+    put(moto_s3, indexer, ("photos/look-a.jpg", (PHOTOS / a).read_bytes()),
+        ("photos/look-b.jpg", (PHOTOS / b).read_bytes()))
+    assert groups_by_key(backend_store) == {frozenset({"photos/original.jpg", *variants})}
 
 
-def test_the_record_follows_deletes_and_replacements_of_the_match(backend_store, indexer, moto_s3):
+def test_groups_follow_deletes_and_replacements(backend_store, indexer, moto_s3):
     original = Image.open(PHOTOS / "photo_00300.jpg").convert("RGB")
     put(moto_s3, indexer, ("photos/a.jpg", jpeg(original)))
     put(moto_s3, indexer, ("photos/b.jpg", jpeg(ImageOps.mirror(original))))
-    a_id = point_id_for_object(BUCKET, "photos/a.jpg")
-    assert record(backend_store, "photos/b.jpg")["duplicate_of"] == a_id
+    assert groups_by_key(backend_store) == {frozenset({"photos/a.jpg", "photos/b.jpg"})}
 
-    # a.jpg now holds another picture: b.jpg is no longer anybody's duplicate.
+    # a.jpg now holds another picture: the pair is gone (b's link named a's old content).
     put(moto_s3, indexer, ("photos/a.jpg", (PHOTOS / "photo_01400.jpg").read_bytes()))
-    assert "duplicate_of" not in record(backend_store, "photos/b.jpg")
+    assert groups_by_key(backend_store) == set()
 
-    # c.jpg is b's copy; deleting b removes c's record (no other match), and b's signature with it.
-    put(moto_s3, indexer, ("photos/c.jpg", jpeg(ImageOps.mirror(original))))
-    assert record(backend_store, "photos/c.jpg")["duplicate_of"] == point_id_for_object(BUCKET, "photos/b.jpg")
+    # c.jpg is b's copy; deleting b leaves c alone; b coming back (the same object) regroups them.
+    put(moto_s3, indexer, ("photos/c.jpg", jpeg(original)))
+    assert groups_by_key(backend_store) == {frozenset({"photos/b.jpg", "photos/c.jpg"})}
+    b_bytes = jpeg(ImageOps.mirror(original))
     moto_s3.delete_object(Bucket=BUCKET, Key="photos/b.jpg")
-    indexer.process_messages([("d1", s3_body("photos/b.jpg", "delete"))])
-    assert "duplicate_of" not in record(backend_store, "photos/c.jpg")
-    companion = backend_store.companion(dedupe.DEDUPE_SUFFIX, dim=backend_store.dim)
-    b_id = point_id_for_object(BUCKET, "photos/b.jpg")
-    assert companion.retrieve(dedupe.companion_ids([b_id])) == []
-    assert len(companion.retrieve(dedupe.companion_ids([point_id_for_object(BUCKET, "photos/c.jpg")]))) == 6
+    indexer.process_messages([("d1", s3_body("photos/b.jpg", "delete", sequencer="FF"))])
+    assert groups_by_key(backend_store) == set()
+    assert LINKS_FIELD not in backend_store.get(point_id_for_object(BUCKET, "photos/a.jpg")).payload
+    moto_s3.put_object(Bucket=BUCKET, Key="photos/b.jpg", Body=b_bytes)
+    indexer.process_messages([("p2", s3_body("photos/b.jpg", size=len(b_bytes), sequencer="FFF"))])
+    assert groups_by_key(backend_store) == {frozenset({"photos/b.jpg", "photos/c.jpg"})}
 
 
 def test_signature_shapes_and_symmetric_score(embedder):
-    pixels = np.asarray(Image.open(PHOTOS / "photo_00010.jpg").convert("RGB"))
-    mirrored = np.ascontiguousarray(pixels[:, ::-1])
-    a, b = dedupe.signatures(embedder, [pixels, mirrored])
-    assert a.full.shape == (embedder.dim,) and a.crops.shape == (5, embedder.dim)
-    assert dedupe.pair_score(a, b) == dedupe.pair_score(b, a) > 0.99
-    tensors = dedupe.signature_tensors(pixels, embedder.spec.input_size, embedder.spec.input_range)
-    assert len(tensors) == 7 and all(t.shape == (*embedder.spec.input_size, 3) for t in tensors)
-    assert all((t[..., 0] == t[..., 2]).all() and 0 <= t.min() <= t.max() <= 1 for t in tensors)  # grey, in range
-    np.testing.assert_array_equal(tensors[1], tensors[0][:, ::-1])  # the mirror
-    boxes = dedupe.crop_boxes(100, 200)
-    assert len(boxes) == 5 and all(0 <= t < b <= 100 and 0 <= lo < r <= 200 for t, b, lo, r in boxes)
+    pixels = [np.asarray(Image.open(PHOTOS / f"photo_{i:05d}.jpg").convert("RGB")) for i in (10, 11, 700)]
+    mirrored = np.ascontiguousarray(pixels[0][:, ::-1])
+    a, b, c, d = signature.compute(embedder, [pixels[0], mirrored, pixels[1], pixels[2]])
+    assert signature.score(a, b) == pytest.approx(signature.score(b, a)) and signature.score(a, b) > 0.99
+    for x, y in ((a, c), (c, d), (a, d)):
+        assert signature.score(x, y) == pytest.approx(signature.score(y, x), abs=1e-6)
+    np.testing.assert_allclose(signature.score_many(a, [b, c, d]), [signature.score(a, o) for o in (b, c, d)],
+                               atol=1e-6)
+    back = signature.decode(signature.encode(a))
+    assert back is not None and signature.score(back, a) == pytest.approx(signature.score(a, a), abs=0.02)
 
 
 def test_groups_keep_rule_pages_and_not_duplicates_decisions(backend_store, indexer, moto_s3):
-    from imgsim.duplicates import DuplicateGroups, record_not_duplicates
-
-    groups_api = DuplicateGroups(backend_store, indexer.duplicates.index)
+    groups_api = DuplicateGroups(backend_store)
     originals = {name: Image.open(PHOTOS / name).convert("RGB") for name in ("photo_00100.jpg", "photo_00700.jpg",
                                                                               "photo_01300.jpg")}
     for n, (name, img) in enumerate(originals.items()):
@@ -119,42 +122,125 @@ def test_groups_keep_rule_pages_and_not_duplicates_decisions(backend_store, inde
         put(moto_s3, indexer, (f"g{n}/original.jpg", jpeg(img)))
         put(moto_s3, indexer, (f"g{n}/small-mirror.jpg", jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5)))),
             (f"g{n}/small-grey.jpg", jpeg(img.convert("L").resize((w * 7 // 10, h * 7 // 10)))))
-    first, cursor = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, limit=2)
+    first, cursor = groups_api.page(threshold=DEFAULT_DUPLICATE_THRESHOLD, limit=2)
     assert len(first) == 2 and cursor is not None
-    rest, end = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, limit=2, cursor=cursor)
+    rest, end = groups_api.page(threshold=DEFAULT_DUPLICATE_THRESHOLD, limit=2, cursor=cursor)
     assert len(rest) == 1 and end is None
     groups = first + rest
-    assert len({g.keep.id for g in groups}) == 3
+    assert len({g.keep.id for g in groups}) == 3  # each group once over the pages
     for group in groups:
         doc = group.as_json()
         folder = doc["members"][0]["key"].split("/")[0]
-        # The kept one: the most pixels (the original); members score against it, in [0, 1].
+        # The kept one: the best copy (the original); members score against it, in [0, 1].
         assert doc["members"][0] == {**doc["members"][0], "key": f"{folder}/original.jpg", "score": 1.0}
         assert sorted(m["key"] for m in doc["members"][1:]) == [f"{folder}/small-grey.jpg", f"{folder}/small-mirror.jpg"]
-        assert all(dedupe.DEFAULT_DUPLICATE_THRESHOLD <= m["score"] <= 1.0 for m in doc["members"])
+        assert all(DEFAULT_DUPLICATE_THRESHOLD <= m["score"] <= 1.0 for m in doc["members"])
         assert set(doc["members"][0]) == {"id", "key", "score", "width", "height", "size", "indexed_at"}
     # A prefix keeps one folder's group; a threshold above every score keeps none.
-    only, _ = groups_api.page(threshold=dedupe.DEFAULT_DUPLICATE_THRESHOLD, prefix="g1/")
+    only, _ = groups_api.page(threshold=DEFAULT_DUPLICATE_THRESHOLD, prefix="g1/")
     assert [g.members[0][0].payload["key"] for g in only] == ["g1/original.jpg"]
     assert groups_api.page(threshold=1.01)[0] == []
 
     # "Not duplicates": the pair leaves the group, and re-indexing the same picture does not bring it back.
     keep = point_id_for_object(BUCKET, "g0/original.jpg")
     mirror_id = point_id_for_object(BUCKET, "g0/small-mirror.jpg")
+    grey_id = point_id_for_object(BUCKET, "g0/small-grey.jpg")
     record_not_duplicates(backend_store, keep, [mirror_id])
-    group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
-    assert mirror_id not in {r.id for r, _ in group.members}
-    etag = record(backend_store, "g0/small-mirror.jpg")["etag"]
+    group = DuplicateGraph(backend_store, DEFAULT_DUPLICATE_THRESHOLD).group_of(keep)
+    assert group is not None and mirror_id not in group.ids and grey_id in group.ids
+    etag = backend_store.get(mirror_id).payload["etag"]
     indexer.process_messages([("again", s3_body("g0/small-mirror.jpg", size=10, etag=etag))])
-    assert record(backend_store, "g0/small-mirror.jpg").get("duplicate_of") != keep
-    group = next(g for g in groups_api.all(threshold=0.0) if g.keep.id == keep)
-    assert mirror_id not in {r.id for r, _ in group.members}
+    group = DuplicateGraph(backend_store, DEFAULT_DUPLICATE_THRESHOLD).group_of(keep)
+    assert group is not None and mirror_id not in group.ids
 
 
-def test_many_at_once_equals_one_by_one(embedder):
-    pixels = [np.asarray(Image.open(PHOTOS / f"photo_{i:05d}.jpg").convert("RGB")) for i in (10, 11, 700, 1300)]
-    sigs = dedupe.signatures(embedder, pixels)
-    many = dedupe.one_way_many(sigs[0], sigs[1:])
-    one = [dedupe.one_way(sigs[0], s.full, s.crops) for s in sigs[1:]]
-    np.testing.assert_allclose(many, one, atol=1e-5)
-    assert dedupe.one_way_many(sigs[0], []).shape == (0,)
+# -- groups are a partition, independent of arrival ------------------------------------------------------------------
+
+_GROUPS = [g for g in LABELS["duplicate_groups"] if len(g) > 2][:2] + [g for g in LABELS["duplicate_groups"]
+                                                                         if len(g) == 2][:4]
+_USED = {name for group in _GROUPS for name in group}
+_LOOKALIKES = [p for p in LABELS["lookalike_pairs"] if not set(p) & _USED][:4]
+PROPERTY_SET = sorted(_USED | {name for pair in _LOOKALIKES for name in pair} | {"photo_00050.jpg"})
+
+
+def index_in(store, embedder, folder: Path, batches: list[list[str]], *, concurrent: bool) -> None:
+    """Index ``batches`` of the photos in ``folder`` as local files: one after the other, or (``concurrent``) the
+    batches split between two pipelines running at once (two invocations)."""
+    pipelines = [build(store=store, embedder=embedder, options=OPTIONS) for _ in range(2 if concurrent else 1)]
+
+    def run(pipeline, mine: list[list[str]]) -> None:
+        for batch in mine:
+            report = pipeline.process_events([file_event(folder / name) for name in batch])
+            assert not report.failed_message_ids
+
+    if not concurrent:
+        run(pipelines[0], batches)
+        return
+    threads = [threading.Thread(target=run, args=(p, batches[n::2])) for n, p in enumerate(pipelines)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def partition(store) -> set[frozenset[str]]:
+    return {frozenset(Path(r.payload["key"]).name for r, _ in g.members)
+            for g in DuplicateGroups(store).all(threshold=DEFAULT_DUPLICATE_THRESHOLD)}
+
+
+@pytest.fixture(scope="module")
+def property_photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    for name in PROPERTY_SET:
+        (folder / name).write_bytes((PHOTOS / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(embedder, property_photos, tmp_path_factory):
+    """The groups of the set indexed in name order, one batch, on each backend."""
+    found = {}
+    for backend in ("edge", "server"):
+        store = make_store(backend, tmp_path_factory.mktemp(f"reference-{backend}"), embedder.dim)
+        index_in(store, embedder, property_photos, [PROPERTY_SET], concurrent=False)
+        found[backend] = partition(store)
+        store.close()
+    assert found["edge"] == found["server"]
+    return found["edge"]
+
+
+def test_the_reference_partition_holds_the_labelled_groups(reference):
+    grouped = [name for group in reference for name in group]
+    assert len(grouped) == len(set(grouped))  # a partition: every image in at most one group
+    assert len(reference) >= 4 and {frozenset(g) for g in _GROUPS if len(g) == 2} & reference
+    assert not {frozenset(p) for p in _LOOKALIKES} & reference and "photo_00050.jpg" not in set(grouped)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(PROPERTY_SET), cuts=st.lists(st.integers(1, 7), min_size=1, max_size=8),
+       concurrent=st.booleans(), leaving=st.sets(st.sampled_from(PROPERTY_SET), max_size=5))
+def test_groups_are_the_same_partition_in_any_order_batching_and_concurrency(
+        backend, embedder, property_photos, reference, tmp_path_factory, order, cuts, concurrent, leaving):
+    batches: list[list[str]] = []
+    rest = list(order)
+    for n in range(10**6):
+        if not rest:
+            break
+        size = cuts[n % len(cuts)]
+        batches.append(rest[:size])
+        rest = rest[size:]
+    store = make_store(backend, tmp_path_factory.mktemp("order"), embedder.dim)
+    try:
+        index_in(store, embedder, property_photos, batches, concurrent=concurrent)
+        assert partition(store) == reference
+        # Some images are deleted (their groups change at once) and come back: the same groups again.
+        if leaving:
+            pipeline = build(store=store, embedder=embedder, options=OPTIONS)
+            deletes = [dataclasses.replace(file_event(property_photos / name), action=DELETE,
+                                           event_name="ObjectRemoved:File") for name in sorted(leaving)]
+            pipeline.process_events(deletes)
+            assert not {name for group in partition(store) for name in group} & leaving
+            index_in(store, embedder, property_photos, [sorted(leaving)], concurrent=False)
+            assert partition(store) == reference
+    finally:
+        store.close()

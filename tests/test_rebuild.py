@@ -85,7 +85,7 @@ def test_a_deleted_collection_is_rebuilt_exactly_from_the_bucket(s3, functions, 
     assert run(root, parse(f"s3://{BUCKET}")) == 0
     before = snapshot(root)
     assert len(before) == len(keys)
-    assert any(payload.get("duplicate_of") for payload, _ in before.values())
+    assert any(payload.get("dup_links") for payload, _ in before.values())  # the copy and p0 linked
 
     # The collection is lost (deleted, or corrupted and dropped), companions included.
     layout = root.layout()

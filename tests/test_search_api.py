@@ -480,7 +480,7 @@ def test_get_image(call, indexed):
     assert_error(call("GET", "/images/not-a-uuid"), 400, "bad_parameter")
 
 
-def test_delete_image_removes_the_object(call, search_root, indexed):
+def test_delete_image_moves_it_to_the_trash(call, search_root, indexed):
     s3 = boto3.client("s3")
     key = "photos/to-delete.jpg"
     data = next(iter(indexed.values())).data
@@ -491,13 +491,14 @@ def test_delete_image_removes_the_object(call, search_root, indexed):
     store.upsert([StoredPoint(point_id, embedder.embed_decoded([image])[0],
                               image_payload(key=key, image=image, size=len(data), model=embedder.model_name,
                                             bucket=BUCKET))])
-    try:
-        status, _, body = call("DELETE", f"/images/{point_id}")
-        assert status == 202, body
-        assert body == {"id": point_id, "bucket": BUCKET, "key": key, "status": "deleting"}
-        assert s3.list_objects_v2(Bucket=BUCKET, Prefix=key)["KeyCount"] == 0
-    finally:
-        store.delete([point_id])  # what the indexer does on the ObjectRemoved event
+    status, _, body = call("DELETE", f"/images/{point_id}")
+    assert status == 200, body
+    assert {k: body[k] for k in ("id", "bucket", "key", "status")} == {
+        "id": point_id, "bucket": BUCKET, "key": key, "status": "trashed"}
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=key)["KeyCount"] == 0
+    assert store.get(point_id) is None  # out of search at once, not when the indexer hears of it
+    stashed = s3.list_objects_v2(Bucket=BUCKET, Prefix=".trash/")["Contents"]
+    assert [o["Key"] for o in stashed if o["Key"].endswith(key)] and body["trash_id"]
     assert_error(call("DELETE", f"/images/{point_id}"), 404, "not_found")
     assert_error(call("DELETE", "/images/12"), 400, "bad_parameter")
 

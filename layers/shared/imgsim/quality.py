@@ -1,4 +1,4 @@
-"""Placeholder until the quality measures land: the keep rank from pixels and file size."""
+"""Placeholder until the quality measures land: the keep rank from pixels."""
 
 from __future__ import annotations
 
@@ -8,4 +8,4 @@ from typing import Any
 
 def keep_rank(payload: Mapping[str, Any]) -> tuple[Any, ...]:
     pixels = int(payload.get("width") or 0) * int(payload.get("height") or 0)
-    return (-pixels, -int(payload.get("size") or 0))
+    return (-pixels,)
