@@ -21,7 +21,7 @@ from imgsim.store import Catalog, StorageOptions, VectorStore
 BACKENDS = ("edge", "server")
 
 
-class serialized:  # noqa: N801 - reads as a wrapper
+class serialized:
     """A client whose calls run one at a time (see the module docstring)."""
 
     def __init__(self, client: Any) -> None:

@@ -4,13 +4,14 @@ round starts both operations behind a barrier, so they really overlap."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 
 import boto3
 import pytest
-from imgsim.dedupe import link_fields
 from imgsim.dedupe import Link as DupLink
+from imgsim.dedupe import link_fields
 from imgsim.errors import ImgsimError
 from imgsim.ids import point_id_for_object
 from imgsim.objects import S3Objects
@@ -79,7 +80,7 @@ def services(store, s3):
 
 def live_copies(store, s3, a: str, b: str) -> int:
     in_store = len(store.retrieve([a, b]))
-    objects = sum(1 for k in ("a", "b") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"round").get("Contents", [])
+    objects = sum(1 for k in ("a", "b") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="round").get("Contents", [])
                   if o["Key"].endswith(f"/{k}.jpg") and not o["Key"].startswith(".trash/")
                   and point_id_for_object(BUCKET, o["Key"]) in (a, b))
     assert in_store == objects  # the point and its object go together
@@ -91,8 +92,8 @@ def test_swapped_resolves_never_remove_every_copy(backend_store, s3):
     outcomes: Counter[str] = Counter()
     for n in range(ROUNDS):
         a, b = pair(backend_store, s3, n)
-        results = at_once(lambda: curation.resolve(Resolution(keep=a, remove=[b])),
-                          lambda: curation.resolve(Resolution(keep=b, remove=[a])))
+        results = at_once(functools.partial(curation.resolve, Resolution(keep=a, remove=[b])),
+                          functools.partial(curation.resolve, Resolution(keep=b, remove=[a])))
         outcomes.update(type(r).__name__ if isinstance(r, Exception) else "resolved" for r in results)
         assert live_copies(backend_store, s3, a, b) >= 1, results
         assert sum(1 for r in results if isinstance(r, dict)) <= 1
@@ -104,7 +105,8 @@ def test_a_delete_racing_a_resolve_leaves_a_copy_or_was_asked_for(backend_store,
     curation, trash = services(backend_store, s3)
     for n in range(ROUNDS):
         a, b = pair(backend_store, s3, 100 + n)
-        results = at_once(lambda: curation.resolve(Resolution(keep=a, remove=[b])), lambda: trash.delete(a))
+        results = at_once(functools.partial(curation.resolve, Resolution(keep=a, remove=[b])),
+                          functools.partial(trash.delete, a))
         resolved, deleted = (not isinstance(r, Exception) for r in results)
         # Each operation either happened whole or not at all (the person deleting a asked for it; a resolve that
         # comes second finds its keep in the trash and removes nothing).
