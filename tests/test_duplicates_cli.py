@@ -1,5 +1,6 @@
-"""`imgsim duplicates`: groups from the indexer's records (text, JSON, CSV), from the stored vectors on a
-collection indexed before the records existed, and resolving with a dry run by default."""
+"""`imgsim duplicates`: groups from the indexer's links (text, JSON, CSV), from the stored vectors on a collection
+indexed before the links existed, resolving with a dry run by default (to the trash); `imgsim delete` and
+`imgsim trash list | restore | empty`."""
 
 from __future__ import annotations
 
@@ -104,13 +105,41 @@ def test_resolve_is_a_dry_run_until_yes(s3, qdrant, capsys):
     ids = index(s3, qdrant, record=True)
     keep, grey, mirror = ids["dogs/original.jpg"], ids["dogs/grey.jpg"], ids["dogs/mirror.jpg"]
     code, out, err = run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep, "--remove", grey)
-    assert code == 0 and f"would delete dogs/grey.jpg ({grey})" in out and "dry run" in err
+    assert code == 0 and f"would move to the trash: dogs/grey.jpg ({grey})" in out and "dry run" in err
     assert s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
+    code, out, err = run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep, "--remove", ids["cats/other.jpg"],
+                         "--yes")
+    assert code == 1 and "not a duplicate of" in err  # the server's check: only duplicates of the keep go
     code, out, _ = run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep, "--remove", grey, "--yes",
                        "--not-duplicates", mirror)
-    assert code == 0 and "deleted dogs/grey.jpg" in out and f"not a duplicate of {keep}: {mirror}" in out
+    assert code == 0 and "moved to the trash: dogs/grey.jpg" in out and f"not a duplicate of {keep}: {mirror}" in out
     with pytest.raises(s3.exceptions.ClientError):
         s3.head_object(Bucket=BUCKET, Key="dogs/grey.jpg")
     code, out, _ = run(capsys, qdrant, "duplicates", "--json", "--threshold", "0")
     assert all(not {keep, mirror} <= {m["id"] for m in g["members"]} for g in json.loads(out)["groups"])
     assert run(capsys, qdrant, "duplicates", "--resolve", "--keep", keep)[0] == 2
+
+
+def test_delete_and_the_trash_from_the_command_line(s3, qdrant, capsys):
+    ids = index(s3, qdrant, record=True)
+    code, out, _ = run(capsys, qdrant, "delete", "dogs/mirror.jpg", ids["cats/other.jpg"])
+    assert code == 0 and out.count("moved to the trash") == 2
+    assert run(capsys, qdrant, "delete", "dogs/nothing.jpg")[0] == 1
+    code, out, _ = run(capsys, qdrant, "trash", "list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and listed["trash_days"] == 30
+    assert {i["key"] for i in listed["items"]} == {"dogs/mirror.jpg", "cats/other.jpg"}
+    mirror_entry = next(i["id"] for i in listed["items"] if i["key"] == "dogs/mirror.jpg")
+    code, out, _ = run(capsys, qdrant, "trash", "restore", mirror_entry)
+    assert code == 0 and f"restored dogs/mirror.jpg ({ids['dogs/mirror.jpg']})" in out
+    assert s3.head_object(Bucket=BUCKET, Key="dogs/mirror.jpg")
+    code, out, _ = run(capsys, qdrant, "duplicates", "--json")
+    assert ids["dogs/mirror.jpg"] in {m["id"] for g in json.loads(out)["groups"] for m in g["members"]}
+    code, out, _ = run(capsys, qdrant, "trash", "list")
+    assert code == 0 and "cats/other.jpg" in out and "1 in the trash" in out
+    assert run(capsys, qdrant, "trash", "empty")[0] == 2  # --yes is required
+    code, out, _ = run(capsys, qdrant, "trash", "empty", "--yes")
+    assert code == 0 and "deleted 1 trash entries" in out
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=".trash/")["KeyCount"] == 0
+    code, out, _ = run(capsys, qdrant, "trash", "list")
+    assert out.startswith("the trash is empty")
