@@ -99,7 +99,7 @@ def test_presigned_upload_from_the_api_is_indexed(stack, photos):
     assert image["key"] == upload["key"] and image["key"].startswith("uploads/")
 
 
-def test_delete_through_the_api_removes_object_point_and_stored_copy(stack, photos):
+def test_delete_through_the_api_moves_to_a_durable_trash_and_restore_brings_it_back(stack, photos):
     point_id = put_photo(stack, photos[1300], "photos/to-delete.jpg")
     stack.wait_indexed(point_id)
     stored = wait_until(lambda: stored_copy(stack.data_dir, "photos/to-delete.jpg"), timeout=10,
@@ -107,12 +107,25 @@ def test_delete_through_the_api_removes_object_point_and_stored_copy(stack, phot
     assert stored.read_bytes() == photos[1300].read_bytes()
 
     status, body = stack.request("DELETE", f"/images/{point_id}")
-    assert status == 202 and body["key"] == "photos/to-delete.jpg"
+    assert status == 200 and body["key"] == "photos/to-delete.jpg" and body["status"] == "trashed"
     stack.wait_gone(point_id)
     with pytest.raises(stack.s3().exceptions.ClientError):
         stack.s3().head_object(Bucket=BUCKET, Key="photos/to-delete.jpg")
     wait_until(lambda: not stored.exists() and stored_copy(stack.data_dir, "photos/to-delete.jpg") is None,
                timeout=10, what="the stored copy to go")
+    # The trash is on disk like every other object (a restart keeps it: the durable S3's listing).
+    status, trash = stack.request("GET", "/trash")
+    (entry,) = [i for i in trash["items"] if i["image_id"] == point_id]
+    stashed = next(o["Key"] for o in stack.s3().list_objects_v2(Bucket=BUCKET, Prefix=".trash/")["Contents"]
+                   if o["Key"].endswith("photos/to-delete.jpg"))
+    kept = wait_until(lambda: stored_copy(stack.data_dir, stashed), timeout=10, what="the trash copy on disk")
+    assert kept.read_bytes() == photos[1300].read_bytes()
+
+    status, restored = stack.request("POST", f"/trash/{entry['id']}/restore")
+    assert status == 200 and restored["status"] == "restored"
+    stack.wait_indexed(point_id)
+    assert stack.s3().get_object(Bucket=BUCKET, Key="photos/to-delete.jpg")["Body"].read() == photos[1300].read_bytes()
+    wait_until(lambda: stored_copy(stack.data_dir, stashed) is None, timeout=10, what="the trash copy to go")
 
 
 def test_the_page_and_the_openapi_document_are_served(stack):
@@ -365,7 +378,7 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
     from imgsim_tools.local import stack as local_stack
 
     builds: list[str] = []
-    pending = {"images": iter([3, 7, 9]), "images_dedupe": iter([0, 30, 2])}
+    pending = {"images": iter([3, 7, 9])}
 
     from imgsim.store import StorageOptions
 
@@ -376,10 +389,6 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
 
         def __init__(self, collection: str = "images") -> None:
             self.collection = collection
-
-        def companion(self, suffix, *, dim, options=None):
-            assert (suffix, dim) == ("_dedupe", 4)
-            return FakeEdge(self.collection + suffix)
 
         def unindexed_count(self) -> int:
             return next(pending[self.collection])
@@ -401,9 +410,8 @@ def test_serve_builds_the_embedded_index_in_the_background_past_the_threshold():
     root = SimpleNamespace(store=FakeEdge, engine=SimpleNamespace(index_threshold=5))
     fake_self = SimpleNamespace(_require_root=lambda: root, _stopping=stopping)
     local_stack.LocalStack._index_builder(fake_self)
-    # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy); the duplicate
-    # signatures beside the collection get theirs past the same threshold.
-    assert builds == ["images", "images_dedupe", "images"]
+    # 3 pending: no build; 7 and 9: one each (the store refuses a second while busy).
+    assert builds == ["images", "images"]
 
 
 def test_event_source_redelivers_failures_then_dead_letters():
