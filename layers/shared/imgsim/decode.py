@@ -58,6 +58,7 @@ class DecodedImage:
     width: int  # of the upright original, before any reduction
     height: int
     format: str  # Pillow's format name: JPEG, PNG, ...
+    jpeg_table: tuple[int, ...] | None = None  # JPEG/MPO: the luminance quantization table (imgsim.quality)
 
     @property
     def content_type(self) -> str:
@@ -333,6 +334,7 @@ def decode_image(
             # whole image). JPEG is checked once DCT scaling has set its decoded size (its EXIF
             # sits in the header, so getexif() decodes nothing).
             is_jpeg = fmt in ("JPEG", "MPO")
+            luminance = (getattr(img, "quantization", None) or {}).get(0) if is_jpeg else None
             if not is_jpeg:
                 _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms, data)
             # EXIF orientations 5-8 rotate by 90 degrees: the upright picture is height x width.
@@ -373,5 +375,6 @@ def decode_image(
             _reduced_size(*img.size, REDUCE_TO_LONG_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0
         )
     pixels = np.asarray(img, dtype=np.uint8)
-    return DecodedImage(pixels=pixels, width=upright_w, height=upright_h, format=fmt)
+    return DecodedImage(pixels=pixels, width=upright_w, height=upright_h, format=fmt,
+                        jpeg_table=tuple(luminance) if luminance else None)
 

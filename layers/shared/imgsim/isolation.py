@@ -29,7 +29,7 @@ class IsolatedDecodeFailed(Exception):
 def _child(conn: Any, decode: Callable[[bytes], DecodedImage], data: bytes) -> None:
     try:
         image = decode(data)
-        conn.send(("ok", image.pixels, image.width, image.height, image.format))
+        conn.send(("ok", image.pixels, image.width, image.height, image.format, image.jpeg_table))
     except ImageError as exc:
         conn.send(("image_error", type(exc).__name__, exc.code, str(exc)))
     finally:
@@ -60,8 +60,8 @@ def decode_in_child(decode: Callable[[bytes], DecodedImage], data: bytes, *, tim
             os.kill(child.pid or 0, signal.SIGKILL)
         child.join(5)
     if message[0] == "ok":
-        _, pixels, width, height, fmt = message
-        return DecodedImage(pixels=pixels, width=width, height=height, format=fmt)
+        _, pixels, width, height, fmt, jpeg_table = message
+        return DecodedImage(pixels=pixels, width=width, height=height, format=fmt, jpeg_table=jpeg_table)
     _, class_name, _code, text = message
     from . import errors
 

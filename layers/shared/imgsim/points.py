@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .decode import DecodedImage
+from .quality import QUALITY_FIELD, jpeg_quality_of, measure
 from .store import key_dirs
 
 
@@ -37,6 +38,8 @@ def image_payload(
         "height": image.height,
         "model": model,
         "indexed_at": utc_now_iso(),
+        QUALITY_FIELD: measure(image.pixels, width=image.width, height=image.height, source_format=image.format,
+                               jpeg_quality=jpeg_quality_of(image.jpeg_table)),
     }
     if bucket is not None:
         payload["bucket"] = bucket
