@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 # Every 150th shared photo: a fixed choice over all four animal blocks, not a pick.
 STEP = 150
+KNOWN_UPSCALE_MISSES = {"photo_01050.jpg"}  # the detail estimate's known weak spot (imgsim.quality)
 
 
 def payload(data: bytes) -> dict[str, Any]:
@@ -58,8 +59,9 @@ def originals(photos: list[Path]) -> list[Path]:
 def test_the_original_ranks_before_each_derivative(originals):
     """Every photo's original beats its half-size, grey and cropped copies. The 8x noisy upscale is judged by the
     detail estimate, which misreads some soft photos (steep spectra): measured on every 60th shared photo, the
-    original beats its 8x upscale in 28 of 29 (4x: 28/29, 2x: 28/29, 2x + noise: 23/29); here at most one of
-    the photos may miss, and each miss is listed."""
+    original beats its 8x upscale in 28 of 29 (4x: 28/29, 2x: 28/29, 2x + noise: 23/29). Among these photos the
+    one it misreads is photo_01050 (a soft picture): named here, so a new miss fails and so does a fix (then
+    remove it from KNOWN_UPSCALE_MISSES and say so in imgsim.quality)."""
     misses: dict[str, list[tuple[str, Any, Any]]] = {}
     for seed, path in enumerate(originals):
         data = path.read_bytes()
@@ -73,7 +75,7 @@ def test_the_original_ranks_before_each_derivative(originals):
     assert len(originals) >= 10
     upscale_misses = misses.pop("upscale 8x + noise", [])
     assert not misses, misses
-    assert len(upscale_misses) <= 1, upscale_misses
+    assert {name for name, _, _ in upscale_misses} == KNOWN_UPSCALE_MISSES, upscale_misses
 
 
 def test_a_mirror_ties_with_its_original(originals):
