@@ -46,7 +46,7 @@ def page(browser, stack):
     page = context.new_page()
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
+    page.on("dialog", lambda dialog: dialog.accept())  # none expected: deletes go to the trash, with an undo
     page.goto(stack.api_url + "/")
     yield page
     context.close()
@@ -61,7 +61,7 @@ def enter_key(page, key: str) -> None:
     page.click("#save-key")
 
 
-def test_add_three_photos_then_search_with_one_finds_it_first(page, photos, tmp_path):
+def test_add_three_photos_then_search_with_one_finds_it_first(page, stack, photos, tmp_path):
     from playwright.sync_api import expect
 
     enter_key(page, API_KEY)
@@ -116,12 +116,31 @@ def test_add_three_photos_then_search_with_one_finds_it_first(page, photos, tmp_
     expect(row).to_contain_text(re.compile(r"looks like a duplicate of uploads/\S+-" + re.escape(chosen[1].name)
                                            + r" \((9\d|100)\.\d %\)"))
 
-    # Delete one image: its cards go once the indexer has removed it.
+    # Delete one image (the mirrored copy): it moves to the trash and leaves search at once; Undo brings it back.
     mine = page.locator("#mine .card").first
     deleted_id = mine.get_attribute("data-id")
     mine.get_by_role("button", name="Delete").click()
-    expect(page.locator(f'.card[data-id="{deleted_id}"]')).to_have_count(0, timeout=60_000)
+    toast = page.locator("#toast")
+    expect(toast).to_contain_text("mirrored-dog.jpg moved to the trash")
+    expect(page.locator(f'.card[data-id="{deleted_id}"]')).to_have_count(0)
     expect(page.locator("#mine .card")).to_have_count(3)
+    expect(page.locator("#health")).to_contain_text("3 images indexed")
+    assert stack.request("GET", f"/images/{deleted_id}")[0] == 404
+    dog_again = tmp_path / "dog-again.jpg"  # another file: choosing the same one again is no change of the input
+    dog_again.write_bytes(chosen[1].read_bytes())
+    page.set_input_files("#search-file", str(dog_again))
+    expect(page.locator("#search-status")).to_contain_text("3 most similar to dog-again.jpg", timeout=30_000)
+    assert deleted_id not in page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.id)")
+
+    toast.get_by_role("button", name="Undo").click()
+    expect(toast).to_contain_text("Restored mirrored-dog.jpg")
+    expect(page.locator(f'#mine .card[data-id="{deleted_id}"]')).to_have_count(1)
+    expect(page.locator("#mine .card")).to_have_count(4)
+    expect(page.locator("#health")).to_contain_text("4 images indexed")
+    assert stack.request("GET", f"/images/{deleted_id}")[0] == 200
+    page.set_input_files("#search-file", str(chosen[1]))
+    expect(page.locator("#search-status")).to_contain_text(f"4 most similar to {chosen[1].name}", timeout=30_000)
+    assert page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.id)")[1] == deleted_id
     expect(page.locator("#alerts")).to_be_empty()
 
 
@@ -142,21 +161,29 @@ def test_a_wrong_key_is_refused_and_errors_are_shown(page, tmp_path):
 
 
 @pytest.fixture
-def fresh_page(browser, tmp_path):
-    """A page on a stack of its own (this test's uploads must not change the other tests' counts)."""
+def fresh_stack(tmp_path):
+    """A stack of its own (this test's uploads must not change the other tests' counts)."""
     serve = Serve(tmp_path / "data").wait_ready()
+    try:
+        yield serve
+    finally:
+        serve.stop()
+        serve.kill()
+
+
+@pytest.fixture
+def fresh_page(browser, fresh_stack):
+    """A page on a stack of its own."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(serve.api_url + "/")
+    page.goto(fresh_stack.api_url + "/")
     try:
         yield page
     finally:
         context.close()
-        serve.stop()
-        serve.kill()
     assert not page_errors, page_errors
 
 
@@ -198,3 +225,135 @@ def test_duplicates_view_and_more_like_this(fresh_page, photos, tmp_path):
     page.click("#dups-button")
     expect(page.locator("#dups-status")).to_have_text("no duplicates found", timeout=15_000)
     expect(page.locator("#alerts")).to_be_empty()
+
+
+def assert_every_button_shows(group) -> int:
+    """Each button of the group is visible and wholly inside its card (cards clip what runs past their edge), the
+    group's own buttons inside the group, the group inside the viewport; how many card buttons there are."""
+
+    def inside(inner, outer):
+        return (inner["x"] >= outer["x"] - 0.5 and inner["y"] >= outer["y"] - 0.5
+                and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 0.5
+                and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 0.5)
+
+    from playwright.sync_api import expect
+
+    page = group.page
+    viewport = {"x": 0, "y": -1e9, "width": page.viewport_size["width"], "height": 2e9}
+    box = group.bounding_box()
+    assert inside(box, viewport), (box, page.viewport_size)
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    shown = 0
+    for card in group.locator(".card").all():
+        outer = card.bounding_box()
+        for button in card.locator("button").all():
+            expect(button).to_be_visible()
+            assert inside(button.bounding_box(), outer), (button.inner_text(), button.bounding_box(), outer)
+            shown += 1
+    for button in group.locator(".row button").all():
+        expect(button).to_be_visible()
+        assert inside(button.bounding_box(), box), (button.inner_text(), button.bounding_box(), box)
+    return shown
+
+
+def test_group_cards_show_every_button_and_resolving_moves_to_the_trash(fresh_page, fresh_stack, photos, tmp_path):
+    from PIL import Image, ImageOps
+    from playwright.sync_api import expect
+
+    page, stack = fresh_page, fresh_stack
+    enter_key(page, API_KEY)
+    original = photos[700]
+    img = Image.open(original).convert("RGB")
+    mirrored, smaller = tmp_path / "mirrored-copy.jpg", tmp_path / "smaller-copy.jpg"
+    ImageOps.mirror(img).save(mirrored, "JPEG", quality=90)
+    img.resize((img.width // 2, img.height // 2)).save(smaller, "JPEG", quality=80)
+    page.set_input_files("#add-files", [str(original), str(photos[20]), str(photos[1500])])
+    expect(page.locator('#uploads li[data-state="indexed"]')).to_have_count(3, timeout=90_000)
+    page.set_input_files("#add-files", [str(mirrored), str(smaller)])
+    expect(page.locator('#uploads li[data-state="indexed"]')).to_have_count(5, timeout=90_000)
+
+    # One group of three: the suggested keep is labelled, each copy shows its score with the keep (the API's).
+    page.click("#dups-button")
+    group = page.locator("#dups .group")
+    expect(group).to_have_count(1, timeout=30_000)
+    expect(group.locator(".card")).to_have_count(3)
+    keep = group.locator(".card.keep")
+    expect(keep.locator(".badge")).to_have_text("Suggested keep")
+    assert keep.get_attribute("data-key").endswith(original.name)
+    status, listed = stack.request("GET", "/duplicates")
+    assert status == 200 and len(listed["groups"]) == 1
+    keep_id = listed["groups"][0]["keep"]
+    assert keep.get_attribute("data-id") == keep_id
+    copies = {m["id"]: m for m in listed["groups"][0]["members"] if m["id"] != keep_id}
+    for card in group.locator(".card:not(.keep)").all():
+        expect(card.locator(".percent")).to_have_text(f"{copies[card.get_attribute('data-id')]['score'] * 100:.1f}%")
+        expect(card).to_contain_text("like the suggested keep")
+
+    # Every button of every card is on screen and inside its card, on a desktop and on a phone.
+    assert assert_every_button_shows(group) == 3 * 3 + 2  # Similar, More like this, Delete; Not a duplicate
+    page.locator("section", has=page.locator("#dups")).screenshot(path=str(tmp_path / "duplicates.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert assert_every_button_shows(group) == 3 * 3 + 2
+    group.screenshot(path=str(tmp_path / "duplicates-390.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # A single delete in the group: the copy leaves the group at once; Undo puts it back, in the API's groups too.
+    toast = page.locator("#toast")
+    one = group.locator(".card:not(.keep)").first
+    one_id = one.get_attribute("data-id")
+    one.get_by_role("button", name="Delete").click()
+    expect(toast).to_contain_text("moved to the trash")
+    expect(group.locator(".card")).to_have_count(2)
+    expect(group.locator(f'.card[data-id="{one_id}"]')).to_have_count(0)
+    expect(group.get_by_role("button", name="Keep the suggested one, move 1 to the trash")).to_be_visible()
+    assert stack.request("GET", f"/images/{one_id}")[0] == 404
+    assert len(stack.request("GET", "/duplicates")[1]["groups"][0]["members"]) == 2
+    toast.get_by_role("button", name="Undo").click()
+    expect(toast).to_contain_text("Restored")
+    expect(group.locator(".card")).to_have_count(3)
+    expect(group.locator(f'.card[data-id="{one_id}"]')).to_have_count(1)
+    expect(group.get_by_role("button", name="Keep the suggested one, move 2 to the trash")).to_be_visible()
+    assert len(stack.request("GET", "/duplicates")[1]["groups"][0]["members"]) == 3
+
+    # Resolving from the page moves both copies to the trash (the group goes); Undo brings the group back.
+    group.get_by_role("button", name="Keep the suggested one, move 2 to the trash").click()
+    expect(toast).to_contain_text("2 images moved to the trash")
+    expect(page.locator("#dups .group")).to_have_count(0)
+    trash = stack.request("GET", "/trash")[1]
+    assert {item["image_id"] for item in trash["items"]} == set(copies)
+    assert all(stack.request("GET", f"/images/{copy}")[0] == 404 for copy in copies)
+    toast.get_by_role("button", name="Undo").click()
+    expect(toast).to_contain_text("Restored 2 images")
+    expect(page.locator("#dups .group .card")).to_have_count(3)
+    assert stack.request("GET", "/trash")[1]["items"] == []
+    assert len(stack.request("GET", "/duplicates")[1]["groups"][0]["members"]) == 3
+
+    # Again, then the Trash view: it lists both copies (thumbnail, when deleted, when they go), Restore brings one back.
+    group.get_by_role("button", name="Keep the suggested one, move 2 to the trash").click()
+    expect(toast).to_contain_text("2 images moved to the trash")
+    page.click("#trash-button")
+    trashed = page.locator("#trash .card")
+    expect(trashed).to_have_count(2, timeout=15_000)
+    assert set(page.eval_on_selector_all("#trash .card", "cards => cards.map(c => c.dataset.imageId)")) == set(copies)
+    expect(trashed.first).to_contain_text(re.compile(r"Deleted (just now|\d+ minutes? ago)"))
+    expect(trashed.first).to_contain_text(re.compile(r"Goes for good \w{3} \d{1,2}, \d{4} \(in 30 days\)"))
+    expect(page.locator("#trash-days")).to_have_text("30 days")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#trash img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=15_000)
+    page.locator("section", has=page.locator("#trash")).screenshot(path=str(tmp_path / "trash.png"))
+    back = page.locator("#trash .card", has_text="mirrored-copy.jpg")
+    back_id = back.get_attribute("data-image-id")
+    back.get_by_role("button", name="Restore").click()
+    expect(toast).to_contain_text("Restored mirrored-copy.jpg")
+    expect(trashed).to_have_count(1)
+    assert stack.request("GET", f"/images/{back_id}")[0] == 200
+    expect(page.locator("#dups .group .card")).to_have_count(2, timeout=15_000)  # the group is listed again
+    expect(page.locator(f'#dups .group .card[data-id="{back_id}"]')).to_have_count(1)
+    expect(page.locator("#alerts")).to_be_empty()
+
+    # Another reviewer moves the keep to the trash meanwhile: the page's resolve is refused, with the server's reason.
+    assert stack.request("DELETE", f"/images/{keep_id}")[0] == 200
+    group.get_by_role("button", name="Keep the suggested one, move 1 to the trash").click()
+    expect(group.locator(".note")).to_contain_text(re.compile(r"^Refused: .*trash.*\(HTTP 409\)$"))
+    assert stack.request("GET", f"/images/{back_id}")[0] == 200
