@@ -168,14 +168,14 @@ def test_the_rule_in_order():
     # 3. at equal effective pixels, not upscaled first
     upscale = rank_of(quality={"detail": 0.7072, "upscaled": True}, width=2000, height=1500)  # counted half
     assert upscale[1] == best[1] and upscale > best
-    # 4. JPEG quality in steps: 92 and 95 tie on the step; 85 is a step below; PNG (None) is top
-    assert rank_of(quality={"jpeg_quality": 85}) > rank_of(quality={"jpeg_quality": 92})
-    assert rank_of(quality={"jpeg_quality": None})[:4] == rank_of(quality={"jpeg_quality": 95})[:4]
+    # 4. recompressed (below 75, heavily below 50) loses; 75 and 95 tie (a re-save adds nothing); PNG (None) too
+    assert rank_of(quality={"jpeg_quality": 40}) > rank_of(quality={"jpeg_quality": 60}) > rank_of(
+        quality={"jpeg_quality": 92})
+    assert rank_of(quality={"jpeg_quality": 75}) == rank_of(quality={"jpeg_quality": 95})
+    assert rank_of(quality={"jpeg_quality": None}) == rank_of(quality={"jpeg_quality": 95})
     # 5. then more pixels (two copies whose detail is only a lower bound: both reduced to 448 px)
     assert rank_of(width=4000, height=3000, quality={"detail": 0.112}) < rank_of(
         width=2000, height=1500, quality={"detail": 0.224})
-    # 6. then the quality itself
-    assert rank_of(quality={"jpeg_quality": 95}) < rank_of(quality={"jpeg_quality": 92})
 
 
 def test_the_rank_ignores_when_and_where_a_copy_came():

@@ -206,11 +206,14 @@ def measure(
 # --- the copy to keep -------------------------------------------------------------------------------------
 QUALITY_FIELD = "quality"
 # JPEG quality in coarse steps, so that near-equal encodings tie and pixel count decides between them.
-JPEG_QUALITY_STEPS = (90, 75, 50)
+# Recompressed: below 75, heavily below 50. From 75 up a copy is no better for a higher nominal quality (re-saving
+# a q75 original at q95 adds nothing to it; web images are typically saved at 75-85, cameras at 85-98): those tie,
+# and the earliest indexed is kept.
+JPEG_QUALITY_STEPS = (75, 50)
 
 
 def _quality_step(jpeg_quality: int | None) -> int:
-    """3 for q >= 90 or a non-JPEG file (lossless, or a quality no header states), 2 for >= 75, 1 >= 50, else 0."""
+    """2 for q >= 75 or a non-JPEG file (lossless, or a quality no header states), 1 for >= 50, else 0."""
     if jpeg_quality is None:
         return len(JPEG_QUALITY_STEPS)
     return sum(1 for step in JPEG_QUALITY_STEPS if jpeg_quality >= step)
@@ -233,10 +236,10 @@ def keep_rank(payload: Mapping[str, Any]) -> tuple[int, int, int, int, int, int,
        interpolation). End to end, the original ranks before its upscale for 28 of those 29 photos at 8x
        and 4x (with noise or not) and 2x, and 23 of 29 at 2x with noise;
     3. not upscaled before upscaled;
-    4. the higher JPEG quality step (>= 90 or not JPEG, >= 75, >= 50, below): near-equal encodings tie;
-    5. more pixels;
-    6. the higher JPEG quality itself.
-    A mirrored or re-saved copy at the same quality therefore ties with its original. Points indexed before
+    4. the JPEG quality step: 75 or more (or not a JPEG), 50-74, below 50 (recompressed, heavily);
+    5. more pixels.
+    A mirrored copy, or a copy re-saved at 75 or more, therefore ties with its original (a re-save at a higher
+    nominal quality adds nothing to the picture), and the earliest indexed is kept. Points indexed before
     ``quality`` existed rank by pixels, then the larger file, as colour, non-upscaled and of top quality,
     their effective pixels capped as a measurement would be (detail on at most the decoded 448 px)."""
     width = int(payload.get("width") or 0)
@@ -259,7 +262,7 @@ def keep_rank(payload: Mapping[str, Any]) -> tuple[int, int, int, int, int, int,
         1 if upscaled else 0,
         -_quality_step(quality),
         -pixels,
-        -(quality if quality is not None else 100),
+        0,
         0,
     )
 
