@@ -173,3 +173,32 @@ def test_same_photo_at_4000_and_1000_px_embeds_alike(index, embedder, photos):
         return embedder.embed_pixels([np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))])[0]
 
     assert float(full_size(big) @ full_size(medium)) < ours - 0.01
+
+
+def test_embed_tensors_of_another_size_run_at_that_size(embedder, photos):
+    """The duplicate signature's 96x96 grey regions (imgsim.signature) on their own interpreter: unit vectors,
+    deterministic, describing the picture (a re-encoded copy scores near 1, another photo well below), and a tensor
+    of the model's size in the same call still takes the model's own path."""
+    from imgsim import signature
+    from imgsim.preprocess import to_input_tensor
+
+    def tensors(pixels: np.ndarray) -> list[np.ndarray]:
+        return [np.repeat((plane.astype(np.float32) / 255)[:, :, None], 3, axis=2) for plane in signature.regions(pixels)]
+
+    pixels = embedder.decode(photos[0].read_bytes()).pixels
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=40)
+    copy = embedder.decode(buf.getvalue()).pixels
+    other = embedder.decode(photos[170].read_bytes()).pixels
+    regions = embedder.embed_tensors(tensors(pixels))
+    assert regions.shape == (2, 1024)
+    np.testing.assert_allclose(np.linalg.norm(regions, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(regions, embedder.embed_tensors(tensors(pixels)))
+    of_copy, of_other = embedder.embed_tensors(tensors(copy)), embedder.embed_tensors(tensors(other))
+    for row in range(2):
+        assert float(regions[row] @ of_copy[row]) >= 0.99
+        assert float(regions[row] @ of_other[row]) < 0.9
+    mixed = embedder.embed_tensors([to_input_tensor(pixels, embedder.spec.input_size, embedder.spec.input_range),
+                                    tensors(pixels)[0]])
+    np.testing.assert_array_equal(mixed[0], embedder.embed_pixels([pixels])[0])
+    np.testing.assert_array_equal(mixed[1], regions[0])
