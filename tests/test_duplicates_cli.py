@@ -53,7 +53,7 @@ def qdrant(tmp_path) -> Path:
 def index(s3, qdrant: Path, *, record: bool) -> dict[str, str]:
     root = make_root(qdrant.parent, {"IMAGES_BUCKET": BUCKET})
     indexer = build(store=root.store(), embedder=root.embedder(), s3=s3,
-                    options=IndexSettings(dedupe=record, duplicate_threshold=0.79))
+                    options=IndexSettings(dedupe=record, duplicate_threshold=0.74))
     img = Image.open(PHOTOS / "photo_00700.jpg").convert("RGB")
     w, h = img.size
     objects = {"dogs/original.jpg": jpeg(img), "dogs/mirror.jpg": jpeg(ImageOps.mirror(img).resize((w * 4 // 5, h * 4 // 5))),
@@ -77,7 +77,7 @@ def test_groups_from_the_records_as_text_json_and_csv(s3, qdrant, capsys):
     code, out, _ = run(capsys, qdrant, "duplicates", "--json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["threshold"] == 0.79 and len(doc["groups"]) == 1
+    assert doc["threshold"] == 0.74 and len(doc["groups"]) == 1
     group = doc["groups"][0]
     assert group["keep"] == ids["dogs/original.jpg"]
     assert {m["key"] for m in group["members"]} == {"dogs/original.jpg", "dogs/mirror.jpg", "dogs/grey.jpg"}

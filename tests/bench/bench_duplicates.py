@@ -96,7 +96,7 @@ def pairs_of(groups: list[list[str]]) -> list[tuple[str, str]]:
 def signals(a: tuple, b: tuple) -> dict[str, float]:
     raw = float(a[0] @ b[0])
     return {"raw cosine": raw, "raw, mirror-aware": max(raw, float(a[0] @ b[1]), float(a[1] @ b[0])),
-            SIGNATURE: signature.score(a[2], b[2])}
+            SIGNATURE: signature.score(a[2], b[2], raw)}
 
 
 def calibrate(pos: list[float], neg: list[float]) -> tuple[float, float, int]:
@@ -196,8 +196,8 @@ def main() -> int:
     one = (time.perf_counter() - began) * 1000 / len(pixels)
     began = time.perf_counter()
     signature.compute(embedder, pixels)
-    seven = (time.perf_counter() - began) * 1000 / len(pixels)
-    print(f"\ncost per image: the indexing embedding {one:.2f} ms; the signature {seven:.2f} ms (x{seven / one:.1f})")
+    sig = (time.perf_counter() - began) * 1000 / len(pixels)
+    print(f"\ncost per image: the indexing embedding {one:.2f} ms; the signature {sig:.2f} ms (x{sig / one:.1f})")
     # The verdict is on imgsim's default: the threshold the indexer uses.
     recall, false = at["default"]
     return 0 if recall >= 0.9 and false <= int(len(neg) * MAX_FALSE_RATE) else 1

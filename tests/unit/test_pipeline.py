@@ -90,7 +90,7 @@ def test_an_sqs_batch_end_to_end(pipeline, store, s3, reporter):
     assert report.duplicates == 1
     assert {"state", "fetch", "decode", "embed", "dedupe", "upsert", "delete", "total"} <= set(report.timings_ms)
     assert store.get(point_id_for_object(BUCKET, "my photo.jpg")).payload["key"] == "my photo.jpg"
-    group = DuplicateGraph(store, 0.79).group_of(point_id_for_object(BUCKET, "mirror.jpg"))
+    group = DuplicateGraph(store, 0.74).group_of(point_id_for_object(BUCKET, "mirror.jpg"))
     assert group is not None and set(group.ids) == {point_id_for_object(BUCKET, k) for k in ("a.jpg", "mirror.jpg")}
     assert store.count() == 3
     assert reporter.outcomes == report.outcomes  # the report stage heard each outcome once, in order
@@ -142,7 +142,7 @@ def test_local_files_record_duplicates_as_uploads_do(store, s3, tmp_path):
         object_report = objects.process_messages([(name, body(f"up/{name}")) for name in sorted(pictures)])
 
         def groups(target) -> list[set[str]]:
-            return [{Path(r.payload["key"]).name for r, _ in g.members} for g in DuplicateGroups(target).all(threshold=0.79)]
+            return [{Path(r.payload["key"]).name for r, _ in g.members} for g in DuplicateGroups(target).all(threshold=0.74)]
 
         assert file_report.duplicates == object_report.duplicates == 3  # three pairs among three copies
         assert groups(store) == groups(uploads) == [{"original.jpg", "mirror.jpg", "grey.jpg"}]

@@ -20,7 +20,7 @@ from imgsim.pipeline import DuplicateCheck, Item, ObjectEvent
 from imgsim.store import StoredPoint
 from PIL import ImageOps
 
-THRESHOLD = 0.79
+THRESHOLD = 0.74
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def group(store, folder: str, score: float = 0.9) -> dict[str, str]:
 def test_duplicate_groups_page_by_cursor(store, service):
     ids = {folder: group(store, folder) for folder in ("a", "b", "c")}
     first = service.duplicates(DuplicatesQuery(limit=2))
-    assert first["threshold"] == 0.79 and len(first["groups"]) == 2 and first["next_cursor"]
+    assert first["threshold"] == 0.74 and len(first["groups"]) == 2 and first["next_cursor"]
     second = service.duplicates(DuplicatesQuery(limit=2, cursor=first["next_cursor"]))
     assert len(second["groups"]) == 1 and second["next_cursor"] is None
     groups = first["groups"] + second["groups"]

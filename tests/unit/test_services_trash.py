@@ -61,13 +61,13 @@ def test_restore_brings_back_the_object_the_point_and_its_group(store, objects, 
     copy = put(store, "cats/b.jpg", width=500, height=400)
     link(store, copy, original)
     trash_id = service.delete(original)["trash_id"]
-    assert DuplicateGraph(store, 0.79).group_of(copy) is None
+    assert DuplicateGraph(store, 0.74).group_of(copy) is None
     restored = service.restore(trash_id)
     assert restored == {"id": original, "bucket": BUCKET, "key": "cats/a.jpg", "status": "restored"}
     assert objects.copied[-1][1:] == (objects.copied[0][2], "cats/a.jpg")  # the trash copy back to its key
     assert objects.deleted[-1] == (BUCKET, objects.copied[0][2])  # the trash copy removed
     assert store.get(original) is not None and service.list()["items"] == []
-    group = DuplicateGraph(store, 0.79).group_of(copy)
+    group = DuplicateGraph(store, 0.74).group_of(copy)
     assert group is not None and set(group.ids) == {original, copy}
     with pytest.raises(NotFound):
         service.restore(trash_id)  # once

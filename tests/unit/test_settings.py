@@ -77,3 +77,10 @@ def test_every_variable_the_template_sets_is_a_setting() -> None:
     declared = set(re.findall(r"^\s+((?:IMGSIM|QDRANT)_[A-Z_]+|IMAGES_BUCKET):", template, re.MULTILINE))
     assert declared, "no imgsim variables found in template.yaml"
     assert declared - set(settings.VARIABLES) == set()
+
+
+def test_the_default_duplicate_threshold_is_the_signatures_calibrated_one():
+    """settings stays light (no numpy at import: cold starts), so it repeats the figure imgsim.signature calibrates."""
+    from imgsim import signature
+
+    assert settings.DEFAULT_DUPLICATE_THRESHOLD == signature.DEFAULT_DUPLICATE_THRESHOLD

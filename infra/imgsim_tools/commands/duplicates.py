@@ -36,7 +36,7 @@ RAW_THRESHOLD = 0.74
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
-                        help="minimum similarity 0..1 (default: IMGSIM_DUPLICATE_THRESHOLD, 0.79; --rescan: 0.74)")
+                        help="minimum similarity 0..1 (default: IMGSIM_DUPLICATE_THRESHOLD, 0.74; --rescan: 0.74)")
     parser.add_argument("--prefix", default=None, metavar="P", help="only groups whose image to keep starts with P")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help='print {"threshold", "groups", "next_cursor"} as JSON')

@@ -2,9 +2,9 @@
 
 Each image's duplicate signature (``imgsim.signature``) is stored in its own point (``sig``). Once an image is
 written, the indexer looks for its duplicates: the nearest images by the ordinary search vector (``CANDIDATES``
-of them at a raw cosine of at least ``CANDIDATE_MIN_SCORE``: every labelled duplicate is among them, see
-``imgsim.signature``) are scored with the exact, symmetric signature score, and those at or above the threshold
-are written to the image's point as its **links** (``dup_links``, with each partner's score and ETag).
+of them at a raw cosine of at least ``CANDIDATE_MIN_SCORE``: 99.85 % of labelled and transformed duplicate pairs,
+either arrival order, see ``imgsim.signature``) are scored with the symmetric pair score (the colour cosine the
+search returned, or the signatures' grey similarity), and those at or above the threshold are written to the image's point as its **links** (``dup_links``, with each partner's score and ETag).
 
 Why it gives the same answer in any order:
 
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from . import signature
 from .store import FieldIn, IdIn, Record, SearchHit, VectorStore, Where, field_unchanged
@@ -110,7 +109,9 @@ class DuplicateLinks:
                 usable.append((hit, sig))
         if not usable:
             return []
-        scores = signature.score_many(subject.sig, [sig for _, sig in usable])
+        # The colour cosine is the hit's score as the store computed it: the same two stored float vectors whichever
+        # image asks, so the pair scores the same both ways. Rounded to 4 places with the link's score.
+        scores = signature.score_many(subject.sig, [sig for _, sig in usable], [hit.score for hit, _ in usable])
         links = [Link(hit.id, round(float(score), 4), hit.payload.get("etag"))
                  for (hit, _), score in zip(usable, scores, strict=True) if score >= self.threshold]
         return sorted(links, key=lambda link: link.partner)
@@ -158,24 +159,17 @@ def linking_to(store: VectorStore, ids: Sequence[str], *, limit: int = 1000) -> 
 
 
 def pair_score(a: Record, b: Record) -> float | None:
-    """The exact pair score of two stored images from their signatures (None: one has none)."""
+    """The pair score of two stored images from their signatures and search vectors (records read with their
+    vectors); None when one has no signature or no vector."""
     sa, sb = signature.decode(a.payload.get(SIG_FIELD)), signature.decode(b.payload.get(SIG_FIELD))
-    if sa is None or sb is None:
+    if sa is None or sb is None or a.vector is None or b.vector is None:
         return None
-    return signature.score(sa, sb)
-
-
-def similarity_matrix(records: Sequence[Record]) -> NDArray[Any] | None:
-    """Pair scores of several stored images (None when any lacks a signature)."""
-    sigs = [signature.decode(r.payload.get(SIG_FIELD)) for r in records]
-    if any(s is None for s in sigs):
-        return None
-    known = [s for s in sigs if s is not None]
-    return np.array([signature.score_many(s, known) for s in known], dtype=np.float32)
+    cosine = float(np.dot(np.asarray(a.vector, dtype=np.float32), np.asarray(b.vector, dtype=np.float32)))
+    return signature.score(sa, sb, max(0.0, cosine))
 
 
 __all__ = [
     "DEFAULT_DUPLICATE_THRESHOLD", "INTERNAL_FIELDS", "LINKS_FIELD", "LINK_ETAGS_FIELD", "LINK_FIELDS",
     "LINK_SCORES_FIELD", "NOT_DUPLICATES_FIELD", "SIG_FIELD", "DuplicateLinks", "Link", "Subject", "link_fields",
-    "link_holds", "linking_to", "not_duplicates", "pair_score", "similarity_matrix", "stored_links",
+    "link_holds", "linking_to", "not_duplicates", "pair_score", "stored_links",
 ]

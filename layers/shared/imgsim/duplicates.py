@@ -170,10 +170,18 @@ class DuplicateGraph:
     def _group(self, records: Sequence[Record]) -> Group:
         keep = min(records, key=keep_order)
         scored: list[tuple[Record, float]] = [(keep, 1.0)]
-        for record in sorted((r for r in records if r.id != keep.id), key=keep_order):
-            exact = pair_score(record, keep)
-            fallback = self._edges.get(keep.id, {}).get(record.id) or self._edges.get(record.id, {}).get(keep.id, 0.0)
-            scored.append((record, exact if exact is not None else fallback))
+        edges = self._edges.get(keep.id, {})
+        others = sorted((r for r in records if r.id != keep.id), key=keep_order)
+        # A member's score: its link with the keep (the keep is the group's centre unless copies tie), else the
+        # pair score from both records' signatures and vectors.
+        unlinked = [r.id for r in others if r.id not in edges]
+        with_vectors = {r.id: r for r in self.store.retrieve([keep.id, *unlinked], with_vectors=True)} if unlinked else {}
+        for record in others:
+            score = edges.get(record.id)
+            if score is None:
+                exact = pair_score(with_vectors.get(record.id, record), with_vectors.get(keep.id, keep))
+                score = exact if exact is not None else 0.0
+            scored.append((record, score))
         return Group(keep, scored)
 
     def group_of(self, point_id: str) -> Group | None:

@@ -78,7 +78,7 @@ _FALSE = ("0", "false", "no", "off")
 
 # Calibrated on the labelled pairs of tests/data/duplicate_labels.json (tests/bench/bench_duplicates.py): the lowest
 # threshold at which at most 1 in 30 look-alike pairs passes (docs/duplicates.md has the table).
-DEFAULT_DUPLICATE_THRESHOLD = 0.79
+DEFAULT_DUPLICATE_THRESHOLD = 0.74  # = imgsim.signature.DEFAULT_DUPLICATE_THRESHOLD (tests/unit/test_settings.py)
 # Raw cosine of the search vectors above which two images count as "similar": passed by 1 in ~900 random pairs
 # of photos of different animals and by every labelled look-alike pair (bench_duplicates.py).
 DEFAULT_SIMILAR_THRESHOLD = 0.5
