@@ -32,7 +32,7 @@ PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
 BUCKET = "imgsim-images"
 REGION = "us-east-1"
 BATCH = 10
-REPEATS = 7
+REPEATS = 15
 SIZE_PHOTOS = 400
 TIME_GOAL, SIZE_GOAL = 1.50, 1.25
 

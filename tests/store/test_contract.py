@@ -406,6 +406,9 @@ def test_search_batch_answers_each_query_as_search_would(memory_store):
         assert [(h.id, round(h.score, 5)) for h in hits] == [(h.id, round(h.score, 5)) for h in single]
     assert [h.payload["key"] for h in batched[1]] == ["b/3.jpg", "a/1.jpg"]
     assert memory_store.search_batch([]) == []
+    # A minimum score stops each query there; ``fields`` keeps only those payload keys.
+    (near,) = memory_store.search_batch([(unit(1, 0, 0, 0), 3, None)], min_score=0.6, fields=("kind", "absent"))
+    assert [(h.payload, round(h.score, 3)) for h in near] == [({"kind": "x"}, 1.0), ({"kind": "y"}, 0.707)]
 
 
 def test_range_filters_on_numbers_and_instants(memory_store):

@@ -75,6 +75,18 @@ def test_decode_refuses_a_row_without_direction():
     assert signature.decode("s2:" + base64.b64encode(codes.tobytes()).decode()) is None
 
 
+def test_decode_many_is_decode_of_each(rng):
+    zero_row = np.ones((ROWS, signature.DIM), dtype=np.int8)
+    zero_row[0] = 0
+    texts = [signature.encode(random_signature(rng)), None, "s2:not base64!", signature.encode(random_signature(rng)),
+             "s2:" + base64.b64encode(zero_row.tobytes()).decode(), 42, signature.encode(random_signature(rng))]
+    many = signature.decode_many(texts)
+    single = [signature.decode(t) for t in texts]
+    assert [m is None for m in many] == [s is None for s in single] == [False, True, True, False, True, True, False]
+    assert all(np.array_equal(m.codes, s.codes) for m, s in zip(many, single) if m is not None and s is not None)
+    assert signature.decode_many([]) == [] and signature.decode_many([None]) == [None]
+
+
 def test_score_many_is_score_for_each(rng):
     a = random_signature(rng)
     others = [random_signature(rng) for _ in range(16)]

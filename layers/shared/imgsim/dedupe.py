@@ -37,6 +37,8 @@ LINK_SCORES_FIELD = "dup_scores"  # {partner id: pair score}
 LINK_ETAGS_FIELD = "dup_etags"  # {partner id: the partner's ETag when scored}
 NOT_DUPLICATES_FIELD = "not_duplicates"  # decisions "these two are not duplicates", kept on both images
 LINK_FIELDS = (LINKS_FIELD, LINK_SCORES_FIELD, LINK_ETAGS_FIELD)
+# What the duplicate check reads of a candidate (payloads come from disk: only these).
+CANDIDATE_FIELDS = (SIG_FIELD, "etag", NOT_DUPLICATES_FIELD)
 # Payload fields that are bookkeeping, not information about the image (left out of API answers).
 INTERNAL_FIELDS = (SIG_FIELD, *LINK_FIELDS, "dirs")
 DEFAULT_DUPLICATE_THRESHOLD = signature.DEFAULT_DUPLICATE_THRESHOLD
@@ -93,20 +95,18 @@ class DuplicateLinks:
             return {}
         requests = [(s.vector, self.candidates + 1, Where(must_not=(IdIn((s.point_id,)),))) for s in subjects]
         found: dict[str, list[Link]] = {}
-        for subject, hits in zip(subjects, self.store.search_batch(requests), strict=True):
+        hits_of = self.store.search_batch(requests, min_score=self.min_score, fields=CANDIDATE_FIELDS)
+        for subject, hits in zip(subjects, hits_of, strict=True):
             links = self._score(subject, [h for h in hits if h.score >= self.min_score and h.id != subject.point_id])
             if links:
                 found[subject.point_id] = links
         return found
 
     def _score(self, subject: Subject, hits: Sequence[SearchHit]) -> list[Link]:
-        usable: list[tuple[SearchHit, signature.Signature]] = []
-        for hit in hits[: self.candidates]:
-            if hit.id in subject.refused or subject.point_id in not_duplicates(hit.payload):
-                continue
-            sig = signature.decode(hit.payload.get(SIG_FIELD))
-            if sig is not None:
-                usable.append((hit, sig))
+        allowed = [hit for hit in hits[: self.candidates]
+                   if hit.id not in subject.refused and subject.point_id not in not_duplicates(hit.payload)]
+        usable = [(hit, sig) for hit, sig in zip(allowed, signature.decode_many(
+            [hit.payload.get(SIG_FIELD) for hit in allowed]), strict=True) if sig is not None]
         if not usable:
             return []
         # The colour cosine is the hit's score as the store computed it: the same two stored float vectors whichever

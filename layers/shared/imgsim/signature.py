@@ -82,6 +82,7 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.74
 CANDIDATES = 16
 CANDIDATE_MIN_SCORE = 0.25
 _VERSION = "s2:"  # the encoding's version: a signature of another version decodes to None (re-index to renew it)
+_ENCODED_LENGTH = len(_VERSION) + 4 * ((ROWS * DIM + 2) // 3)
 _CROSS = np.array([[True, True], [True, False]])  # rows compared: whole-whole, whole-crop, crop-whole (not crop-crop)
 
 
@@ -175,6 +176,34 @@ def decode(text: object) -> Signature | None:
     return Signature(codes)
 
 
+def decode_many(texts: Sequence[object]) -> list[Signature | None]:
+    """``decode`` of each, the checks on one stacked array (the duplicate check decodes its ~16 candidates per image
+    at once: ~4 us each instead of ~15)."""
+    raws: list[bytes | None] = []
+    for text in texts:
+        raw = None
+        if isinstance(text, str) and text.startswith(_VERSION) and len(text) == _ENCODED_LENGTH:
+            try:
+                raw = base64.b64decode(text[len(_VERSION):], validate=True)
+            except (binascii.Error, ValueError):
+                raw = None
+        raws.append(raw if raw is not None and len(raw) == ROWS * DIM else None)
+    good = [raw for raw in raws if raw is not None]
+    if not good:
+        return [None] * len(raws)
+    codes = np.frombuffer(b"".join(good), dtype=np.int8).reshape(len(good), ROWS, DIM)
+    usable = codes.any(axis=2).all(axis=1)
+    out: list[Signature | None] = []
+    n = 0
+    for raw in raws:
+        if raw is None:
+            out.append(None)
+            continue
+        out.append(Signature(codes[n]) if usable[n] else None)
+        n += 1
+    return out
+
+
 def score(a: Signature, b: Signature, cosine: float) -> float:
     """The pair score in [0, 1], symmetric: the colour ``cosine`` of the two images' search vectors (the candidate
     search's hit score for them) or their grey similarity on its scale, whichever is higher (module docstring)."""
@@ -203,6 +232,6 @@ def score_many(a: Signature, others: Sequence[Signature], cosines: Sequence[floa
 
 __all__ = [
     "CANDIDATES", "CANDIDATE_MIN_SCORE", "CROP_AREA", "DEFAULT_DUPLICATE_THRESHOLD", "DIM", "GREY_SCALE", "ROWS", "SIDE",
-    "Signature", "SignatureEmbedder", "compute", "decode", "encode", "projection", "quantize", "regions", "score",
+    "Signature", "SignatureEmbedder", "compute", "decode", "decode_many", "encode", "projection", "quantize", "regions", "score",
     "score_many",
 ]

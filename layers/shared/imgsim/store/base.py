@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
+import numpy as np
+
 from ..scoring import percent_from_score, score_from_cosine
 from .types import (
     DIRS_FIELD,
@@ -159,9 +161,14 @@ class VectorStore(ABC):
         self, vector: Sequence[float], limit: int, offset: int, where: Where | None, score_threshold: float | None
     ) -> list[ScoredRecord]: ...
 
-    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]], score_threshold: float | None,
+                     fields: Sequence[str] | None) -> list[list[ScoredRecord]]:
         """Several nearest-neighbour queries at once; backends override it with one engine call."""
-        return [self._query(vector, limit, 0, where, None) for vector, limit, where in requests]
+        found = [self._query(vector, limit, 0, where, score_threshold) for vector, limit, where in requests]
+        if fields is None:
+            return found
+        return [[ScoredRecord(r.id, r.score, {k: v for k, v in r.payload.items() if k in fields}) for r in rs]
+                for rs in found]
 
     @abstractmethod
     def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> VectorStore:
@@ -285,7 +292,7 @@ class VectorStore(ABC):
         hits: list[SearchHit] = []
         offset = 0
         while True:
-            found = self._query([float(x) for x in vector], page, offset, query_filter, threshold)
+            found = self._query(floats(vector), page, offset, query_filter, threshold)
             for point in found:
                 if needs_post_filter and not str(point.payload.get(KEY_FIELD, "")).startswith(prefix or ""):
                     continue
@@ -297,11 +304,15 @@ class VectorStore(ABC):
                 return hits
             offset += page
 
-    def search_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[SearchHit]]:
+    def search_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]], *,
+                     min_score: float | None = None, fields: Sequence[str] | None = None) -> list[list[SearchHit]]:
         """``(vector, limit, where)`` queries in one round trip (one planned batch on Qdrant Edge, one
-        ``query_batch_points`` call on a server): the duplicate check's seven searches per upload."""
+        ``query_batch_points`` call on a server): the duplicate check's candidate searches, a batch's at once.
+        ``min_score``: hits below it are not returned (the engine stops there); ``fields``: only these payload
+        keys (None: all of it): the duplicate check reads 3 of a hit's ~15, and payloads are read from disk."""
         self.ensure_collection()
-        found = self._query_batch([([float(x) for x in v], limit, where) for v, limit, where in requests])
+        found = self._query_batch([(floats(v), limit, where) for v, limit, where in requests],
+                                  min_score if min_score else None, fields)
         out = []
         for points in found:
             hits = []
@@ -316,6 +327,13 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def floats(vector: Sequence[float]) -> list[float]:
+    """A vector as the engines take it: a list of Python floats, converted in C (numpy) rather than one float() per
+    value (1,024 of them: ~0.1 ms a vector, a tenth of the duplicate check's search per image)."""
+    converted: list[float] = np.asarray(vector, dtype=np.float64).tolist()
+    return converted
 
 
 COMPANION_SUFFIXES = ("_tombstones", "_trash", "_locks", "_dedupe")  # belong to a collection (indexing, trash; "_dedupe": before issue 19)

@@ -42,7 +42,14 @@ from typing import Any, TypeVar
 import qdrant_edge as qe
 
 from ..errors import CollectionMismatch, StoreError
-from .base import COMPANION_SUFFIXES, Catalog, ScoredRecord, StorageOptions, VectorStore
+from .base import (
+    COMPANION_SUFFIXES,
+    Catalog,
+    ScoredRecord,
+    StorageOptions,
+    VectorStore,
+    floats,
+)
 from .edge_lock import FolderLock
 from .rwlock import RWLock
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
@@ -275,7 +282,7 @@ class EdgeStore(VectorStore):
             raise StoreError(f"the index at {self.dir} is closed")
 
     def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None:
-        structs = [qe.Point(p.id, [float(x) for x in p.vector], p.payload) for p in points]
+        structs = [qe.Point(p.id, floats(p.vector), p.payload) for p in points]
         self._update(qe.UpdateOperation.upsert_points(structs, condition=to_filter(only_if)))
 
     def _delete(self, selector: IdIn | Where) -> None:
@@ -315,10 +322,13 @@ class EdgeStore(VectorStore):
         found = self._read(lambda s: s.query(request))
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in found]
 
-    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]], score_threshold: float | None,
+                     fields: Sequence[str] | None) -> list[list[ScoredRecord]]:
+        payload = qe.PayloadSelector.Include(list(fields)) if fields is not None else True
         batch = qe.QueryBatchRequest([
             qe.QueryRequest(limit=limit, offset=0, query=qe.Query.Nearest(list(vector)), filter=to_filter(where),
-                            with_payload=True, with_vector=False, params=self._params)
+                            score_threshold=score_threshold, with_payload=payload, with_vector=False,
+                            params=self._params)
             for vector, limit, where in requests
         ])
         found = self._read(lambda s: s.query_batch(batch))
@@ -532,7 +542,7 @@ def _record(point: Any) -> Record:
     vector = point.vector
     if vector is not None and not (isinstance(vector, list) and (not vector or isinstance(vector[0], float))):
         vector = None
-    return Record(str(point.id), dict(point.payload or {}), [float(x) for x in vector] if vector else None)
+    return Record(str(point.id), dict(point.payload or {}), floats(vector) if vector else None)
 
 
 def _optimize_main(directory: str) -> None:

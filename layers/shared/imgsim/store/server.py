@@ -23,6 +23,7 @@ from .base import (
     ScoredRecord,
     StorageOptions,
     VectorStore,
+    floats,
 )
 from .retry import call_with_retries
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
@@ -196,7 +197,7 @@ class ServerStore(VectorStore):
     # -- primitives -------------------------------------------------------------------------------------------
 
     def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None:
-        structs = [models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload) for p in points]
+        structs = [models.PointStruct(id=p.id, vector=floats(p.vector), payload=p.payload) for p in points]
         self._call(
             "upsert",
             lambda: self._client.upsert(self.collection, points=structs, wait=True, update_filter=to_filter(only_if),
@@ -256,9 +257,12 @@ class ServerStore(VectorStore):
         )
         return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
-    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]]) -> list[list[ScoredRecord]]:
-        batch = [models.QueryRequest(query=list(vector), limit=limit, filter=to_filter(where), with_payload=True,
-                                     params=self._params) for vector, limit, where in requests]
+    def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]], score_threshold: float | None,
+                     fields: Sequence[str] | None) -> list[list[ScoredRecord]]:
+        payload: Any = list(fields) if fields is not None else True
+        batch = [models.QueryRequest(query=list(vector), limit=limit, filter=to_filter(where), with_payload=payload,
+                                     score_threshold=score_threshold, params=self._params)
+                 for vector, limit, where in requests]
         responses = self._call("query_batch_points",
                                lambda: self._client.query_batch_points(self.collection, requests=batch))
         return [[ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points] for r in responses]
@@ -344,7 +348,7 @@ def _record(point: Any) -> Record:
     vector = point.vector
     if vector is not None and not isinstance(vector, list):  # named vectors: not imgsim's layout
         vector = None
-    return Record(str(point.id), dict(point.payload or {}), [float(x) for x in vector] if vector else None)
+    return Record(str(point.id), dict(point.payload or {}), floats(vector) if vector else None)
 
 
 def _quantization_name(config: Any) -> str:
