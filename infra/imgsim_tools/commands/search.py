@@ -8,6 +8,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from imgsim.dedupe import INTERNAL_FIELDS
+
 from .common import EXIT_OK, positive_int, unit_float
 from .index import read_image_argument
 
@@ -53,10 +55,10 @@ def run(args: argparse.Namespace, session: Session) -> int:
 
 
 def hit_json(hit: Any) -> dict[str, Any]:
-    """One search result: id, key, score, percent, then the payload without the
-    internal ``dirs`` filter field."""
+    """One search result: id, key, score, percent, then the payload without its bookkeeping (the ``dirs`` filter
+    field, the duplicate signature and links)."""
     result: dict[str, Any] = {"id": hit.id, "key": hit.payload.get("key"), "score": hit.score, "percent": hit.percent}
-    result.update((k, v) for k, v in hit.payload.items() if k not in result and k != "dirs")
+    result.update((k, v) for k, v in hit.payload.items() if k not in result and k not in INTERNAL_FIELDS)
     return result
 
 
