@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,23 +28,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PHOTOS_DIR = (REPO_ROOT.parent / "shared" / "datasets" / "photos").resolve()
-BUCKET = "imgsim-images"
-REGION = "us-east-1"
 BATCH = 10
 REPEATS = 15
 SIZE_PHOTOS = 400
 TIME_GOAL, SIZE_GOAL = 1.50, 1.25
 
-for _name, _value in {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-    "POWERTOOLS_SERVICE_NAME": "imgsim-bench", "POWERTOOLS_METRICS_NAMESPACE": "imgsim",
-    "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-}.items():
-    os.environ.setdefault(_name, _value)
-sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "bench"))
-from bench_index import bench_variables, lambda_event, stage_metrics
+# bench_index sets the benchmarks' AWS and powertools environment and the import paths when imported.
+from bench_index import BUCKET, REGION, bench_variables, lambda_event, stage_metrics
 from support import INDEX_APP_PATH, handler_on_root, lambda_context
 
 
