@@ -75,9 +75,11 @@ def test_add_three_photos_then_search_with_one_finds_it_first(page, stack, photo
     assert all(page.eval_on_selector_all("#uploads progress", "bars => bars.map(b => b.value === 100)"))
 
     page.set_input_files("#search-file", str(chosen[1]))
+    # The status names the query once its results are drawn (never a grid left from before).
+    expect(page.locator("#search-status")).to_contain_text(f"most similar to {chosen[1].name}", timeout=30_000)
     first = page.locator("#results .card").first
-    expect(first).to_be_visible(timeout=30_000)
-    assert first.get_attribute("data-key").endswith(chosen[1].name)
+    shown = page.eval_on_selector_all("#results .card", "cards => cards.map(c => [c.dataset.key, c.innerText])")
+    assert first.get_attribute("data-key").endswith(chosen[1].name), shown
     percent = float(first.locator(".percent").inner_text().rstrip("%"))
     assert percent >= 99.0
     # Thumbnails are the presigned URLs of the results, and they load.
