@@ -16,6 +16,7 @@ reference runtime exactly (see ``preprocess.py``).
 from __future__ import annotations
 
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -52,10 +53,15 @@ REDUCE_TO_LONG_SIDE = 448
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
+# A region of the upright picture (EXIF orientation applied, as a viewer shows it): x, y (its top left corner), width
+# and height, each a fraction of the picture's width or height (``imgsim.services.search.Box`` checks the bounds).
+Region = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: NDArray[Any]  # uint8, (height, width, 3), RGB, upright, possibly reduced
-    width: int  # of the upright original, before any reduction
+    width: int  # of the upright original (of the region, when one was decoded), before any reduction
     height: int
     format: str  # Pillow's format name: JPEG, PNG, ...
     jpeg_table: tuple[int, ...] | None = None  # JPEG/MPO: the luminance quantization table (imgsim.quality)
@@ -219,16 +225,75 @@ def reduce_factor(width: int, height: int) -> int:
     return max(1, int(max(width, height) / (REDUCE_TO_LONG_SIDE * 2.0)))
 
 
-def _reduce_to_rgb(img: Image.Image, factor: int) -> Image.Image:
+def _reduce_to_rgb(img: Image.Image, factor: int, wide_scale: float | None = None) -> Image.Image:
     """Convert to RGB and box-reduce by ``factor``, band by band: the only full-size buffer is the
-    decoded image itself (README "Decoding": bytes per pixel before and after)."""
+    decoded image itself (README "Decoding": bytes per pixel before and after). ``wide_scale``: wide
+    greyscale's scale when already known (a region: the whole picture's, not the region's own)."""
     width, height = img.size
     rows = max(factor, BAND_ROWS // factor * factor)
-    scale = wide_gray_scale(img) if img.mode in WIDE_GRAY_MODES else None
+    scale = wide_scale if wide_scale is not None or img.mode not in WIDE_GRAY_MODES else wide_gray_scale(img)
     out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
     for top, band in _row_bands(img, rows):
         out.paste(_to_rgb(band, scale).reduce(factor), (0, top // factor))
     return out
+
+
+# -- a region of the picture (search by a box) ------------------------------------------------------------------------
+# The region is cut from the pixels as decoded, before the reduction to REDUCE_TO_LONG_SIDE: the model sees the region
+# at the resolution a file cropped to it would give, not a 448 px picture's few pixels of it (a tenth of a 4000 px
+# photo's width is 400 px of detail, 45 px after the reduction). JPEGs are DCT-decoded at a finer scale for it, when the
+# decode budget allows (else at the whole picture's scale); other formats decode every pixel anyway.
+
+
+def _stored_region(region: Region, orientation: int) -> Region:
+    """The region of the upright picture as a region of the stored pixels, before the EXIF turn (orientations 2-8
+    mirror and/or turn the stored pixels; tests/unit/test_decode_region.py checks each against Pillow's transposes)."""
+    x, y, w, h = region
+    return {
+        2: (1 - x - w, y, w, h),
+        3: (1 - x - w, 1 - y - h, w, h),
+        4: (x, 1 - y - h, w, h),
+        5: (y, x, h, w),
+        6: (y, 1 - x - w, h, w),
+        7: (1 - y - h, 1 - x - w, h, w),
+        8: (1 - y - h, x, h, w),
+    }.get(orientation, region)
+
+
+def _pixel_box(region: Region, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The region in pixels of an image of ``size``: (left, top, right, bottom), at least one pixel each way."""
+    x, y, w, h = region
+    width, height = size
+    left = min(width - 1, max(0, math.floor(x * width + 0.5)))
+    top = min(height - 1, max(0, math.floor(y * height + 0.5)))
+    right = min(width, max(left + 1, math.floor((x + w) * width + 0.5)))
+    bottom = min(height, max(top + 1, math.floor((y + h) * height + 0.5)))
+    return left, top, right, bottom
+
+
+def _jpeg_draft_size(full_size: tuple[int, int], requested: tuple[int, int]) -> tuple[int, int]:
+    """The size Pillow's JPEG draft decodes at for a requested size: the coarsest of the 1/8, 1/4, 1/2 and 1/1 DCT
+    scales still at least that large (as JpegImageFile.draft picks it)."""
+    width, height = full_size
+    ratio = min(width // max(1, requested[0]), height // max(1, requested[1]))
+    scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
+    return -(-width // scale), -(-height // scale)
+
+
+def _jpeg_request(img: Image.Image, fmt: str, full_size: tuple[int, int], region: Region | None, data: bytes,
+                  max_bytes: int, max_ms: float) -> tuple[int, int]:
+    """The size to ask JPEG's draft for: the whole picture's long side at REDUCE_TO_LONG_SIDE; with a region (of the
+    stored pixels), large enough that the region's long side is (as far as the file has the pixels), unless that
+    decode would be over the budget where the whole picture's is not."""
+    width, height = full_size
+    whole = _reduced_size(width, height, REDUCE_TO_LONG_SIDE)
+    if region is None:
+        return whole
+    _, _, w, h = region
+    scale = min(1.0, REDUCE_TO_LONG_SIDE / max(w * width, h * height, 1.0))
+    wanted = (max(whole[0], math.ceil(width * scale)), max(whole[1], math.ceil(height * scale)))
+    cost = _estimate(img, fmt, full_size, data, decoded_size=_jpeg_draft_size(full_size, wanted))
+    return wanted if cost.bytes <= max_bytes and cost.ms <= max_ms else whole
 
 
 # Defaults of IMGSIM_MAX_DECODE_MB / IMGSIM_MAX_DECODE_MS: every accepted image decodes within
@@ -237,11 +302,13 @@ DEFAULT_MAX_DECODE_BYTES = 320 * 1024 * 1024
 DEFAULT_MAX_DECODE_MS = 1500.0
 
 
-def _estimate(img: Image.Image, fmt: str, full_size: tuple[int, int], data: bytes) -> decode_cost.DecodeCost:
+def _estimate(img: Image.Image, fmt: str, full_size: tuple[int, int], data: bytes,
+              decoded_size: tuple[int, int] | None = None) -> decode_cost.DecodeCost:
+    """``decoded_size``: the size JPEG's draft would decode at (default: the image's size now)."""
     progressive = bool(img.info.get("progressive") or img.info.get("progression"))
     scans = decode_cost.jpeg_scans(data) if progressive and fmt in ("JPEG", "MPO") else 0
-    return decode_cost.estimate(fmt, img.mode, full_size, img.size, progressive=progressive, scans=scans,
-                                file_bytes=len(data))
+    return decode_cost.estimate(fmt, img.mode, full_size, decoded_size or img.size, progressive=progressive,
+                                scans=scans, file_bytes=len(data))
 
 
 def _check_cost(img: Image.Image, fmt: str, full_size: tuple[int, int], max_bytes: int, max_ms: float,
@@ -302,11 +369,14 @@ def check_header(data: bytes, *, max_pixels: int, max_decode_bytes: int, max_dec
 def decode_image(
     data: bytes, *, max_bytes: int, max_pixels: int,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, max_decode_ms: float = DEFAULT_MAX_DECODE_MS,
+    region: Region | None = None,
 ) -> DecodedImage:
     """Decode ``data`` to upright RGB pixels or raise one ``ImageError`` subclass.
 
     Before decoding, the cost is estimated from the header (``decode_cost``) and an image
-    over either budget is refused with ``DecodeTooCostly`` naming the figures."""
+    over either budget is refused with ``DecodeTooCostly`` naming the figures. ``region``: only
+    that part of the picture (fractions of the upright picture, already checked to lie within it),
+    as a file cropped to it would decode; the guard rails are the whole file's."""
     if not data:
         raise EmptyImage("empty file: 0 bytes")
     if len(data) > max_bytes:
@@ -340,19 +410,34 @@ def decode_image(
             # EXIF orientations 5-8 rotate by 90 degrees: the upright picture is height x width.
             orientation = img.getexif().get(0x0112, 1)
             upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+            stored = None
+            if region is not None:
+                stored = _stored_region(region, orientation)
+                upright_w, upright_h = max(1, round(region[2] * upright_w)), max(1, round(region[3] * upright_h))
             if max(width, height) > REDUCE_TO_LONG_SIDE and is_jpeg:
                 # DCT scaling: decode at the smallest 1/2^k scale still >= the reduction target.
-                img.draft("RGB", _reduced_size(width, height, REDUCE_TO_LONG_SIDE))
+                img.draft("RGB", _jpeg_request(img, fmt, (width, height), stored, data, max_decode_bytes,
+                                               max_decode_ms))
             if is_jpeg:
                 _check_cost(img, fmt, (width, height), max_decode_bytes, max_decode_ms, data)
             img.load()
+            wide_scale = None
+            if stored is not None:
+                # Wide greyscale is scaled by the whole picture's range, not the region's own.
+                wide_scale = wide_gray_scale(img) if img.mode in WIDE_GRAY_MODES else None
+                img = img.crop(_pixel_box(stored, img.size))
             factor = reduce_factor(*img.size)
             if factor > 1:
                 # Large: reduce first, so conversion, alpha compositing and the upright turn
                 # work on the small image, never on a second full-size copy.
-                img = _reduce_to_rgb(img, factor)
+                img = _reduce_to_rgb(img, factor, wide_scale)
                 if orientation in _ORIENTATION_TRANSPOSE:
                     img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
+            elif stored is not None:
+                # A region: turned upright by the orientation read above (the crop is no longer the file).
+                if orientation in _ORIENTATION_TRANSPOSE:
+                    img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
+                img = _to_rgb(img, wide_scale)
             else:
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgb(img)

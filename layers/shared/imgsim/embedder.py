@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .decode import DecodedImage, decode_image
+from .decode import DecodedImage, Region, decode_image
 from .errors import ConfigError
 from .models import ModelSpec, resolve_model, verify_file
 from .preprocess import to_input_tensor
@@ -91,10 +91,17 @@ class Embedder:
     def dim(self) -> int:
         return self.spec.output_dim
 
-    def decode(self, data: bytes) -> DecodedImage:
+    @property
+    def max_image_bytes(self) -> int:
+        """The largest file ``decode`` accepts (IMGSIM_MAX_IMAGE_BYTES): what a caller reads of a file at most."""
+        return self.settings.max_image_bytes
+
+    def decode(self, data: bytes, region: Region | None = None) -> DecodedImage:
+        """``region``: only that part of the upright picture (``imgsim.decode.decode_image``)."""
         return decode_image(
             data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_pixels,
             max_decode_bytes=self.settings.max_decode_mb * 2**20, max_decode_ms=self.settings.max_decode_ms,
+            region=region,
         )
 
     def embed(self, data: bytes) -> NDArray[Any]:
