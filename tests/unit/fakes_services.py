@@ -1,7 +1,8 @@
 """Fakes for unit tests of the search API's services (imgsim.services): no model file, no AWS, no process.
 
-``FakeEmbedder`` turns "images" (bytes starting with ``IMG:``) into deterministic unit vectors; ``FakeObjects``
-stands in for S3 and records what the services asked of it; ``memory_store`` is a real store in memory
+``FakeEmbedder`` turns "images" (bytes starting with ``IMG:``, whose bytes are their one row of pixels) into
+deterministic unit vectors, and a region of one into that of its pixels; ``FakeObjects`` stands in for S3 and records
+what the services asked of it; ``memory_store`` is a real store in memory
 (``imgsim.store.server.ServerStore`` on qdrant-client's in-memory mode), so filters, paging and the duplicate
 records behave as they do deployed.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from imgsim.decode import DecodedImage
+from imgsim.decode import DecodedImage, Region
 from imgsim.errors import NotAnImage
 from imgsim.ids import point_id_for_object
 from imgsim.settings import ApiSettings
@@ -42,17 +43,17 @@ class FakeEmbedder:
     """``imgsim.services.ImageEmbedder``: the vector of an image is ``unit(its bytes)``."""
 
     model_name = "fake-model"
+    max_image_bytes = 10_000
 
     def __init__(self, dim: int = DIM) -> None:
         self.dim = dim
         self.calls: list[str] = []
 
-    def decode(self, data: bytes) -> DecodedImage:
+    def decode(self, data: bytes, region: Region | None = None) -> DecodedImage:
         if not data.startswith(MAGIC):
             raise NotAnImage("not a fake image")
-        self.calls.append("decode")
-        padded = data + b"\0" * (-len(data) % 3)  # whole RGB pixels: the bytes are the picture
-        pixels = np.frombuffer(padded, dtype=np.uint8).reshape(1, -1, 3)
+        self.calls.append("decode" if region is None else f"decode {region}")
+        pixels = region_of(pixels_of(data), region)
         return DecodedImage(pixels=pixels, width=pixels.shape[1], height=1, format="JPEG")
 
     def embed_decoded(self, images: Sequence[DecodedImage]) -> NDArray[Any]:
@@ -64,19 +65,44 @@ class FakeEmbedder:
         return vector
 
 
-def vector_of(name: str, dim: int = DIM) -> NDArray[Any]:
-    """The vector FakeEmbedder gives ``image(name)``."""
-    return FakeEmbedder(dim).embed(image(name))
+def pixels_of(data: bytes) -> NDArray[Any]:
+    """A fake image's picture: its bytes as one row of RGB pixels."""
+    padded = data + b"\0" * (-len(data) % 3)
+    return np.frombuffer(padded, dtype=np.uint8).reshape(1, -1, 3)
+
+
+def region_of(pixels: NDArray[Any], region: Region | None) -> NDArray[Any]:
+    """The columns of the row ``region`` covers (its x and w; a one-pixel row has no height to cut)."""
+    if region is None:
+        return pixels
+    x, _, w, _ = region
+    width = pixels.shape[1]
+    left = min(width - 1, round(x * width))
+    return pixels[:, left:max(left + 1, round((x + w) * width))]
+
+
+def vector_of(name: str, dim: int = DIM, region: Region | None = None) -> NDArray[Any]:
+    """The vector FakeEmbedder gives ``image(name)`` (or a region of it)."""
+    embedder = FakeEmbedder(dim)
+    return embedder.embed_decoded([embedder.decode(image(name), region)])[0]
 
 
 class FakeObjects:
     """``imgsim.services.ObjectStorage``: URLs that say what they sign; deletes and copies recorded; ``stored``: the
-    objects copies made (what ``exists`` answers for)."""
+    objects copies made (what ``exists`` answers for); ``blobs``: objects' bytes (what ``get`` reads, recorded in
+    ``read``)."""
 
     def __init__(self) -> None:
         self.deleted: list[tuple[str, str]] = []
         self.copied: list[tuple[str, str, str]] = []
         self.stored: set[tuple[str, str]] = set()
+        self.blobs: dict[tuple[str, str], bytes] = {}
+        self.read: list[tuple[str, str, int]] = []
+
+    def get(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        self.read.append((bucket, key, max_bytes))
+        data = self.blobs.get((bucket, key))
+        return None if data is None else data[: max_bytes + 1]
 
     def copy(self, bucket: str, source: str, target: str) -> None:
         self.copied.append((bucket, source, target))

@@ -1,4 +1,5 @@
-"""S3 objects as the search API's services use them: presigned GET/PUT URLs, deletes, copies (the trash).
+"""S3 objects as the search API's services use them: presigned GET/PUT URLs, deletes, copies (the trash), and reading
+an image's bytes (search by a box of an indexed image).
 
 Wraps a boto3 S3 client (``imgsim.composition.Root.s3``: SigV4 presigning, adaptive retries) and turns
 S3's failures into imgsim's errors, so the services raise nothing else: S3 unreachable is
@@ -55,14 +56,38 @@ class S3Objects:
         with _s3_failures():
             self._client().copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
 
+    def get(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        """The object's first ``max_bytes`` + 1 bytes at most (a ranged GET: one byte over the limit is enough for the
+        decoder to refuse an oversized file without reading all of it); None when no object is stored at ``key``."""
+        try:
+            with _s3_failures():
+                response = self._client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+                data: bytes = response["Body"].read()
+        except ObjectStorageError as exc:
+            code = _error_code(exc)
+            if code in ("404", "NoSuchKey"):
+                return None
+            if code == "InvalidRange":  # what S3 answers a range of an empty object
+                return b""
+            raise
+        return data
+
     def exists(self, bucket: str, key: str) -> bool:
         """Whether an object is stored at ``key`` (a HEAD)."""
         try:
             with _s3_failures():
                 self._client().head_object(Bucket=bucket, Key=key)
         except ObjectStorageError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if _error_code(exc) in ("404", "NoSuchKey"):
                 return False
             raise
         return True
+
+
+def _error_code(exc: ObjectStorageError) -> str | None:
+    """S3's error code behind a refusal (``NoSuchKey``, ``404``...), None for other failures."""
+    cause = exc.__cause__
+    if isinstance(cause, ClientError):
+        code = cause.response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -22,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from ..errors import InvalidRequest
-from ..services import ImageQuery
+from ..services import Box, ImageQuery
 from .errors import (
     BodyTooLarge,
     EmptyBody,
@@ -225,21 +227,22 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 # -- POST /search and /compare ---------------------------------------------------------------------------------------
 
 
-def parse_search_body(content_type: str | None, body: bytes, max_bytes: int) -> ImageQuery:
+def parse_search_body(content_type: str | None, body: bytes, max_bytes: int, box: Box | None = None) -> ImageQuery:
+    """The query image in any of its forms; ``box`` (the ``box`` query parameter, ``parse_box``): only that region."""
     mime, _ = media_type(content_type)
     if not body:
         raise EmptyBody(f"no query image; send {SEARCH_BODY_FORMS}")
     if mime.startswith(IMAGE_BODY_TYPES):
-        return ImageQuery(image=body)
+        return ImageQuery(image=body, box=box)
     if mime == "multipart/form-data":
         fields = form_fields(content_type or "", body, max_bytes)
         if "image" not in fields:
             raise InvalidRequest("multipart body has no 'image' field")
-        return ImageQuery(image=fields["image"])
+        return ImageQuery(image=fields["image"], box=box)
     if mime == "application/json":
         parsed = validated(SearchBody, json_object(body))
         return ImageQuery(image=base64_image("image", parsed.image) if parsed.image is not None else None,
-                          point_id=parsed.id, key=parsed.key)
+                          point_id=parsed.id, key=parsed.key, box=box)
     raise unsupported_media_type(content_type, SEARCH_BODY_FORMS)
 
 
@@ -260,6 +263,46 @@ def parse_compare_body(content_type: str | None, body: bytes, max_bytes: int) ->
 
 
 # -- query values ------------------------------------------------------------------------------------------------------
+
+# A box (``imgsim.services.Box``) as text: "x,y,w,h", four decimals from 0 to 1 (no sign, no exponent; spaces around
+# the commas allowed). [0-9], not \d: the pattern is also the OpenAPI document's, an ECMA-262 one, where \d is ASCII
+# only and Python's \d would take any script's digits (which float() reads).
+_FRACTION = r"(?:0(?:\.[0-9]*)?|1(?:\.0*)?|\.[0-9]+)"
+BOX_PATTERN = rf"^ *{_FRACTION} *(?:, *{_FRACTION} *){{3}}$"
+BOX_FORMAT = ("x,y,w,h: the region's top left corner and size, each a fraction (0..1) of the width or height of the "
+              "query image as shown upright, e.g. 0.25,0.25,0.5,0.5 for the middle quarter")
+
+
+def parse_box(value: str | None) -> Box | None:
+    """The ``box`` query parameter (``BOX_PATTERN``) as a ``Box``; anything else is ``bad_parameter`` naming what is
+    wrong with it (malformed here; empty or past an edge: ``Box`` itself)."""
+    if value is None:
+        return None
+    if not re.fullmatch(BOX_PATTERN, value):
+        raise InvalidRequest(_box_problem(value))
+    x, y, w, h = (float(part) for part in value.split(","))
+    return Box(x, y, w, h)
+
+
+def _box_problem(value: str) -> str:
+    """What is wrong with a box that does not match ``BOX_PATTERN``."""
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) != 4:
+        return f"box must be four numbers separated by commas, got {len(parts)} in {value[:100]!r}: {BOX_FORMAT}"
+    for name, part in zip("xywh", parts):
+        if re.fullmatch(_FRACTION, part):
+            continue
+        try:
+            number = float(part) if re.fullmatch(r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?", part) else math.nan
+        except ValueError:
+            number = math.nan
+        if number > 1:
+            return (f"box: {name} = {part} is more than 1; x, y, w and h are fractions of the image's width and "
+                    f"height, not pixels ({BOX_FORMAT})")
+        if number < 0:
+            return f"box: {name} = {part} is negative; the box must lie within the image ({BOX_FORMAT})"
+        return f"box: {name} = {part[:40]!r} is not a decimal number from 0 to 1 ({BOX_FORMAT})"
+    return f"box {value[:100]!r} is malformed: {BOX_FORMAT}"
 
 
 def parse_instant(name: str, value: str | None) -> str | None:

@@ -23,7 +23,7 @@ from .curation import CurationService, DuplicatesQuery, RecommendRequest, Resolu
 from .images import ImageService, UploadRequest
 from .keys import ApiKeys
 from .ports import ImageEmbedder, ObjectStorage, PhaseTimer
-from .search import Health, ImageQuery, SearchFilters, SearchRequest, SearchService
+from .search import Box, Health, ImageQuery, SearchFilters, SearchRequest, SearchService
 from .trash import TrashService
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class Services:
 
 __all__ = [
     "ApiKeys",
+    "Box",
     "CurationService",
     "DuplicatesQuery",
     "Health",

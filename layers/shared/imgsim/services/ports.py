@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from ..decode import DecodedImage
+    from ..decode import DecodedImage, Region
 
 
 class ImageEmbedder(Protocol):
@@ -25,11 +25,18 @@ class ImageEmbedder(Protocol):
     @property
     def model_name(self) -> str: ...
 
+    @property
+    def max_image_bytes(self) -> int:
+        """The largest file ``decode`` accepts."""
+        ...
+
     def embed(self, data: bytes) -> NDArray[Any]:
         """One image's bytes -> (dim,) float32 of unit length; ``ImageError`` for bad input."""
         ...
 
-    def decode(self, data: bytes) -> DecodedImage: ...
+    def decode(self, data: bytes, region: Region | None = None) -> DecodedImage:
+        """``region``: only that part of the upright picture (fractions: x, y, width, height)."""
+        ...
 
     def embed_decoded(self, images: Sequence[DecodedImage]) -> NDArray[Any]:
         """Decoded images -> (N, dim)."""
@@ -53,6 +60,11 @@ class ObjectStorage(Protocol):
         ...
 
     def exists(self, bucket: str, key: str) -> bool: ...
+
+    def get(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        """The object's first ``max_bytes`` + 1 bytes at most (all of it, when within the limit); None when no
+        object is stored at ``key``."""
+        ...
 
 
 class PhaseTimer(Protocol):

@@ -3,20 +3,26 @@
 Requests come as value objects (``SearchRequest``), results as the JSON documents the API returns; refusals are
 imgsim's errors (``InvalidRequest``, ``NotFound``, ``StoreUnavailable``, ``ImageError``...), never HTTP statuses:
 ``imgsim.http.errors`` maps them.
+
+Search by a region: a ``Box`` on the query searches with the embedding of that part of the query image only, cut
+from the decoded pixels before the reduction (``imgsim.decode``), as if the image had been cropped to it. An indexed
+image's region needs its pixels: its object is read from S3 (an image indexed from a local file has none: refused).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..decode import Region
 from ..dedupe import LINK_ETAGS_FIELD, LINKS_FIELD
 from ..errors import InvalidRequest, NotFound, Unavailable
 from ..scoring import percent_from_score, score_from_cosine
 from ..settings import ApiSettings
-from ..store import FieldEquals, FieldRange, SearchHit, VectorStore, Where
+from ..store import FieldEquals, FieldRange, Record, SearchHit, VectorStore, Where
 from .common import point_id, result
 from .ports import ImageEmbedder, ObjectStorage, PhaseTimer
 
@@ -27,13 +33,61 @@ if TYPE_CHECKING:
 COLLAPSE_FETCH_MAX = 1000
 
 
+# How far past an edge a box may reach and still count as on it: what rounding its fractions to decimals leaves.
+BOX_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of the query image: its top left corner (``x``, ``y``) and size (``w``, ``h``), each a fraction
+    (0..1) of the width or height of the image as a viewer shows it (EXIF orientation applied).
+
+    Fractions rather than pixels: the same box fits every form of the query (new bytes, an indexed image whose
+    pixel size the caller may not know) and every size of the same picture, and a box dragged on a thumbnail or a
+    page maps to it directly; AWS Rekognition's BoundingBox and Google Vision's normalized vertices are the same.
+    A box that is empty, not a number, or runs past an edge is ``InvalidRequest`` naming the problem."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def __post_init__(self) -> None:
+        values = {"x": self.x, "y": self.y, "w": self.w, "h": self.h}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise InvalidRequest(f"box: {name} is {value}, not a number")
+        if any(value > 1 + BOX_TOLERANCE for value in values.values()):
+            raise InvalidRequest(
+                f"box {self}: x, y, w and h are fractions (0..1) of the image's width and height, not pixels "
+                "(e.g. 0.25,0.25,0.5,0.5 is the middle quarter)")
+        if self.x < 0 or self.y < 0:
+            raise InvalidRequest(f"box {self}: x and y (its top left corner) must be at least 0")
+        if self.w <= 0 or self.h <= 0:
+            raise InvalidRequest(f"box {self} is empty: w and h (its width and height) must be greater than 0")
+        if self.x + self.w > 1 + BOX_TOLERANCE:
+            raise InvalidRequest(f"box {self} runs past the image's right edge: x + w = {self.x + self.w:g} > 1")
+        if self.y + self.h > 1 + BOX_TOLERANCE:
+            raise InvalidRequest(f"box {self} runs past the image's bottom edge: y + h = {self.y + self.h:g} > 1")
+
+    def __str__(self) -> str:
+        return f"{self.x:g},{self.y:g},{self.w:g},{self.h:g}"
+
+    @property
+    def region(self) -> Region:
+        """The box for the decoder (``imgsim.decode.Region``), within the image (the tolerance clipped off)."""
+        return self.x, self.y, min(self.w, 1.0 - self.x), min(self.h, 1.0 - self.y)
+
+
 @dataclass(frozen=True)
 class ImageQuery:
-    """What a search searches with: new image bytes, or an indexed image by id or by key (exactly one)."""
+    """What a search searches with: new image bytes, or an indexed image by id or by key (exactly one); ``box``:
+    only that region of it."""
 
     image: bytes | None = None
     point_id: str | None = None
     key: str | None = None
+    box: Box | None = None
 
     def __post_init__(self) -> None:
         if sum(value is not None for value in (self.image, self.point_id, self.key)) != 1:
@@ -152,7 +206,8 @@ class SearchService:
 
     def search(self, request: SearchRequest, timer: PhaseTimer | None = None) -> dict[str, Any]:
         """Results best first: ``{"results", "took_ms", "model", "offset", "next_offset"}``. Phases reported to
-        ``timer``: embed (a new image) or lookup (an indexed one), qdrant, presign."""
+        ``timer``: embed (a new image, or a box), lookup (an indexed image), fetch (its object, for a box), qdrant,
+        presign. An indexed image is never among its own results."""
         timer = timer or _Elapsed()
         embedder = self._embedder()
         store = self._store()
@@ -161,20 +216,30 @@ class SearchService:
         vector: Sequence[float]
         mark = time.perf_counter()
         if query.image is not None:
-            vector = embedder.embed(query.image).tolist()
+            vector = self._embed(embedder, query.image, query.box)
             mark = timer.add("embed", mark)
         else:
+            # With a box the stored vector (of the whole image) is no use: the region is embedded from the object.
+            whole = query.box is None
             if query.point_id is not None:
-                record = store.get(point_id(query.point_id), with_vector=True)
+                record = store.get(point_id(query.point_id), with_vector=whole)
                 missing = f"no indexed image with id {query.point_id}"
             else:
-                record = store.find_by_key(str(query.key), bucket=self.settings.images_bucket, with_vector=True)
+                record = store.find_by_key(str(query.key), bucket=self.settings.images_bucket, with_vector=whole)
                 missing = f"no indexed image with key {query.key!r}"
             mark = timer.add("lookup", mark)
-            if record is None or record.vector is None:
+            if record is None:
                 raise NotFound(missing)
-            vector = record.vector
             exclude.append(str(record.id))
+            if query.box is None:
+                if record.vector is None:
+                    raise NotFound(missing)
+                vector = record.vector
+            else:
+                data = self._object_of(record, embedder.max_image_bytes)
+                mark = timer.add("fetch", mark)
+                vector = self._embed(embedder, data, query.box)
+                mark = timer.add("embed", mark)
         # Paging by offset, and collapsing (which folds some hits away), read further than the page itself.
         wanted = request.offset + request.limit
         fetch = min(wanted * 3 + 10, COLLAPSE_FETCH_MAX) if request.collapse else wanted
@@ -193,6 +258,31 @@ class SearchService:
         timer.add("presign", mark)
         return {"results": results, "took_ms": round(timer.total_ms(), 1), "model": embedder.model_name,
                 "offset": request.offset, "next_offset": wanted if len(results) == request.limit else None}
+
+    @staticmethod
+    def _embed(embedder: ImageEmbedder, data: bytes, box: Box | None) -> list[float]:
+        if box is None:
+            whole: list[float] = embedder.embed(data).tolist()
+            return whole
+        region: list[float] = embedder.embed_decoded([embedder.decode(data, box.region)])[0].tolist()
+        return region
+
+    def _object_of(self, record: Record, max_bytes: int) -> bytes:
+        """The bytes of an indexed image's S3 object (at most ``max_bytes`` + 1: the decoder refuses more), to cut a
+        box from. As stored now: the picture the image's URL shows, even if replaced since it was indexed."""
+        payload = record.payload or {}
+        bucket, key = payload.get("bucket"), payload.get("key")
+        if not bucket or not key:
+            raise InvalidRequest(
+                f"image {record.id} was indexed from a local file ({key}), which the API cannot read, so it has no "
+                "pixels to cut a box from; send the image itself (raw, multipart or JSON base64) with the box")
+        if self.settings.images_bucket and bucket != self.settings.images_bucket:
+            raise InvalidRequest(f"image {record.id} is in bucket {bucket!r}, which this API does not read; send the "
+                                 "image itself with the box")
+        data = self._objects().get(str(bucket), str(key), max_bytes=max_bytes)
+        if data is None:
+            raise NotFound(f"image {record.id}'s object s3://{bucket}/{key} is gone (deleted since it was indexed)")
+        return data
 
     def compare(self, a: bytes, b: bytes, timer: PhaseTimer | None = None) -> dict[str, Any]:
         """Similarity of two images: ``{"score", "percent", "model", "took_ms"}``."""
