@@ -260,6 +260,28 @@ def test_search_empty_index_is_not_an_error(capsys):
     assert code == 0 and json.loads(out) == {"results": []} and "no images indexed" in err
 
 
+def test_search_with_a_box_searches_with_that_region(capsys, image_dir, tmp_path):
+    """Two photos side by side in one picture (wider than the 448 px the decoder reduces to): a box around either
+    finds that photo, at 100 %, since the region is cut at the file's resolution before any reduction."""
+    assert run(capsys, "index", str(image_dir))[0] == 0
+    left, right = Image.open(image_dir / CAT_PHOTOS[0]), Image.open(image_dir / "more" / OTHER_PHOTOS[1])
+    width, height = left.width + right.width, max(left.height, right.height)
+    pair = Image.new("RGB", (width, height), (128, 128, 128))
+    pair.paste(left.convert("RGB"), (0, 0))
+    pair.paste(right.convert("RGB"), (left.width, 0))
+    pair.save(tmp_path / "pair.png")
+    assert width > 448
+    boxes = {CAT_PHOTOS[0]: (0, 0, left.width / width, left.height / height),
+             OTHER_PHOTOS[1]: (left.width / width, 0, right.width / width, right.height / height)}
+    for name, box in boxes.items():
+        results = search_json(capsys, tmp_path / "pair.png", "--box", ",".join(f"{v:.6f}" for v in box), "--limit", "2")
+        assert Path(results[0]["key"]).name == name and results[0]["percent"] == 100.0, results
+    code, out, err = run(capsys, "search", str(tmp_path / "pair.png"), "--box", "0.5,0.5,0.6,0.5")
+    assert code == 2 and out == "" and "runs past the image's right edge: x + w = 1.1 > 1" in err
+    code, _, err = run(capsys, "search", str(tmp_path / "pair.png"), "--box", "10,10,200,100")
+    assert code == 2 and "not pixels" in err
+
+
 @pytest.mark.parametrize("name, message", [("notes.txt", "not an image"), ("missing.jpg", "no such file")])
 def test_search_bad_image_exits_2(capsys, image_dir, name, message):
     code, out, err = run(capsys, "search", str(image_dir / name))

@@ -60,15 +60,15 @@ class LoadedFile:
     error: Exception | None = None  # ImageError: skipped; anything else: failed
 
 
-def load_file(path: Path, embedder) -> LoadedFile:
+def load_file(path: Path, embedder, region=None) -> LoadedFile:
     """Read and decode one file (``Embedder.decode``: the same guard rails as the
-    Lambdas); never raises for a bad or unreadable file."""
+    Lambdas; ``region``: only that part of it); never raises for a bad or unreadable file."""
     try:
         with open(path, "rb") as fh:
             # One byte over the limit is enough for the decoder to reject an oversized
             # file without reading all of it.
             data = fh.read(embedder.settings.max_image_bytes + 1)
-        image = embedder.decode(data)
+        image = embedder.decode(data, region)
         return LoadedFile(path, image=image, size=len(data))
     except Exception as exc:  # noqa: BLE001 - reported per file by the caller
         return LoadedFile(path, error=exc)
@@ -96,9 +96,10 @@ def load_batches(
             yield current
 
 
-def read_image_argument(path: str, embedder) -> DecodedImage:
-    """An image named on the command line: a missing file or a non-image is a usage error."""
-    loaded = load_file(Path(path), embedder)
+def read_image_argument(path: str, embedder, region=None) -> DecodedImage:
+    """An image named on the command line (``region``: only that part of it): a missing file or a non-image is a
+    usage error."""
+    loaded = load_file(Path(path), embedder, region)
     if isinstance(loaded.error, (ImageError, OSError)):
         raise UsageError(f"{path}: {_describe(loaded.error)}")
     if loaded.error is not None:

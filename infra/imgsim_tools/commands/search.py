@@ -9,11 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from imgsim.dedupe import INTERNAL_FIELDS
+from imgsim.errors import InvalidRequest
 
 from .common import EXIT_OK, positive_int, unit_float
 from .index import read_image_argument
 
 if TYPE_CHECKING:
+    from imgsim.services import Box
+
     from ..session import Session
 
 
@@ -24,7 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only results scoring at least X (0..1)")
     parser.add_argument("--prefix", default=None, metavar="P",
                         help="only keys starting with P (an absolute path for indexed files)")
+    parser.add_argument("--box", type=box_argument, default=None, metavar="X,Y,W,H",
+                        help="search with this region of IMAGE only: its top left corner and size, each a fraction "
+                             "(0..1) of the upright image's width or height, e.g. 0.25,0.25,0.5,0.5")
     parser.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+
+
+def box_argument(text: str) -> Box:
+    """--box as the API's ``box`` parameter reads it (the same checks, the same messages)."""
+    # Imported only with --box: the HTTP side's modules cost start-up time every search would pay.
+    from imgsim.http.inputs import parse_box
+
+    try:
+        box = parse_box(text)
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    assert box is not None
+    return box
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
@@ -34,7 +53,8 @@ def run(args: argparse.Namespace, session: Session) -> int:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-open") as pool:
         opened = pool.submit(store.ensure_collection)
         embedder = session.embedder
-        vector = embedder.embed_decoded([read_image_argument(args.image, embedder)])[0]
+        region = args.box.region if args.box is not None else None
+        vector = embedder.embed_decoded([read_image_argument(args.image, embedder, region)])[0]
         opened.result()
     if store.count() == 0:
         if args.json:
