@@ -63,7 +63,7 @@ def test_document_describes_bodies_and_parameters(document):
     assert set(search["requestBody"]["content"]) == {"image/*", "multipart/form-data", "application/json"}
     params = {p["name"]: p for p in search["parameters"]}
     assert set(params) == {"limit", "min_score", "prefix", "offset", "min_width", "min_height", "content_type",
-                           "indexed_after", "indexed_before", "collapse", "similar_threshold"}
+                           "indexed_after", "indexed_before", "collapse", "similar_threshold", "box"}
     assert all(p["in"] == "query" for p in params.values())
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 100
     compare = document["paths"]["/compare"]["post"]["requestBody"]["content"]
