@@ -242,7 +242,10 @@ def _reduce_to_rgb(img: Image.Image, factor: int, wide_scale: float | None = Non
 # The region is cut from the pixels as decoded, before the reduction to REDUCE_TO_LONG_SIDE: the model sees the region
 # at the resolution a file cropped to it would give, not a 448 px picture's few pixels of it (a tenth of a 4000 px
 # photo's width is 400 px of detail, 45 px after the reduction). JPEGs are DCT-decoded at a finer scale for it, when the
-# decode budget allows (else at the whole picture's scale); other formats decode every pixel anyway.
+# decode budget allows (else at the whole picture's scale); other formats decode every pixel anyway. Measured by
+# tests/bench/bench_region.py: a box around a crop of a quarter of a photo's area pasted into a 1,200 px scene finds
+# the photo first for 75 % of crops (as the crop file itself: 77 %), 52 % when cut after the reduction; on a 12 MP
+# JPEG a box of 10 % of the area costs ~38 ms to decode and embed against ~30 ms for the whole, one of 1 % ~71 ms.
 
 
 def _stored_region(region: Region, orientation: int) -> Region:
