@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model serve test test-fast test-tools lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser lambda-python
+.PHONY: setup model serve test test-fast test-tools lint-code checkov bench bench-scale bench-restart bench-chaos clean build invoke lint browser lambda-python screenshot
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for tests/test_web_page.py"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The README's picture of the page, docs/images/page.png: the web page test of search by a region takes it (a box
+# dragged on the target, its results) when IMGSIM_PAGE_SCREENSHOT names a file; copied in only when the test passed.
+# Other runs of the test leave it in the test's temporary folder: tests never write into the repository.
+SCREENSHOT_TMP := .pytest_cache/page.png
+screenshot: setup browser
+	mkdir -p .pytest_cache docs/images
+	rm -f $(SCREENSHOT_TMP)
+	IMGSIM_PAGE_SCREENSHOT=$(CURDIR)/$(SCREENSHOT_TMP) $(PY) -m pytest tests/test_web_page.py -q \
+		-k test_search_by_a_region_dragged_on_the_target
+	cp $(SCREENSHOT_TMP) docs/images/page.png
 
 # avifenc (Debian's libavif-bin): 10-bit AVIF test files (tests/test_heif_avif.py); Pillow writes 8-bit only.
 test-tools:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -361,3 +362,160 @@ def test_group_cards_show_every_button_and_resolving_moves_to_the_trash(fresh_pa
     group.get_by_role("button", name="Keep the suggested one, move 1 to the trash").click()
     expect(group.locator(".note")).to_contain_text(re.compile(r"^Refused: .*trash.*\(HTTP 409\)$"))
     assert stack.request("GET", f"/images/{back_id}")[0] == 200
+
+
+# -- search by a region, every button on screen, the screenshot ----------------------------------------------------
+
+# `make screenshot` sets it: where the region search test writes the page's picture (docs/images/page.png, the
+# README's); unset, the picture goes to the test's own temporary folder, never into the repository.
+SCREENSHOT_ENV = "IMGSIM_PAGE_SCREENSHOT"
+
+# Every visible button: inside its card (cards clip what runs past their edge), its section and the viewport, and
+# its label within it; the page never scrolls sideways. What is wrong, one line each.
+CLIPPED_BUTTONS_JS = """() => {
+  const problems = [], width = document.documentElement.clientWidth;
+  for (const button of document.querySelectorAll("button")) {
+    const r = button.getBoundingClientRect();
+    if (!r.width || !r.height || getComputedStyle(button).visibility === "hidden") continue;
+    const name = (button.getAttribute("aria-label") || button.textContent).trim();
+    const inside = (o) => r.left >= o.left - .5 && r.right <= o.right + .5 && r.top >= o.top - .5 && r.bottom <= o.bottom + .5;
+    if (button.scrollWidth > button.clientWidth + 1) problems.push(`${name}: its label overflows it`);
+    for (const around of [".card", "section", "header", "figure", "#toast"]) {
+      const box = button.closest(around);
+      if (box && !inside(box.getBoundingClientRect())) problems.push(`${name}: runs past its ${around}`);
+    }
+    if (r.left < -.5 || r.right > width + .5) problems.push(`${name}: runs past the viewport`);
+  }
+  if (document.documentElement.scrollWidth > width) problems.push("the page scrolls sideways");
+  return problems;
+}"""
+
+
+def mosaic(paths: list[Path], out: Path) -> list[tuple[float, float, float, float]]:
+    """The photos on a 2 x 2 sheet at their own size; each one's box (fractions of the sheet)."""
+    from PIL import Image
+
+    images = [Image.open(path).convert("RGB") for path in paths]
+    cell_w, cell_h = max(i.width for i in images), max(i.height for i in images)
+    sheet = Image.new("RGB", (2 * cell_w, 2 * cell_h), (233, 236, 242))
+    boxes = []
+    for n, img in enumerate(images):
+        left, top = (n % 2) * cell_w, (n // 2) * cell_h
+        sheet.paste(img, (left, top))
+        boxes.append((left / sheet.width, top / sheet.height, img.width / sheet.width, img.height / sheet.height))
+    sheet.save(out)
+    return boxes
+
+
+def drag_box(page, box, inset: float = 0.01) -> str:
+    """Drag over the target preview around ``box`` (fractions of the picture, ``inset`` inside it); the box the
+    search request then carries."""
+    page.locator("#target-preview").scroll_into_view_if_needed()
+    pic = page.evaluate("() => pictureRect()")
+    x, y, w, h = box
+    start = (pic["left"] + (x + inset) * pic["width"], pic["top"] + (y + inset) * pic["height"])
+    end = (pic["left"] + (x + w - inset) * pic["width"], pic["top"] + (y + h - inset) * pic["height"])
+    with page.expect_request(lambda r: "/search?" in r.url and "box=" in r.url) as request:
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(*end, steps=8)
+        page.mouse.up()
+    from urllib.parse import parse_qs, urlparse
+
+    return parse_qs(urlparse(request.value.url).query)["box"][0]
+
+
+def assert_no_button_clipped(page, width: int) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
+    problems = page.evaluate(CLIPPED_BUTTONS_JS)
+    assert not problems, (width, problems)
+
+
+def test_search_by_a_region_dragged_on_the_target(fresh_page, fresh_stack, photos, tmp_path):
+    """Drag a box on the target: the search runs with it (a file, then an indexed image by id); Clear the box
+    searches the whole picture again. Then no button of any view is clipped, on a desktop and on a phone."""
+    import os
+
+    from playwright.sync_api import expect
+
+    page, stack = fresh_page, fresh_stack
+    enter_key(page, API_KEY)
+    on_sheet = [photos[10], photos[700], photos[1200], photos[1500]]
+    page.set_input_files("#add-files", [str(p) for p in [*on_sheet, photos[30], photos[1000]]])
+    expect(page.locator('#uploads li[data-state="indexed"]')).to_have_count(6, timeout=120_000)
+    sheet = tmp_path / "four-photos.png"
+    boxes = mosaic(on_sheet, sheet)
+
+    page.fill("#limit", "5")
+    page.set_input_files("#search-file", str(sheet))
+    expect(page.locator("#search-status")).to_contain_text("5 most similar to four-photos.png", timeout=30_000)
+    expect(page.locator("#clear-box")).to_be_hidden()
+    expect(page.locator("#box-overlay")).to_be_hidden()
+
+    # A box around the bottom right photo: the search runs with it, and that photo comes first.
+    sent = [float(v) for v in drag_box(page, boxes[3]).split(",")]
+    assert all(abs(a - b) <= 0.03 for a, b in zip(sent, boxes[3])), (sent, boxes[3])
+    expect(page.locator("#search-status")).to_contain_text("most similar to the boxed region of four-photos.png",
+                                                           timeout=30_000)
+    first = page.locator("#results .card").first
+    shown = page.eval_on_selector_all("#results .card", "cards => cards.map(c => [c.dataset.key, c.innerText])")
+    assert first.get_attribute("data-key").endswith(on_sheet[3].name), shown
+    expect(page.locator("#box-overlay")).to_be_visible()
+    expect(page.locator("#clear-box")).to_be_visible()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=15_000)
+    page.evaluate("() => document.activeElement.blur()")  # no focus ring in the picture
+    picture = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png")
+    bottom = page.evaluate("() => document.querySelector('#results').closest('section').getBoundingClientRect()"
+                           ".bottom + window.scrollY")
+    page.screenshot(path=str(picture), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": bottom + 16})
+
+    # Another box, around the top left photo: that one first.
+    drag_box(page, boxes[0])
+    expect(page.locator("#search-status")).to_contain_text("the boxed region of four-photos.png", timeout=30_000)
+    expect(page.locator("#results .card").first).to_have_attribute("data-key", re.compile(re.escape(on_sheet[0].name)
+                                                                                          + "$"), timeout=30_000)
+
+    # A click is no box: the box stays, nothing is searched.
+    searches = []
+    page.on("request", lambda r: searches.append(r.url) if "/search?" in r.url else None)
+    pic = page.evaluate("() => pictureRect()")
+    page.mouse.click(pic["left"] + pic["width"] / 2, pic["top"] + pic["height"] / 2)
+    expect(page.locator("#box-overlay")).to_be_visible()
+
+    # Clear the box: the whole picture again.
+    with page.expect_request(lambda r: "/search?" in r.url) as request:
+        page.click("#clear-box")
+    assert "box=" not in request.value.url and len(searches) == 1
+    expect(page.locator("#search-status")).to_contain_text(re.compile(r"most similar to four-photos\.png"))
+    expect(page.locator("#box-overlay")).to_be_hidden()
+    expect(page.locator("#clear-box")).to_be_hidden()
+
+    # An indexed image as the target ("Similar"): a box on it searches by its id with the box (the API reads its
+    # object); the image itself is never among the results.
+    card = page.locator("#mine .card", has_text=on_sheet[1].name)
+    card_id = card.get_attribute("data-id")
+    card.get_by_role("button", name="Similar").click()
+    expect(page.locator("#target-caption")).to_contain_text("(indexed)")
+    expect(page.locator("#results .card")).to_have_count(5, timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#target-preview').naturalWidth > 0", timeout=15_000)
+    with page.expect_response(lambda r: "/search?" in r.url and "box=" in r.url) as response:
+        drag_box(page, (0.0, 0.0, 0.6, 1.0), inset=0.02)
+    assert response.value.status == 200
+    assert json.loads(response.value.request.post_data) == {"id": card_id}
+    expect(page.locator("#search-status")).to_contain_text(f"the boxed region of {on_sheet[1].name}", timeout=30_000)
+    assert card_id not in page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.id)")
+    expect(page.locator("#alerts")).to_be_empty()
+
+    # Every view with its buttons: results, your images, duplicates (none here), the trash, compare.
+    page.locator("#mine .card", has_text=photos[30].name).get_by_role("button", name="Delete").click()
+    expect(page.locator("#toast")).to_contain_text("moved to the trash")
+    page.click("#trash-button")
+    expect(page.locator("#trash .card")).to_have_count(1, timeout=15_000)
+    page.set_input_files("#compare-a", str(on_sheet[0]))
+    page.set_input_files("#compare-b", str(on_sheet[1]))
+    for width in (1280, 390):
+        assert_no_button_clipped(page, width)
+        page.screenshot(path=str(tmp_path / f"page-{width}.png"), full_page=True)
+    assert stack.request("GET", "/health")[1]["points"] == 5
