@@ -168,3 +168,32 @@ def test_the_document_describes_the_box(call):
     assert box["in"] == "query" and not box.get("required")
     text = json.dumps(box)
     assert "pattern" in text and "fraction" in box["description"] and "0.25,0.25,0.5,0.5" in text
+
+
+def test_an_objects_bytes_are_read_within_the_limit(aws):
+    """S3Objects.get: at most the limit + 1 bytes (a ranged GET), None for no object, b"" for an empty one (S3
+    answers a range of an empty object with InvalidRange), S3's other refusals as ObjectStorageError."""
+    from botocore.exceptions import ClientError
+    from imgsim.errors import ObjectStorageError
+    from imgsim.objects import S3Objects
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="box/ten.bin", Body=b"0123456789")
+    s3.put_object(Bucket=BUCKET, Key="box/empty.bin", Body=b"")
+    objects = S3Objects(lambda: s3)
+    assert objects.get(BUCKET, "box/ten.bin", max_bytes=4) == b"01234"
+    assert objects.get(BUCKET, "box/ten.bin", max_bytes=100) == b"0123456789"
+    assert objects.get(BUCKET, "box/empty.bin", max_bytes=100) == b""
+    assert objects.get(BUCKET, "box/missing.bin", max_bytes=100) is None
+
+    class Refusing:
+        def __init__(self, code: str) -> None:
+            self.code = code
+
+        def get_object(self, **kwargs):
+            raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "GetObject")
+
+    assert S3Objects(lambda: Refusing("InvalidRange")).get(BUCKET, "k", max_bytes=10) == b""
+    assert S3Objects(lambda: Refusing("NoSuchKey")).get(BUCKET, "k", max_bytes=10) is None
+    with pytest.raises(ObjectStorageError):
+        S3Objects(lambda: Refusing("AccessDenied")).get(BUCKET, "k", max_bytes=10)
