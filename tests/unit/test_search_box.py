@@ -68,6 +68,8 @@ def test_rounding_past_an_edge_is_tolerated_and_clipped():
     x, y, w, h = box.region
     assert (x, y, h) == (0.1234, 0.5, 0.5) and x + w <= 1.0
     assert str(Box(0.25, 0.5, 0.5, 0.125)) == "0.25,0.5,0.5,0.125"
+    small = Box(0.00001, 0, 1e-7, 1)  # as text, the box the API takes (no exponents)
+    assert str(small) == "0.00001,0,0.0000001,1" and parse_box(str(small)) == small
 
 
 @given(st.text(max_size=40))

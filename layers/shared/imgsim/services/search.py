@@ -71,12 +71,17 @@ class Box:
             raise InvalidRequest(f"box {self} runs past the image's bottom edge: y + h = {self.y + self.h:g} > 1")
 
     def __str__(self) -> str:
-        return f"{self.x:g},{self.y:g},{self.w:g},{self.h:g}"
+        """"x,y,w,h" as the API's ``box`` parameter takes it (plain decimals: no exponent)."""
+        return ",".join(_decimal(value) for value in (self.x, self.y, self.w, self.h))
 
     @property
     def region(self) -> Region:
         """The box for the decoder (``imgsim.decode.Region``), within the image (the tolerance clipped off)."""
         return self.x, self.y, min(self.w, 1.0 - self.x), min(self.h, 1.0 - self.y)
+
+
+def _decimal(value: float) -> str:
+    return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
 
 
 @dataclass(frozen=True)
