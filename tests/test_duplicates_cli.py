@@ -1,6 +1,6 @@
 """`imgsim duplicates`: groups from the indexer's links (text, JSON, CSV), from the stored vectors on a collection
 indexed before the links existed, resolving with a dry run by default (to the trash); `imgsim delete` and
-`imgsim trash list | restore | empty`."""
+`imgsim trash list | restore | empty`; `imgsim get`. The same commands against the API: tests/test_api_cli.py."""
 
 from __future__ import annotations
 
@@ -143,3 +143,18 @@ def test_delete_and_the_trash_from_the_command_line(s3, qdrant, capsys):
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=".trash/")["KeyCount"] == 0
     code, out, _ = run(capsys, qdrant, "trash", "list")
     assert out.startswith("the trash is empty")
+
+
+def test_get_shows_an_image_by_key_or_id_with_its_group(s3, qdrant, capsys):
+    ids = index(s3, qdrant, record=True)
+    code, out, _ = run(capsys, qdrant, "get", "dogs/mirror.jpg", "--json")
+    image = json.loads(out)
+    assert code == 0 and image["id"] == ids["dogs/mirror.jpg"] and image["key"] == "dogs/mirror.jpg"
+    assert image["duplicate_of"] == ids["dogs/original.jpg"] and image["duplicate_key"] == "dogs/original.jpg"
+    assert "dogs/mirror.jpg" in image["url"] and "X-Amz-Signature" in image["url"]
+    assert not {"sig", "dirs"} & image.keys()  # the API's document: no bookkeeping fields
+    code, out, _ = run(capsys, qdrant, "get", ids["dogs/original.jpg"])
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0 and fields["key"] == "dogs/original.jpg" and fields["duplicates"] == "2"
+    code, out, err = run(capsys, qdrant, "get", "dogs/nothing.jpg")
+    assert code == 1 and out == "" and err == "imgsim get: dogs/nothing.jpg: no indexed image with id or key 'dogs/nothing.jpg'\n"

@@ -4,9 +4,12 @@ It parses the global options (accepted before and after the command) and the com
 once (the environment with the global options applied, ``imgsim_tools.session``), runs the command on a
 ``Session`` and turns what happened into an exit code and at most one line on stderr.
 
-Exit codes: 0 success, 1 failure (store unreachable, model missing, files that
+With ``--api URL`` a command talks to a deployed API instead (``imgsim_tools.remote``: its ``run_remote`` on an
+API client; no settings read, no Qdrant or model touched).
+
+Exit codes: 0 success, 1 failure (store or API unreachable, model missing, files that
 could not be read), 2 bad usage or input (unknown option, missing file, not an
-image), 130 interrupted (Ctrl-C). Errors go to stderr as one line; ``-v`` adds
+image, a wrong API key), 130 interrupted (Ctrl-C). Errors go to stderr as one line; ``-v`` adds
 tracebacks and debug logs.
 """
 
@@ -51,11 +54,16 @@ def _global_options() -> argparse.ArgumentParser:
         "--qdrant-url", default=argparse.SUPPRESS, metavar="URL",
         help="Qdrant server URL (QDRANT_URL; key from QDRANT_API_KEY or the QDRANT_API_KEY_PARAM SSM parameter)",
     )
+    group.add_argument(
+        "--api", default=argparse.SUPPRESS, metavar="URL",
+        help="talk to a deployed imgsim API (or `imgsim serve`) instead of Qdrant: search, compare, upload, get, "
+             "delete, duplicates, trash; the key from IMGSIM_API_KEY",
+    )
     group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logs and tracebacks")
     return common
 
 
-GLOBAL_DESTS = (*GLOBAL_OPTIONS, "verbose")
+GLOBAL_DESTS = (*GLOBAL_OPTIONS, "api", "verbose")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _log_to_stderr(verbose):
         try:
             environ = dict(os.environ)  # read once: the settings, and what a command names by variable
+            if args.api is not None:
+                # httpx and the client: only for a command run against an API
+                from . import remote
+
+                return remote.run(module, args, environ)
             overrides = global_overrides(args)
             session = Session(read_settings(environ, overrides), environ=environ, overrides=overrides,
                               verbose=verbose)

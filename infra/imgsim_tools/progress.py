@@ -1,4 +1,4 @@
-"""Progress bars of the commands (``imgsim index``, ``migrate``, ``backfill``, ``reindex``): one tqdm setup.
+"""Progress bars of the commands (``imgsim index``, ``migrate``, ``backfill``, ``reindex``, ``upload``): one tqdm setup.
 
 A bar is drawn on stderr, so stdout keeps only the command's result (a summary, JSON). It is left out, and every
 call on it does nothing, when the user asked for quiet, when ``terminal_only`` and stderr is a pipe or a file,
@@ -17,7 +17,7 @@ class Bar:
 
     def __init__(
         self, *, total: int | None = None, unit: str = "img", desc: str | None = None, quiet: bool = False,
-        terminal_only: bool = False, leave: bool = True,
+        terminal_only: bool = False, leave: bool = True, unit_scale: bool = False,
     ) -> None:
         self._bar: Any = None
         self._lock = threading.Lock()
@@ -27,7 +27,9 @@ class Bar:
             from tqdm import tqdm
         except ImportError:  # the summary alone
             return
-        self._bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=leave)
+        # unit_scale: counts in k, M, G (bytes: unit="B")
+        self._bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=leave,
+                         unit_scale=unit_scale)
 
     @property
     def shown(self) -> bool:

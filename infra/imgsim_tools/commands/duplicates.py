@@ -12,6 +12,9 @@ image to keep so that no group chains unrelated images.
 
 Removing moves the images to the trash (``imgsim trash``; restorable for IMGSIM_TRASH_DAYS): a dry run unless
 ``--yes``. Only duplicates of the image kept are removed (the server's check, ``imgsim.services.curation``).
+
+With ``--api URL`` the API lists the groups (``GET /duplicates``, every page) and resolves them
+(``POST /duplicates/resolve``), printed the same way; ``--rescan`` reads the stored vectors, so it needs Qdrant.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from imgsim.errors import ImgsimError
@@ -28,6 +32,7 @@ from imgsim.settings import DEFAULT_DUPLICATE_THRESHOLD
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from ..api_client import ApiClient
     from ..session import Session
 
 # bench_duplicates.py: raw cosine of the search vectors at <= 1 false pair per 30 look-alikes.
@@ -144,17 +149,12 @@ def resolve(args: argparse.Namespace, session: Session) -> int:
     from imgsim.objects import S3Objects
     from imgsim.services import CurationService, Resolution
 
-    if not args.keep or not (args.remove or args.not_duplicates):
-        print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
+    if not resolve_usage(args):
         return EXIT_USAGE
     store = session.served_store()
     if args.remove and not args.yes:
         records = {r.id: r for r in store.retrieve(args.remove)}
-        for point_id in args.remove:
-            record = records.get(point_id)
-            key = record.payload.get("key") if record else "(not indexed)"
-            print(f"would move to the trash: {key} ({point_id})")
-        print("dry run: nothing moved; add --yes to move them to the trash", file=sys.stderr)
+        dry_run(args.remove, lambda point_id: records[point_id].payload.get("key") if point_id in records else None)
         remove: list[str] = []
     else:
         remove = list(args.remove)
@@ -168,9 +168,67 @@ def resolve(args: argparse.Namespace, session: Session) -> int:
     except ImgsimError as exc:
         print(f"imgsim duplicates: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, InvalidRequest) else EXIT_FAILURE
+    return write_resolution(result)
+
+
+def resolve_usage(args: argparse.Namespace) -> bool:
+    if not args.keep or not (args.remove or args.not_duplicates):
+        print("imgsim duplicates: --resolve needs --keep and --remove and/or --not-duplicates", file=sys.stderr)
+        return False
+    return True
+
+
+def dry_run(remove: list[str], key_of: Callable[[str], Any]) -> None:
+    for point_id in remove:
+        print(f"would move to the trash: {key_of(point_id) or '(not indexed)'} ({point_id})")
+    print("dry run: nothing moved; add --yes to move them to the trash", file=sys.stderr)
+
+
+def write_resolution(result: dict[str, Any]) -> int:
+    from .delete import moved
+
     for item in result["removed"]:
-        print(f"moved to the trash: {item['key']} ({item['id']}); restore with `imgsim trash restore "
-              f"{item['trash_id']}` until {item['expires_at']}")
+        print(moved(item))
     for point_id in result["not_duplicates"]:
         print(f"not a duplicate of {result['keep']}: {point_id}")
     return EXIT_OK
+
+
+# -- against an API ----------------------------------------------------------------------------------------------------
+
+
+def run_remote(args: argparse.Namespace, api: ApiClient) -> int:
+    from ..api_client import ApiError
+    from ..remote import exit_code, item_error
+
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        print("imgsim duplicates: --threshold must be between 0 and 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.rescan:
+        print("imgsim duplicates: --rescan reads the stored vectors: run it without --api, on the stack's Qdrant",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if not args.resolve:
+        pages = list(api.all_duplicates(threshold=args.threshold, prefix=args.prefix))
+        write([dict(group) for page in pages for group in page["groups"]], pages[0]["threshold"], args)
+        return EXIT_OK
+    try:
+        return resolve_remote(args, api)
+    except ApiError as exc:
+        if not item_error(exc):  # the images named: unknown, not duplicates of --keep, in the trash
+            raise
+        print(f"imgsim duplicates: {exc.message}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def resolve_remote(args: argparse.Namespace, api: ApiClient) -> int:
+    if not resolve_usage(args):
+        return EXIT_USAGE
+    remove: list[str] = list(args.remove)
+    if remove and not args.yes:
+        dry_run(remove, lambda point_id: (api.find_image(point_id) or {"key": None})["key"])
+        remove = []
+    if not remove and not args.not_duplicates:
+        return EXIT_OK
+    result = api.resolve_duplicates(args.keep, remove=remove, not_duplicates=args.not_duplicates)
+    return write_resolution({**result, "removed": [dict(item) for item in result["removed"]]})

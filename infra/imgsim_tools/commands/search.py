@@ -1,4 +1,8 @@
-"""Print the indexed images most similar to IMAGE, best first, with score (0..1) and percent."""
+"""Print the indexed images most similar to IMAGE, best first, with score (0..1) and percent.
+
+With ``--api URL`` the API searches (``POST /search``, page after page up to ``--limit``), printed the same way;
+its JSON results carry what the API's do (a presigned ``url``, ``similar``).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,18 @@ from typing import TYPE_CHECKING, Any
 from imgsim.dedupe import INTERNAL_FIELDS
 from imgsim.errors import InvalidRequest
 
-from .common import EXIT_OK, positive_int, unit_float
+from .common import EXIT_OK, UsageError, positive_int, unit_float
 from .index import read_image_argument
 
 if TYPE_CHECKING:
     from imgsim.services import Box
 
+    from ..api_client import ApiClient, SearchResult
     from ..session import Session
+
+# The most results one POST /search answers (its ``limit``), and the furthest it pages (``offset``).
+API_PAGE_MAX = 100
+API_OFFSET_MAX = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,15 +71,42 @@ def run(args: argparse.Namespace, session: Session) -> int:
         print("no images indexed", file=sys.stderr if args.json else sys.stdout)
         return EXIT_OK
     hits = store.search(vector, limit=args.limit, min_score=args.min_score, prefix=args.prefix)
-    if args.json:
-        print(json.dumps({"results": [hit_json(hit) for hit in hits]}, indent=2))
+    return write([hit_json(hit) for hit in hits], as_json=args.json)
+
+
+def run_remote(args: argparse.Namespace, api: ApiClient) -> int:
+    from ..api_client import ApiError
+    from ..remote import read_file
+
+    image = read_file(args.image)
+    # `imgsim search --box`: str(Box) is the API's box parameter (plain decimals, as the API reads it).
+    box = str(args.box) if args.box is not None else None
+    results: list[SearchResult] = []
+    offset: int | None = 0
+    while offset is not None and offset <= API_OFFSET_MAX and len(results) < args.limit:
+        try:
+            page = api.search(image, limit=min(API_PAGE_MAX, args.limit - len(results)), offset=offset,
+                              min_score=args.min_score, prefix=args.prefix, box=box)
+        except ApiError as exc:
+            if exc.status in (400, 413, 415) and exc.code != "bad_parameter":  # the query image's fault: name it
+                raise UsageError(f"{args.image}: {exc}") from exc
+            raise
+        results.extend(page["results"])
+        offset = page["next_offset"]
+    return write([dict(result) for result in results], as_json=args.json)
+
+
+def write(results: list[dict[str, Any]], *, as_json: bool) -> int:
+    """The results as a table (rank, percent, score, key) or as ``{"results": [...]}``."""
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
         return EXIT_OK
-    if not hits:
+    if not results:
         print("no matches")
         return EXIT_OK
     print(f"{'rank':>4}  {'similar':>7}  {'score':>6}  key")
-    for rank, hit in enumerate(hits, start=1):
-        print(f"{rank:>4}  {hit.percent:>6.1f}%  {hit.score:>6.4f}  {display_key(hit.payload, hit.id)}")
+    for rank, result in enumerate(results, start=1):
+        print(f"{rank:>4}  {result['percent']:>6.1f}%  {result['score']:>6.4f}  {display_key(result, result['id'])}")
     return EXIT_OK
 
 

@@ -7,6 +7,9 @@
 ``restore`` brings back the object, the point and its duplicate links (``imgsim.services.trash``); ``empty``
 deletes for good (all entries, or ``--expired`` only: what S3's lifecycle rule does on AWS). ``imgsim delete``
 moves images to the trash.
+
+With ``--api URL``, ``list`` and ``restore`` go through the API (``GET /trash``, ``POST /trash/{id}/restore``),
+printed the same way; the API has no route to empty the trash (its entries go after IMGSIM_TRASH_DAYS).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from imgsim.errors import ImgsimError, InvalidRequest
@@ -23,7 +27,10 @@ from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 if TYPE_CHECKING:
     from imgsim.services import TrashService
 
+    from ..api_client import ApiClient
     from ..session import Session
+
+PAGE_SIZE = 100  # entries read per page (the API's most)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,11 +56,10 @@ def run(args: argparse.Namespace, session: Session) -> int:
     service = trash_service(session)
     try:
         if args.action == "list":
-            return list_trash(service, args.json)
+            return list_trash(lambda cursor: service.list(limit=PAGE_SIZE, cursor=cursor), args.json)
         if args.action == "restore":
             for trash_id in args.ids:
-                done = service.restore(trash_id)
-                print(f"restored {done['key']} ({done['id']})")
+                print(restored(service.restore(trash_id)))
             return EXIT_OK
         if not args.yes:
             print("imgsim trash empty: add --yes to delete for good", file=sys.stderr)
@@ -66,11 +72,37 @@ def run(args: argparse.Namespace, session: Session) -> int:
         return EXIT_USAGE if isinstance(exc, InvalidRequest) else EXIT_FAILURE
 
 
-def list_trash(service: TrashService, as_json: bool) -> int:
+def run_remote(args: argparse.Namespace, api: ApiClient) -> int:
+    from ..api_client import ApiError
+    from ..remote import exit_code, item_error
+
+    if args.action == "empty":
+        print("imgsim trash empty: the API has no route to empty the trash (entries go for good after "
+              "IMGSIM_TRASH_DAYS); run it without --api on the stack's Qdrant and bucket", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "list":
+        return list_trash(lambda cursor: dict(api.trash(limit=PAGE_SIZE, cursor=cursor)), args.json)
+    for trash_id in args.ids:
+        try:
+            print(restored(dict(api.restore_from_trash(trash_id))))
+        except ApiError as exc:
+            if not item_error(exc):
+                raise
+            print(f"imgsim trash: {exc.message}", file=sys.stderr)
+            return exit_code(exc)
+    return EXIT_OK
+
+
+def restored(done: dict[str, Any]) -> str:
+    return f"restored {done['key']} ({done['id']})"
+
+
+def list_trash(read_page: Callable[[str | None], dict[str, Any]], as_json: bool) -> int:
+    """Every page of the trash (``read_page(cursor)``), as a table or as ``{"items", "trash_days"}``."""
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = service.list(limit=100, cursor=cursor)
+        page = read_page(cursor)
         items.extend(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
