@@ -19,7 +19,7 @@ from support import SEARCH_APP_PATH as APP_PATH
 from support import load_module_from_path
 
 PUBLIC = {("/health", "get"), ("/", "get"), ("/openapi.json", "get")}
-ERROR_STATUSES = {"400", "401", "404", "409", "413", "415", "429", "500", "502", "503"}
+ERROR_STATUSES = {"400", "401", "404", "409", "413", "415", "429", "431", "500", "502", "503"}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_every_route_declares_its_answers(document):
         for status, response in responses.items():
             assert response["description"] and response.get("content"), (path, method, status)
         assert declared_codes(document, operation, 500) == {"internal_error"}, (path, method)
-        assert "429" in responses, (path, method)  # API Gateway's throttling
+        assert {"429", "431"} <= set(responses), (path, method)  # API Gateway's throttling and header limit
         if operation.get("parameters"):
             assert "bad_parameter" in declared_codes(document, operation, 400), (path, method)
         if "requestBody" in operation:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 THRESHOLD = Annotated[float | None, Query(ge=0, le=1, description="Duplicate threshold 0-1 (default: the indexer's)")]
 GROUP_LIMIT = Annotated[int, Query(ge=1, le=100, description="Groups per page, 1-100")]
 CURSOR = Annotated[ImageId | None, Query(description="next_cursor of the previous page (an image's id)")]
-PREFIX = Annotated[str | None, Query(max_length=1024, description="Only groups whose image to keep starts with this")]
+# 256 characters: within API Gateway's 10,240 bytes of request line and headers however it is written (search_routes).
+PREFIX = Annotated[str | None, Query(max_length=256, description="Only groups whose image to keep starts with this")]
 
 
 def contract() -> dict[tuple[str, str], c.Operation]:

@@ -28,7 +28,9 @@ metrics = Metrics()
 
 LIMIT = Annotated[int, Query(ge=1, le=100, description="How many results, 1-100")]
 MIN_SCORE = Annotated[float | None, Query(ge=0, le=1, description="Drop results scoring below this (0-1)")]
-PREFIX = Annotated[str | None, Query(max_length=1024, description="Only keys starting with this")]
+# 256 characters: any request the document calls valid stays within API Gateway's 10,240 bytes of request line and
+# headers, even with every string parameter at its longest in 4-byte characters (12 bytes each, percent-encoded).
+PREFIX = Annotated[str | None, Query(max_length=256, description="Only keys starting with this")]
 OFFSET = Annotated[int, Query(ge=0, le=1000, description="Skip this many results (paging; next_offset)")]
 MIN_SIDE = Annotated[int | None, Query(ge=1, le=100_000, description="Only images at least this many pixels")]
 CONTENT_TYPE = Annotated[str | None, Query(max_length=100, description="Only this content type, e.g. image/png")]

@@ -11,8 +11,8 @@ formats: a query parameter added to a signature is documented with it). The rest
   ``imgsim.http.errors.STATUS``: a route never writes a status or a code, so the document cannot drift from the
   handler. Added to every operation: ``InternalError`` (500), ``InvalidRequest`` (400) when it has parameters,
   the API key's errors (401, 503) when it has ``security`` (``imgsim.http.auth.protected``), and API Gateway's own
-  answers (429 throttling, 500/503 when the function fails or times out, 413 over the payload limits), whose body is
-  ``{"message"}``, not the envelope.
+  answers (429 throttling, 431 headers over 10 KB, 500/503 when the function fails or times out, 413 over the
+  payload limits), whose body is ``{"message"}``, not the envelope.
 
 ``complete(document, operations)`` applies it to powertools' document; it refuses a served route without a contract
 and a contract without a route. Building the document costs ~50 ms once per execution environment (GET
@@ -102,6 +102,7 @@ UPLOAD: tuple[type[ImgsimError], ...] = (UnsupportedImageType, NotConfigured)
 # API Gateway's own answers, before or instead of the function's (body: outputs.GatewayMessage).
 GATEWAY = {
     429: "API Gateway throttled the request (the template's ApiThrottlingRateLimit and ApiThrottlingBurstLimit)",
+    431: "API Gateway: the request line and headers are over its 10,240-byte limit",
     500: "API Gateway: the function failed outright",
     503: "API Gateway: the function did not answer within the integration timeout (30 s)",
 }
@@ -198,8 +199,9 @@ def error_response(status: int, by_code: Mapping[str, type[ImgsimError]], *, gat
 
 
 def gateway_response(status: int, what: str) -> dict[str, Any]:
+    """A status only API Gateway answers: its ``{"message"}`` (`imgsim serve`, emulating it, uses the envelope)."""
     return {"description": f"{HTTPStatus(status).phrase}: {what}", "content": {JSON: {
-        "schema": {"$ref": REF.format(model="GatewayMessage")},
+        "schema": {"anyOf": [{"$ref": REF.format(model="GatewayMessage")}, {"$ref": REF.format(model="Error")}]},
         "example": {"message": HTTPStatus(status).phrase}}}}
 
 
