@@ -31,8 +31,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.composition import RootHolder
-from imgsim.errors import ImageError, ImgsimError, InvalidRequest
-from imgsim.http.errors import error_body, problem
+from imgsim.errors import ImageError, ImgsimError, InvalidRequest, NotFound
+from imgsim.http.errors import InternalError, problem
 from imgsim.http.responses import error_response, json_response
 from imgsim.objects import S3Objects
 from imgsim.services import Services
@@ -110,13 +110,16 @@ def handle_validation_error(exc: RequestValidationError) -> Response:
 def handle_unexpected(exc: Exception) -> Response:
     # Logged with its stack trace; the caller gets no internals.
     logger.exception("unhandled error")
-    return json_response(500, error_body("internal_error", "internal error; it has been logged"))
+    answer = problem(InternalError("internal error; it has been logged"))
+    assert answer is not None  # InternalError is in the table (tests/unit/test_http_errors.py)
+    return error_response(answer)
 
 
 @app.not_found
 def handle_not_found(exc: Exception) -> Response:
+    # A method a path lacks is a 404 too, as API Gateway answers it (its routes are method and path).
     event = app.current_event
-    return json_response(404, error_body("not_found", f"no route {event.http_method} {event.path}"))
+    return handle_imgsim_error(NotFound(f"no route {event.http_method} {event.path}"))
 
 
 # -- routes ---------------------------------------------------------------------------------------------------------
@@ -147,23 +150,43 @@ def page():
                     headers={"Cache-Control": "no-cache"})
 
 
+DESCRIPTION = """Image similarity search.
+
+Every error the API answers is `{"error": {"code", "message"}}`: branch on `code` (each operation lists the codes
+of each status), show `message`. API Gateway's own answers (429 throttling; 500 or 503 when the function fails or
+times out; 413 over its payload limits) are `{"message"}` instead. A path or method the API lacks is a 404 (API
+Gateway routes by method and path: no 405). Every route but `/`, `/health` and `/openapi.json` needs the API key in
+the `x-api-key` header."""
+
+
+def meta_contract() -> dict[tuple[str, str], Any]:
+    from imgsim.http import contract as c
+    from imgsim.http.outputs import Health, HealthUnavailable
+
+    return {
+        ("/health", "get"): c.Operation(ok=Health, errors=c.STORE, error_details=HealthUnavailable),
+        ("/", "get"): c.Operation(ok_content={"text/html": {"schema": {"type": "string"}}}),
+        ("/openapi.json", "get"): c.Operation(ok_content={"application/json": {"schema": {"type": "object"}}}),
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
-    # Imported here: powertools' OpenAPI document models are needed only for this route (import cost README
-    # "Cold start"); request validation uses the lighter params module.
+    # Imported here: powertools' OpenAPI document models and the contract's are needed only for this route (import
+    # cost README "Cold start"); request validation uses the lighter params module.
     from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+    from imgsim.http.contract import complete
 
     document = json.loads(app.get_openapi_json_schema(
-        title="imgsim", version="0.1.0",
-        description="Image similarity search. Errors are {\"error\": {\"code\", \"message\"}}.",
+        title="imgsim", version="0.1.0", description=DESCRIPTION,
         security_schemes={"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
     ))
-    # Request bodies powertools cannot derive from the signatures: the routes read the body themselves (several
-    # forms on /search and /compare; JSON validated by imgsim.http's models, after the API key check).
+    # What the signatures cannot say: bodies (the routes read them themselves, after the API key check), answers,
+    # error codes (imgsim.http.contract).
+    operations = meta_contract()
     for routes in ROUTE_GROUPS:
-        for (path, method), request_body in routes.request_bodies().items():
-            document["paths"][path][method]["requestBody"] = request_body
-    return json.dumps(document)
+        operations.update(routes.contract())
+    return json.dumps(complete(document, operations))
 
 
 @app.get("/openapi.json", tags=["meta"], summary="This API's OpenAPI 3 document (no API key)")

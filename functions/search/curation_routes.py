@@ -1,7 +1,7 @@
 """Duplicate groups, resolving them, "more like this" (imgsim.services.curation does the work).
 
 Every route module here has ``register(app, services)``, adding its routes to the function's resolver, and
-``request_bodies()`` for the OpenAPI document. Not a powertools ``Router``: a Router object is bound to the last
+``contract()``: each route's body, answers and errors for the OpenAPI document (``imgsim.http.contract``). Not a powertools ``Router``: a Router object is bound to the last
 resolver that includes it, and ``imgsim serve`` loads this function's module once per execution environment in one
 process (several resolvers, one imported module), so each resolver gets its own route functions instead.
 """
@@ -9,33 +9,42 @@ process (several resolvers, one imported module), so each resolver gets its own 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from imgsim.http.auth import protected
 from imgsim.http.inputs import (
+    ImageId,
     RecommendBody,
     ResolveBody,
     json_body,
-    openapi_schema,
     request_body,
 )
 from imgsim.http.responses import json_response
 from imgsim.services import DuplicatesQuery, RecommendRequest, Resolution, Services
 
+if TYPE_CHECKING:
+    from imgsim.http import contract as c
+
 THRESHOLD = Annotated[float | None, Query(ge=0, le=1, description="Duplicate threshold 0-1 (default: the indexer's)")]
 GROUP_LIMIT = Annotated[int, Query(ge=1, le=100, description="Groups per page, 1-100")]
-CURSOR = Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")]
-PREFIX = Annotated[str | None, Query(max_length=1024, description="Only groups whose image to keep starts with this")]
+CURSOR = Annotated[ImageId | None, Query(description="next_cursor of the previous page (an image's id)")]
+# 256 characters: within API Gateway's 10,240 bytes of request line and headers however it is written (search_routes).
+PREFIX = Annotated[str | None, Query(max_length=256, description="Only groups whose image to keep starts with this")]
 
 
-def request_bodies() -> dict[tuple[str, str], dict[str, Any]]:
+def contract() -> dict[tuple[str, str], c.Operation]:
+    # Imported here: only GET /openapi.json needs them (~20 ms of a cold start otherwise).
+    from imgsim.http import contract as c
+    from imgsim.http.outputs import DuplicatesPage, Recommendations, Resolved
+
     return {
-        ("/duplicates/resolve", "post"): {"required": True, "content": {"application/json": {
-            "schema": openapi_schema(ResolveBody)}}},
-        ("/recommend", "post"): {"required": True, "content": {"application/json": {
-            "schema": openapi_schema(RecommendBody)}}},
+        ("/duplicates", "get"): c.Operation(ok=DuplicatesPage, errors=(*c.STORE, *c.S3)),
+        ("/duplicates/resolve", "post"): c.Operation(ok=Resolved, body={"application/json": ResolveBody},
+                                                     errors=(*c.JSON_BODY, *c.RESOLVE, *c.STORE, *c.S3)),
+        ("/recommend", "post"): c.Operation(ok=Recommendations, body={"application/json": RecommendBody},
+                                            errors=(*c.JSON_BODY, *c.NOT_FOUND, *c.STORE, *c.S3)),
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -14,26 +14,31 @@ from imgsim.http.inputs import (
     BOX_FORMAT,
     BOX_PATTERN,
     CompareBody,
+    Instant,
     SearchBody,
-    openapi_schema,
     parse_box,
     parse_compare_body,
-    parse_instant,
     parse_search_body,
     request_body,
 )
 from imgsim.http.responses import Timer, json_response
 from imgsim.services import SearchFilters, SearchRequest, Services
 
+if TYPE_CHECKING:
+    from imgsim.http import contract as c
+
 metrics = Metrics()
 
 LIMIT = Annotated[int, Query(ge=1, le=100, description="How many results, 1-100")]
 MIN_SCORE = Annotated[float | None, Query(ge=0, le=1, description="Drop results scoring below this (0-1)")]
-PREFIX = Annotated[str | None, Query(max_length=1024, description="Only keys starting with this")]
+# 256 characters: any request the document calls valid stays within API Gateway's 10,240 bytes of request line and
+# headers, even with every string parameter at its longest in 4-byte characters (12 bytes each, percent-encoded).
+PREFIX = Annotated[str | None, Query(max_length=256, description="Only keys starting with this")]
 OFFSET = Annotated[int, Query(ge=0, le=1000, description="Skip this many results (paging; next_offset)")]
 MIN_SIDE = Annotated[int | None, Query(ge=1, le=100_000, description="Only images at least this many pixels")]
 CONTENT_TYPE = Annotated[str | None, Query(max_length=100, description="Only this content type, e.g. image/png")]
-INSTANT = Annotated[str | None, Query(max_length=40, description="RFC 3339 time or date (UTC), e.g. 2026-11-26")]
+INSTANT = Annotated[Instant | None, Query(description="An RFC 3339 time (2026-11-26T08:00:00Z) or a date (2026-11-26, "
+                                           "midnight UTC)")]
 SIMILAR = Annotated[float | None, Query(ge=0, le=1, description="Mark results at or above this as similar "
                                        "(default IMGSIM_SIMILAR_THRESHOLD, 0.5)")]
 COLLAPSE = Annotated[bool, Query(description="Fold each result's recorded duplicates into it (\"duplicates\": n)")]
@@ -44,22 +49,31 @@ BOX = Annotated[str | None, Query(
                 "query; for an indexed image (id or key) its S3 object is read (an image indexed from a local file "
                 "has none: 400). An empty box or one past an edge is 400.")]
 
-BINARY = {"type": "string", "format": "binary"}
+SERVER_TIMING = {"Server-Timing": "Milliseconds per phase (embed or lookup, qdrant, presign; total)"}
+IMAGE_PARTS = {"contentType": "image/*"}
 
 
-def request_bodies() -> dict[tuple[str, str], dict[str, Any]]:
-    """For the OpenAPI document: these routes read the body themselves, in several forms."""
+def contract() -> dict[tuple[str, str], c.Operation]:
+    """For the OpenAPI document (imgsim.http.contract): these routes read the body themselves, in several forms."""
+    # Imported here: only GET /openapi.json needs them (~20 ms of a cold start otherwise).
+    from imgsim.http import contract as c
+    from imgsim.http.outputs import Comparison, SearchResults
+
     return {
-        ("/search", "post"): {"required": True, "content": {
-            "image/*": {"schema": BINARY},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": BINARY}}},
-            "application/json": {"schema": openapi_schema(SearchBody)},
-        }},
-        ("/compare", "post"): {"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["a", "b"],
-                                               "properties": {"a": BINARY, "b": BINARY}}},
-            "application/json": {"schema": openapi_schema(CompareBody)},
-        }},
+        ("/search", "post"): c.Operation(
+            ok=SearchResults, ok_headers=SERVER_TIMING,
+            body={"image/*": c.BINARY, "application/octet-stream": c.BINARY,
+                  "multipart/form-data": {"type": "object", "required": ["image"], "properties": {"image": c.BINARY}},
+                  "application/json": SearchBody},
+            encoding={"multipart/form-data": {"image": IMAGE_PARTS}},
+            errors=(*c.IMAGE_BODY, *c.NOT_FOUND, *c.STORE, *c.S3)),
+        ("/compare", "post"): c.Operation(
+            ok=Comparison, ok_headers=SERVER_TIMING,
+            body={"multipart/form-data": {"type": "object", "required": ["a", "b"],
+                                          "properties": {"a": c.BINARY, "b": c.BINARY}},
+                  "application/json": CompareBody},
+            encoding={"multipart/form-data": {"a": IMAGE_PARTS, "b": IMAGE_PARTS}},
+            errors=c.IMAGE_BODY),
     }
 
 
@@ -79,8 +93,7 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
                similar_threshold: SIMILAR = None, box: BOX = None):
         timer = Timer()
         filters = SearchFilters(min_width=min_width, min_height=min_height, content_type=content_type or None,
-                                indexed_after=parse_instant("indexed_after", indexed_after),
-                                indexed_before=parse_instant("indexed_before", indexed_before))
+                                indexed_after=indexed_after, indexed_before=indexed_before)
         region = parse_box(box)
         max_bytes = services().settings.max_body_bytes
         mime, body = request_body(app.current_event, max_bytes)

@@ -45,6 +45,7 @@ EXPECTED = {
     http_errors.Unauthenticated: (401, "unauthenticated"),
     http_errors.MissingApiKey: (401, "missing_api_key"),
     http_errors.InvalidApiKey: (401, "invalid_api_key"),
+    http_errors.InternalError: (500, "internal_error"),
 }
 
 

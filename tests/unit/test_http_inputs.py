@@ -56,7 +56,8 @@ def test_search_body_forms():
         assert parse_search_body("application/json", as_json({"image": value}), LIMIT) == ImageQuery(image=JPEG)
     assert parse_search_body("Application/JSON; charset=utf-8", as_json({"key": "a/b.jpg", "image": None}),
                              LIMIT) == ImageQuery(key="a/b.jpg")
-    assert parse_search_body("application/json", as_json({"id": "x"}), LIMIT) == ImageQuery(point_id="x")
+    some_id = "0b7e1a52-9c1f-5d0e-8d7a-3f2b6c4e9a10"
+    assert parse_search_body("application/json", as_json({"id": some_id}), LIMIT) == ImageQuery(point_id=some_id)
 
 
 @pytest.mark.parametrize("content_type,body,error", [
@@ -71,6 +72,7 @@ def test_search_body_forms():
     ("application/json", b'{"id": ' + b"9" * 5000 + b"}", MalformedJson),
     ("application/json", b"{}", InvalidRequest),
     ("application/json", b'{"id": "a", "key": "b"}', InvalidRequest),
+    ("application/json", b'{"id": "x"}', InvalidRequest),  # an id is a UUID
     ("application/json", b'{"image": 12}', InvalidRequest),
     ("application/json", b'{"image": "!!!"}', InvalidRequest),
     ("application/json", b'{"key": ""}', InvalidRequest),
@@ -98,13 +100,17 @@ def test_json_bodies_are_strict():
     assert json_body(UploadBody, as_json({"filename": "a.jpg", "content_type": "image/jpeg", "x": 1})).filename == "a.jpg"
     recommend = json_body(RecommendBody, as_json({"positive": ["a"], "similar_threshold": 0}))
     assert recommend.limit == 10 and recommend.similar_threshold == 0.0 and recommend.negative == []
+    # JSON Schema's integer: a number without a fractional part, 5.0 as well as 5.
+    assert json_body(RecommendBody, as_json({"positive": ["a"], "limit": 5.0})).limit == 5
     for model, obj in ((UploadBody, {"filename": " ", "content_type": "image/jpeg"}),
                        (UploadBody, {"filename": 1, "content_type": "image/jpeg"}),
                        (ResolveBody, {"keep": "k", "remove": "not-a-list"}),
                        (ResolveBody, {"remove": ["a"]}),
                        (RecommendBody, {"positive": []}),
                        (RecommendBody, {"positive": ["a"], "limit": True}),
-                       (RecommendBody, {"positive": ["a"], "limit": 5.0}),
+                       (RecommendBody, {"positive": ["a"], "limit": 5.5}),
+                       (RecommendBody, {"positive": ["a"], "limit": "5"}),
+                       (ResolveBody, {"keep": "0b7e1a52-9c1f-5d0e-8d7a-3f2b6c4e9a10", "remove": ["not-a-uuid"]}),
                        (RecommendBody, {"positive": ["a"], "similar_threshold": "0.5"})):
         with pytest.raises(InvalidRequest) as info:
             json_body(model, as_json(obj))
@@ -121,3 +127,11 @@ def test_instants():
     assert parse_instant("t", "") is None and parse_instant("t", None) is None
     with pytest.raises(InvalidRequest, match="indexed_after"):
         parse_instant("indexed_after", "yesterday")
+    # Exactly the document's formats (RFC 3339 date-time or full-date), not ISO 8601's other forms.
+    for other in ("20261126", "2026-11-26T08:00", "2026-11-26 08:00:00Z", "2026-W48", "2026-02-30"):
+        with pytest.raises(InvalidRequest):
+            parse_instant("t", other)
+    assert parse_instant("t", "2026-11-26t08:00:00.1234567z") == "2026-11-26T08:00:00.123456Z"
+    # Valid RFC 3339 beyond Python's datetime range: the earliest or latest instant (a filter bound means the same).
+    assert parse_instant("t", "0001-01-01T00:00:00+01:00") == "0001-01-01T00:00:00Z"
+    assert parse_instant("t", "9999-12-31T23:59:59-01:00") == "9999-12-31T23:59:59.999999Z"

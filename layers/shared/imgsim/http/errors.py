@@ -3,7 +3,8 @@
 Services raise imgsim's errors (``imgsim.errors``); body parsing and the key check raise the HTTP-only ones below.
 ``problem(exc)`` turns any of them into a status, the envelope ``{"error": {"code", "message"}}`` and headers
 (``Retry-After`` for transient unavailability). An error the table does not cover (a ``ConfigError``, a
-``CollectionMismatch``...) is a fault of the deployment or a bug: the handler answers 500 and logs it.
+``CollectionMismatch``...) is a fault of the deployment or a bug: the handler logs it and answers ``InternalError``.
+The OpenAPI document's error answers are derived from this table too (``imgsim.http.contract``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class InvalidApiKey(Unauthenticated):
     code = "invalid_api_key"
 
 
+class InternalError(ImgsimError):
+    """Anything else went wrong (a bug, a fault of the deployment): it has been logged; the caller gets no internals."""
+
+    code = "internal_error"
+
+
 # THE table: each error class to the status it answers with. An error takes the entry of the first class of its MRO
 # found here (``UnsupportedImageType`` before ``InvalidRequest``; ``ImageTooLarge(TooCostly, ImageError)`` is 413).
 STATUS: dict[type[ImgsimError], HTTPStatus] = {
@@ -84,6 +91,7 @@ STATUS: dict[type[ImgsimError], HTTPStatus] = {
     TooCostly: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     ObjectStorageError: HTTPStatus.BAD_GATEWAY,  # S3 refused: the upstream's failure, not the caller's
     Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,  # + Retry-After when transient
+    InternalError: HTTPStatus.INTERNAL_SERVER_ERROR,  # what the handler answers for an error the table lacks
 }
 
 

@@ -14,17 +14,27 @@ import binascii
 import json
 import math
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 from python_multipart import FormParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from ..errors import InvalidRequest
 from ..services import Box, ImageQuery
+from ..services.images import UPLOAD_CONTENT_TYPES
 from .errors import (
     BodyTooLarge,
     EmptyBody,
@@ -142,13 +152,56 @@ def base64_image(name: str, value: str) -> bytes:
         raise InvalidRequest(f"{name!r} is not valid base64") from exc
 
 
+# -- ids -------------------------------------------------------------------------------------------------------------
+# An image id is a UUID (``imgsim.ids``) in its canonical 8-4-4-4-12 form, the JSON Schema ``uuid`` format: the
+# pattern makes the validation exactly what the document says (pydantic's UUID type would also take 32 bare hex
+# digits, braces or a urn: prefix, which the ``uuid`` format does not).
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_FORMAT = {"format": "uuid"}
+ImageId = Annotated[str, Field(pattern=UUID_PATTERN, json_schema_extra=UUID_FORMAT)]
+
 # -- JSON bodies -------------------------------------------------------------------------------------------------------
 # Strict: a number is not a string, true is not 1 (as the hand-written checks before them). Each model documents its
-# route's body in the OpenAPI document (``openapi_schema``).
+# route's body in the OpenAPI document (``imgsim.http.contract``): a field added here is documented with it. Rules
+# across fields that the services enforce (exactly one query form; something to resolve) are stated in the schema
+# too (``json_schema_extra``), so that every body the document calls valid is one the API accepts.
 
-Base64 = Annotated[str, Field(min_length=1, description="base64, or a data: URL", json_schema_extra={"format": "byte"})]
+# No minLength: "" is the base64 of no bytes, refused like any bytes that are not an image (400 empty_image).
+Base64 = Annotated[str, Field(description="An image (JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC, AVIF) in base64, or as a "
+                              "data: URL", json_schema_extra={"format": "byte"})]
 ImageRef = Annotated[str, Field(min_length=1)]
-IdList = Annotated[list[ImageRef], Field(max_length=100)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer is any number without a fractional part (``10.0`` too); strict pydantic wants an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JSON_INT = BeforeValidator(_integral)
+IdList = Annotated[list[ImageId], Field(max_length=100)]
+
+
+def _exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
+    """JSON Schema for "exactly one of these fields is given and not null" (each may be null otherwise).
+
+    Each branch requires one field with the non-null form of its own schema (not ``{"not": {"type": "null"}}``:
+    a generator reads that as "anything but null" and makes values the field's own schema refuses)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        branches = []
+        for name in names:
+            field_schema = schema["properties"][name]
+            given = [s for s in field_schema.get("anyOf", [field_schema]) if s.get("type") != "null"]
+            branches.append({"required": [name], "properties": {name: given[0] if len(given) == 1 else {"anyOf": given}}})
+        schema["oneOf"] = branches
+
+    return extra
+
+
+def _one_non_empty(*names: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of these list fields is given with an item"."""
+    return {"anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in names]}
 
 
 class _Body(BaseModel):
@@ -160,9 +213,11 @@ class _Body(BaseModel):
 class SearchBody(_Body):
     """POST /search as JSON: exactly one of a base64 image, an indexed image's id, or its key."""
 
+    model_config = ConfigDict(json_schema_extra=_exactly_one_of("image", "id", "key"))
+
     image: Base64 | None = None
-    id: Annotated[str | None, Field(min_length=1, json_schema_extra={"format": "uuid"})] = None
-    key: Annotated[str | None, Field(min_length=1)] = None
+    id: ImageId | None = None
+    key: Annotated[str | None, Field(min_length=1, description="An indexed image's S3 key")] = None
 
 
 class CompareBody(_Body):
@@ -172,17 +227,27 @@ class CompareBody(_Body):
     b: Base64
 
 
+# A character that is white space to none of the three readers of this pattern: JSON Schema's (ECMA-262) \s, pydantic's
+# (Rust regex: Unicode White_Space) and Python's str.strip, which UploadRequest applies (it also strips \x1c-\x1f).
+NOT_ONLY_SPACE = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+
+
 class UploadBody(_Body):
     """POST /uploads: the file's name and the Content-Type its PUT will send."""
 
-    filename: Annotated[str, Field(min_length=1, pattern=r"\S", description="kept, sanitized, in the key")]
-    content_type: Annotated[str, Field(min_length=1, examples=["image/jpeg"])]
+    filename: Annotated[str, Field(min_length=1, pattern=NOT_ONLY_SPACE, description="kept, sanitized, in the key")]
+    # The types the indexer decodes (the service also takes their parameters and any letter case: "Image/JPEG").
+    content_type: Annotated[str, Field(min_length=1, examples=["image/jpeg"],
+                                       json_schema_extra={"enum": sorted(UPLOAD_CONTENT_TYPES)})]
 
 
 class ResolveBody(_Body):
-    """POST /duplicates/resolve: keep one image; remove others and/or mark them not duplicates of it."""
+    """POST /duplicates/resolve: keep one image; remove others and/or mark them not duplicates of it. Each image is
+    named once: kept, removed or marked (a rule JSON Schema cannot state; otherwise 400 bad_parameter)."""
 
-    keep: Annotated[str, Field(min_length=1, json_schema_extra={"format": "uuid"})]
+    model_config = ConfigDict(json_schema_extra=_one_non_empty("remove", "not_duplicates"))
+
+    keep: ImageId
     remove: IdList = []
     not_duplicates: IdList = []
 
@@ -192,7 +257,7 @@ class RecommendBody(_Body):
 
     positive: Annotated[list[ImageRef], Field(min_length=1, max_length=100, description="ids or keys")]
     negative: Annotated[list[ImageRef], Field(max_length=100, description="ids or keys")] = []
-    limit: Annotated[int, Field(ge=1, le=100)] = 10
+    limit: Annotated[int, Field(ge=1, le=100), JSON_INT] = 10
     similar_threshold: Annotated[float | None, Field(ge=0, le=1)] = None
     prefix: Annotated[str | None, Field(max_length=1024)] = None
 
@@ -217,11 +282,6 @@ def json_body(model: type[Model], body: bytes) -> Model:
     if not body.strip():
         raise EmptyBody("no request body; send a JSON object")
     return validated(model, json_object(body))
-
-
-def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema, for the OpenAPI document (3.1: JSON Schema 2020-12)."""
-    return model.model_json_schema()
 
 
 # -- POST /search and /compare ---------------------------------------------------------------------------------------
@@ -305,17 +365,64 @@ def _box_problem(value: str) -> str:
     return f"box {value[:100]!r} is malformed: {BOX_FORMAT}"
 
 
+# RFC 3339's date-time (section 5.6: the JSON Schema ``date-time`` format) and full-date (``date``): exactly what
+# the document declares. datetime.fromisoformat alone would also take ISO 8601 forms outside both ("20261126",
+# "2026-W48", a time without its offset), which the document would then not describe.
+_DATE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _rfc3339(value: str) -> datetime:
+    """``value`` as an aware datetime; ValueError when it is neither an RFC 3339 date-time nor a date.
+
+    An instant before year 1 or after 9999 in UTC (``0001-01-01T00:00:00+01:00``: valid RFC 3339) is clamped to
+    the earliest or latest time Python has: as a bound of a filter it means the same. A leap second (``:60``) is the
+    last microsecond of its minute."""
+    if match := _DATE.fullmatch(value):
+        year, month, day = map(int, match.groups())
+        return datetime(year, month, day, tzinfo=UTC)
+    match = _DATE_TIME.fullmatch(value)
+    if not match:
+        raise ValueError("not an RFC 3339 date-time or date")
+    year, month, day, hour, minute, second = map(int, match.groups()[:6])
+    fraction, zulu, sign, off_hours, off_minutes = match.groups()[6:]
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    if second == 60:
+        second, micro = 59, 999_999
+    if not zulu and (int(off_hours) > 23 or int(off_minutes) > 59):
+        raise ValueError("the offset's hours or minutes are out of range")
+    offset = timedelta(0) if zulu else timedelta(hours=int(off_hours), minutes=int(off_minutes))
+    local = datetime(year, month, day, hour, minute, second, micro)
+    try:
+        return local.replace(tzinfo=timezone(-offset if sign == "-" else offset)).astimezone(UTC)
+    except OverflowError:
+        return _EARLIEST if (sign == "+" and year == 1) else _LATEST
+
+
 def parse_instant(name: str, value: str | None) -> str | None:
-    """An RFC 3339 instant (``2026-11-26T08:00:00Z``) or a date (``2026-11-26``, midnight UTC), normalized."""
+    """An RFC 3339 instant (``2026-11-26T08:00:00Z``) or a date (``2026-11-26``, midnight UTC), normalized to UTC."""
     if value is None or value == "":
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    except (ValueError, OverflowError) as exc:
+        parsed = _rfc3339(value)
+    except ValueError as exc:
         raise InvalidRequest(f"{name} must be an RFC 3339 time or a date, e.g. 2026-11-26T08:00:00Z") from exc
+    return parsed.isoformat().replace("+00:00", "Z")
+
+
+def _instant(value: str) -> str:
+    try:
+        return _rfc3339(value).isoformat().replace("+00:00", "Z")
+    except ValueError as exc:
+        raise ValueError("must be an RFC 3339 time or a date, e.g. 2026-11-26T08:00:00Z or 2026-11-26") from exc
+
+
+# A query parameter's type: validated (and normalized to UTC) by powertools with the other parameters, and documented
+# as what it takes.
+Instant = Annotated[str, AfterValidator(_instant), WithJsonSchema({"anyOf": [
+    {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]})]
 
 
 def request_body(event: BaseProxyEvent, max_bytes: int) -> tuple[str | None, bytes]:
