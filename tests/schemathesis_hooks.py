@@ -1,6 +1,6 @@
 """Schemathesis hooks for the fuzz run of the search API (tests/api_fuzz.py; loaded through SCHEMATHESIS_HOOKS).
 
-Two things the OpenAPI document cannot say, and nothing else:
+Three things the OpenAPI document cannot say, and nothing else:
 
 - What a valid image is. JSON Schema can say "bytes" (``format: binary``, ``format: byte``) but not "a JPEG", so
   without help every schema-valid image body schemathesis makes is random bytes, which the API rightly refuses
@@ -8,6 +8,9 @@ Two things the OpenAPI document cannot say, and nothing else:
   declared as images (raw ``image/*`` and ``application/octet-stream``, multipart parts encoded ``image/*``, and
   the JSON ``format: byte`` fields, the base64 images of POST /search and /compare) are real images of the formats
   the API decodes, of random sizes and colours. Negative cases still get random bytes and broken base64.
+- What a valid box is (POST /search ``box``, ``format: box``): four fractions whose region is inside the image and
+  not empty (x + w <= 1, y + h <= 1, w and h > 0), which no JSON Schema pattern can say. Negative cases still get
+  anything.
 - The one accepted exception: a method a path lacks. API Gateway routes by method and path, so it answers 404, not
   405, and so does the handler (app.handle_not_found). The run excludes schemathesis' ``unsupported_method``
   check (which expects 405) and this check takes its place for exactly those requests: 404, nothing else.
@@ -43,6 +46,20 @@ IMAGES = images()
 schemathesis.openapi.media_type("image/*", IMAGES)
 schemathesis.openapi.media_type("application/octet-stream", IMAGES)
 schemathesis.openapi.format("byte", IMAGES.map(lambda data: base64.b64encode(data).decode("ascii")))
+
+
+@st.composite
+def boxes(draw: st.DrawFn) -> str:
+    values = []
+    for _ in range(2):  # (x, w), then (y, h)
+        start = draw(st.integers(0, 99))
+        size = draw(st.integers(1, 100 - start))
+        values.append((start / 100, size / 100))
+    (x, w), (y, h) = values
+    return f"{x},{y},{w},{h}"
+
+
+schemathesis.openapi.format("box", boxes())
 
 
 @schemathesis.check

@@ -12,7 +12,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.http.auth import protected
 from imgsim.http.inputs import (
     BOX_FORMAT,
-    BOX_PATTERN,
     CompareBody,
     Instant,
     SearchBody,
@@ -42,9 +41,12 @@ INSTANT = Annotated[Instant | None, Query(description="An RFC 3339 time (2026-11
 SIMILAR = Annotated[float | None, Query(ge=0, le=1, description="Mark results at or above this as similar "
                                        "(default IMGSIM_SIMILAR_THRESHOLD, 0.5)")]
 COLLAPSE = Annotated[bool, Query(description="Fold each result's recorded duplicates into it (\"duplicates\": n)")]
-# The pattern is documented, not enforced here: parse_box checks it and says what is wrong with a box that misses it.
+# A format of its own ("box", described; its text form is inputs.BOX_PATTERN): what makes a box valid (w and h above 0,
+# x + w and y + h at most 1) is beyond a JSON Schema pattern, so the document names the format and parse_box
+# checks it and says what is wrong (a pattern would declare "0,0,0,0" or "0.9,0,0.5,1" valid: fuzzers rightly
+# flag a 400 to a schema-valid value). tests/schemathesis_hooks.py generates boxes of this format.
 BOX = Annotated[str | None, Query(
-    max_length=100, examples=["0.25,0.25,0.5,0.5"], json_schema_extra={"pattern": BOX_PATTERN},
+    max_length=100, examples=["0.25,0.25,0.5,0.5"], json_schema_extra={"format": "box"},
     description=f"Search with this region of the query image only, {BOX_FORMAT}. Works with every form of the "
                 "query; for an indexed image (id or key) its S3 object is read (an image indexed from a local file "
                 "has none: 400). An empty box or one past an edge is 400.")]

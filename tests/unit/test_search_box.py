@@ -97,7 +97,7 @@ def test_every_query_form_carries_the_box():
     for content_type, body, query in (("image/jpeg", jpeg, ImageQuery(image=jpeg, box=box)),
                                       (form_type, form, ImageQuery(image=jpeg, box=box)),
                                       ("application/json", b'{"image": "/9j/IGZha2U="}', ImageQuery(image=jpeg, box=box)),
-                                      ("application/json", b'{"id": "x"}', ImageQuery(point_id="x", box=box)),
+                                      ("application/json", b'{"id": "0b7e1a52-9c1f-5d0e-8d7a-3f2b6c4e9a10"}', ImageQuery(point_id="0b7e1a52-9c1f-5d0e-8d7a-3f2b6c4e9a10", box=box)),
                                       ("application/json", b'{"key": "a.jpg"}', ImageQuery(key="a.jpg", box=box))):
         assert parse_search_body(content_type, body, 1000, box) == query
 
