@@ -10,6 +10,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,14 @@ class Serve:
     def wait_gone(self, point_id: str, timeout: float = 60) -> None:
         wait_until(lambda: self.request("GET", f"/images/{point_id}")[0] == 404, timeout=timeout,
                    what=f"image {point_id} to leave the index")
+
+
+@contextmanager
+def running(data_dir: Path) -> Iterator[Serve]:
+    """`imgsim serve` on ``data_dir``, ready, stopped (and killed if it lingers) afterwards: a test module's stack."""
+    serve = Serve(data_dir)
+    try:
+        yield serve.wait_ready()
+    finally:
+        serve.stop()
+        serve.kill()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from imgsim_tools import cli
 from imgsim_tools.api_client import ROUTES, ApiClient
-from serve_support import API_KEY, Serve, free_port
+from serve_support import API_KEY, Serve, free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,8 @@ PAIRS = {"group-x/original.jpg": 700, "group-x/deeper/copy.jpg": 700,
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Serve]:
-    serve = Serve(tmp_path_factory.mktemp("api-cli") / "data")
-    try:
-        yield serve.wait_ready()
-    finally:
-        serve.stop()
-        serve.kill()
+    with running(tmp_path_factory.mktemp("api-cli") / "data") as serve:
+        yield serve
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,15 @@ from pathlib import Path
 
 import pytest
 from imgsim.ids import point_id_for_object
-from serve_support import API_KEY, BUCKET, Serve, wait_until
+from serve_support import API_KEY, BUCKET, Serve, running, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    serve = Serve(tmp_path_factory.mktemp("stack") / "data")
-    try:
-        yield serve.wait_ready()
-    finally:
-        serve.stop()
-        serve.kill()
+    with running(tmp_path_factory.mktemp("stack") / "data") as serve:
+        yield serve
 
 
 def put_photo(serve: Serve, path: Path, key: str) -> str:

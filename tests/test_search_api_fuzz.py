@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from api_fuzz import run, seed_photos
-from serve_support import API_KEY, Serve
+from serve_support import API_KEY, running
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +21,8 @@ SEED = 20
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    serve = Serve(tmp_path_factory.mktemp("fuzz") / "data")
-    try:
-        yield serve.wait_ready()
-    finally:
-        serve.stop()
-        serve.kill()
+    with running(tmp_path_factory.mktemp("fuzz") / "data") as serve:
+        yield serve
 
 
 def failures(output: str) -> str:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from serve_support import API_KEY, Serve
+from serve_support import API_KEY, Serve, running
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +19,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    serve = Serve(tmp_path_factory.mktemp("web") / "data")
-    try:
-        yield serve.wait_ready()
-    finally:
-        serve.stop()
-        serve.kill()
+    with running(tmp_path_factory.mktemp("web") / "data") as serve:
+        yield serve
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ TIME_GOAL, SIZE_GOAL = 1.50, 1.25
 sys.path.insert(0, str(REPO_ROOT / "tests" / "bench"))
 # bench_index sets the benchmarks' AWS and powertools environment and the import paths when imported.
 from bench_index import BUCKET, REGION, bench_variables, lambda_event, stage_metrics
-from support import INDEX_APP_PATH, handler_on_root, lambda_context
+from support import INDEX_APP_PATH, handler_on_root, lambda_context, notifying_bucket
 
 
 def folder_bytes(path: Path) -> int:
@@ -56,11 +56,7 @@ def main() -> int:
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        queue_url = sqs.create_queue(QueueName="imgsim-index")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [
-            {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]})
+        queue_url, queue_arn = notifying_bucket(s3, sqs, BUCKET, "imgsim-index")
         roots, apps = {}, {}
         for mode in ("on", "off"):
             variables = bench_variables(str(tmp / f"qdrant-{mode}"))

@@ -41,7 +41,7 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support import INDEX_APP_PATH, handler_on_root, lambda_context
+from support import INDEX_APP_PATH, handler_on_root, lambda_context, notifying_bucket
 
 
 def FakeLambdaContext():
@@ -121,11 +121,7 @@ def main() -> int:
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        queue_url = sqs.create_queue(QueueName="imgsim-index")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [
-            {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]})
+        queue_url, queue_arn = notifying_bucket(s3, sqs, BUCKET, "imgsim-index")
         root = make_root(Path(tmp.name), bench_variables(str(Path(tmp.name) / "qdrant")))
         app = handler_on_root("index_app", INDEX_APP_PATH, root)
         run_id = [0]
