@@ -167,7 +167,7 @@ def test_the_document_describes_the_box(call):
     (box,) = [p for p in document["paths"]["/search"]["post"]["parameters"] if p["name"] == "box"]
     assert box["in"] == "query" and not box.get("required")
     text = json.dumps(box)
-    assert "pattern" in text and "fraction" in box["description"] and "0.25,0.25,0.5,0.5" in text
+    assert "\"format\": \"box\"" in text and "fraction" in box["description"] and "0.25,0.25,0.5,0.5" in text
 
 
 def test_an_objects_bytes_are_read_within_the_limit(aws):
