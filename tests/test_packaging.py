@@ -633,17 +633,25 @@ def test_both_functions_run_from_the_build_with_the_sample_events(sam_build, loc
     health, _ = run("SearchFunction", "health.json")
     assert api_body(health)["points"] == len(local_aws["keys"]) - 1
 
-    # The deployed store path (a Qdrant server through qdrant-client): nothing listens, so 503, but it loads.
+    # The deployed store path: a Qdrant server's REST API (the stand-in), then one that does not answer.
+    from qdrant_standin import QdrantStandin, running
+
     server_env = tmp_path / "server_env.json"
     overrides = json.loads(env_file.read_text())
-    overrides["Parameters"].update(QDRANT_URL=f"http://127.0.0.1:{free_port()}", QDRANT_RETRIES="0")
+    with running(QdrantStandin(api_key="qdrant-key")) as qdrant_url:
+        overrides["Parameters"].update(QDRANT_URL=qdrant_url, QDRANT_API_KEY="qdrant-key", QDRANT_RETRIES="0")
+        server_env.write_text(json.dumps(overrides))
+        served, _ = run("SearchFunction", "health.json", server_env)
+        assert served["statusCode"] == 200 and api_body(served)["points"] == 0, served
+    overrides["Parameters"].update(QDRANT_URL=f"http://127.0.0.1:{free_port()}")
     server_env.write_text(json.dumps(overrides))
     unreachable, _ = run("SearchFunction", "health.json", server_env)
     assert unreachable["statusCode"] == 503, unreachable
 
     loaded = set(record.read_text().split())
     layer_python = sam_build / "SharedLayer" / "python"
-    assert any(path.endswith("qdrant_client/qdrant_client.py") for path in loaded)
+    assert any(path.endswith("imgsim/store/rest.py") for path in loaded)
+    assert not any("/qdrant_client/" in path for path in loaded), "qdrant-client is a test tool, not in the layer"
     never_loaded, big_unmapped = unloaded_layer_parts(layer_python, loaded)
     assert never_loaded == [], "in the layer but loaded by no function: prune it (layers/shared/prune.py)"
     assert big_unmapped == [], "large shared objects no function loads"

@@ -13,8 +13,7 @@ Two kinds of removal, each measured on the x86_64 build (figures: bytes unzipped
 * **Files no import in the functions reaches**, by path: numpy's build tooling (``f2py``: 1.5 MB)
   and its SIMD test harness (``_core/_simd``, 1.5 MB in numpy 2, imported only by numpy's tests);
   Pillow's Tk bridge; python-multipart's
-  deprecated ``multipart`` import name. portalocker (0.9 MB) is qdrant-client's lock for its local
-  mode, never used against a server.
+  deprecated ``multipart`` import name.
 
 ``tests/test_packaging.py`` checks the other direction: every top-level package left in the layer
 is loaded by one of the functions' invocations, so a new unused dependency fails the tests.
@@ -28,10 +27,9 @@ import sys
 from pathlib import Path
 
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python_dateutil", "six")
-# portalocker: qdrant-client's local-mode lock; tqdm, flatbuffers, backports.strenum, ml_dtypes (2 MB):
-# ai-edge-litert's tooling (model conversion, progress bars, extra tensor dtypes), never imported by its
-# Interpreter (measured on 2.3.0: modules imported and libraries mapped after allocate_tensors and invoke).
-NEVER_LOADED_DISTS = ("portalocker", "tqdm", "flatbuffers", "backports.strenum", "backports_strenum", "ml_dtypes")
+# protobuf (2.7 MB), tqdm, flatbuffers, backports.strenum, ml_dtypes (2 MB): ai-edge-litert's tooling (model
+# conversion and schemas, progress bars, extra tensor dtypes), never imported by its Interpreter (measured on 2.3.0: modules imported and libraries mapped after allocate_tensors and invoke).
+NEVER_LOADED_DISTS = ("protobuf", "tqdm", "flatbuffers", "backports.strenum", "backports_strenum", "ml_dtypes")
 # Packages of which the functions load only a few files: everything else in them goes. ai-edge-litert 2.3 ships
 # its model tooling (compiler plugins for NPU vendors, converters, the WebGPU accelerator (19 MB), schema and
 # proto modules: 33 MB in all) beside the interpreter, which loads exactly these (measured as above).

@@ -1,8 +1,8 @@
-"""Cluster settings at qdrant-client's REST request level: what a multi-node Qdrant receives.
+"""Cluster settings at the REST request level: what a multi-node Qdrant receives.
 
 A recording stand-in for the Qdrant REST API on 127.0.0.1 answers the few routes these calls use
 and keeps every request (method, path, query, JSON body); ``ServerStore`` talks to it through the
-same ``QdrantClient(url=...)`` the functions use.
+same ``connect(url, ...)`` client the functions use.
 """
 
 from __future__ import annotations

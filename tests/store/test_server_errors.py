@@ -1,9 +1,9 @@
-"""Every failure a Qdrant server can hand qdrant-client, through its real REST path.
+"""Every failure a Qdrant server can hand imgsim's REST client, through a real HTTP exchange.
 
 A stub HTTP server on 127.0.0.1 answers from a script (status, headers, body, delay);
-``ServerStore`` talks to it with the same ``QdrantClient(url=...)`` the functions use.
+``ServerStore`` talks to it with the same ``connect(url, ...)`` client the functions use.
 Transient failures must end as ``StoreUnavailable`` (API 503 + Retry-After, indexer
-batchItemFailures), the rest as a plain ``StoreError``, never a raw qdrant-client error.
+batchItemFailures), the rest as a plain ``StoreError``, never a raw urllib3 or JSON error.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def test_connection_refused_is_unavailable(sleeps):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(StoreUnavailable, match="ConnectError"):
+    with pytest.raises(StoreUnavailable, match="NewConnectionError|ConnectionRefused"):
         store_for(f"http://127.0.0.1:{port}", retries=1).count()
     assert len(sleeps) == 1
 

@@ -1,7 +1,7 @@
 """The vector store: one interface (``VectorStore``) in imgsim's own types, two backends.
 
-- ``QDRANT_URL`` set: a Qdrant server (Qdrant Cloud when deployed) through qdrant-client
-  (``imgsim.store.server``).
+- ``QDRANT_URL`` set: a Qdrant server (Qdrant Cloud when deployed) through its REST API
+  (``imgsim.store.server`` over ``imgsim.store.rest``).
 - otherwise: embedded Qdrant Edge at ``QDRANT_PATH`` (``imgsim.store.edge``; ``:memory:``
   for a throwaway store). Not in the Lambda layer.
 
@@ -9,7 +9,7 @@ Which collection a name leads to (aliases, one collection per model) is ``imgsim
 built on the ``Catalog`` here: this package never imports it.
 
 Backends are imported on first use, so a process on one never loads the other's
-library (qdrant-client alone takes ~0.5 s to import).
+library (qdrant-edge-py is not even in the Lambda layer).
 """
 
 from __future__ import annotations

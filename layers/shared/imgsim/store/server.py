@@ -1,19 +1,17 @@
-"""Backend for a Qdrant server (Qdrant Cloud when deployed) through qdrant-client's REST transport.
+"""Backend for a Qdrant server (Qdrant Cloud when deployed), through Qdrant's REST API (``rest.QdrantHttp``).
 
-Also accepts any ``QdrantClient`` (tests pass qdrant-client's in-memory mode as
-a stand-in for the server's API). Every call goes through ``call_with_retries``
-(see ``retry``): transient failures end as ``StoreUnavailable``, the rest as
-``StoreError``; no qdrant-client exception or model escapes this module.
+Request bodies are built here as the JSON the REST API documents (Qdrant's OpenAPI: the shapes
+tests/qdrant_standin.py checks with qdrant-client's generated models). Every call goes through
+``call_with_retries`` (see ``retry``): transient failures end as ``StoreUnavailable``, the rest as
+``StoreError``, and a result without what the API promises is a ``StoreError`` too; nothing else escapes.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
-
-from qdrant_client import QdrantClient, models
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from ..errors import CollectionMismatch, StoreError
 from .base import (
@@ -25,68 +23,81 @@ from .base import (
     VectorStore,
     floats,
 )
+from .rest import QdrantHttp, segment
 from .retry import call_with_retries
 from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+Json = dict[str, Any]
 
 
 class _Filters:
-    """qdrant-client's filter models, for ``translate``."""
+    """Qdrant's REST filter JSON, for ``translate``."""
 
     @staticmethod
-    def combine(must: list[Any], should: list[Any], must_not: list[Any]) -> models.Filter:
-        return models.Filter(must=must or None, should=should or None, must_not=must_not or None)
+    def combine(must: list[Any], should: list[Any], must_not: list[Any]) -> Json:
+        return {k: v for k, v in (("must", must), ("should", should), ("must_not", must_not)) if v}
 
     @staticmethod
     def equals(field: str, value: str | int | bool) -> Any:
-        return models.FieldCondition(key=field, match=models.MatchValue(value=value))
+        return {"key": field, "match": {"value": value}}
 
     @staticmethod
     def any_of(field: str, values: list[str]) -> Any:
-        return models.FieldCondition(key=field, match=models.MatchAny(any=values))
+        return {"key": field, "match": {"any": list(values)}}
 
     @staticmethod
     def missing(field: str) -> Any:
-        return models.IsEmptyCondition(is_empty=models.PayloadField(key=field))
+        return {"is_empty": {"key": field}}
 
     @staticmethod
     def has_ids(ids: list[str]) -> Any:
-        return models.HasIdCondition(has_id=list(ids))
+        return {"has_id": list(ids)}
 
     @staticmethod
     def range(field: str, gte: float | str | None, lte: float | str | None, datetime: bool) -> Any:
-        if datetime:  # qdrant-client parses RFC 3339 strings into its datetime fields
-            bounds: Any = models.DatetimeRange.model_validate({"gte": gte, "lte": lte})
+        if datetime:  # RFC 3339 strings: the server parses them as a DatetimeRange
+            bounds = {"gte": gte, "lte": lte}
         else:
-            bounds = models.Range(gte=None if gte is None else float(gte), lte=None if lte is None else float(lte))
-        return models.FieldCondition(key=field, range=bounds)
+            bounds = {"gte": None if gte is None else float(gte), "lte": None if lte is None else float(lte)}
+        return {"key": field, "range": {k: v for k, v in bounds.items() if v is not None}}
 
 
-def to_filter(where: Where | None) -> models.Filter | None:
+def to_filter(where: Where | None) -> Json | None:
     return translate(where, _Filters())
 
 
-def quantization_config(options: StorageOptions) -> Any:
+def quantization_config(options: StorageOptions) -> Json | None:
     if options.quantization == "int8":
-        return models.ScalarQuantization(
-            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
-        )
+        return {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
     if options.quantization == "binary":
-        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+        return {"binary": {"always_ram": True}}
     return None
 
 
-def search_params(options: StorageOptions) -> models.SearchParams | None:
+def search_params(options: StorageOptions) -> Json | None:
     if not options.quantized and options.hnsw_ef is None:
         return None
-    quant = (
-        models.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
-        if options.quantized
-        else None
-    )
-    return models.SearchParams(hnsw_ef=options.hnsw_ef, quantization=quant)
+    params: Json = {}
+    if options.hnsw_ef is not None:
+        params["hnsw_ef"] = options.hnsw_ef
+    if options.quantized:
+        params["quantization"] = {"rescore": options.rescore, "oversampling": options.oversampling}
+    return params
+
+
+def _dropping_none(doc: Json) -> Json:
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+@contextmanager
+def reading(what: str) -> Iterator[None]:
+    """A result that lacks what Qdrant's API promises is the server's fault: a ``StoreError``, not a crash."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise StoreError(f"Qdrant's {what} result is not what its API describes ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from exc
 
 
 class ServerStore(VectorStore):
@@ -94,7 +105,7 @@ class ServerStore(VectorStore):
 
     def __init__(
         self,
-        client: QdrantClient,
+        client: QdrantHttp,
         collection: str,
         *,
         dim: int,
@@ -108,16 +119,20 @@ class ServerStore(VectorStore):
         super().__init__(collection, dim=dim, options=options)
         self._client = client
         self.cluster = cluster or ClusterOptions()
-        self._ordering = models.WriteOrdering(self.cluster.write_ordering)
-        self._consistency = models.ReadConsistencyType(self.cluster.read_consistency)
         self.retries = max(0, retries)
         self.retry_budget_s = retry_budget_s
         self._where = where
         self._owns_client = owns_client
         self._params = search_params(self.options)
+        self._path = "/collections/" + segment(collection)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return call_with_retries(what, fn, retries=self.retries, budget_s=self.retry_budget_s)
+    def _call(self, what: str, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        client = self._client
+        return call_with_retries(what, lambda: client.request(method, path, body, **params), retries=self.retries,
+                                 budget_s=self.retry_budget_s)
+
+    def _write(self, what: str, path: str, body: Json, method: str = "POST") -> None:
+        self._call(what, method, self._path + path, body, wait=True, ordering=self.cluster.write_ordering)
 
     def describe(self) -> str:
         return self._where
@@ -125,43 +140,44 @@ class ServerStore(VectorStore):
     # -- collection -------------------------------------------------------------------------------------------
 
     def _create_or_check(self) -> None:
-        client, name = self._client, self.collection
-        if not self._call("collection_exists", lambda: client.collection_exists(name)):
+        name = self.collection
+        with reading("collection_exists"):
+            exists = bool(self._call("collection_exists", "GET", self._path + "/exists")["exists"])
+        if not exists:
             quantized = self.options.quantized
-            self._call(
-                "create_collection",
-                lambda: client.create_collection(
-                    name,
-                    vectors_config=models.VectorParams(
-                        size=self.dim,
-                        distance=models.Distance.COSINE,
-                        on_disk=True if quantized and self.options.originals_on_disk else None,
-                    ),
-                    quantization_config=quantization_config(self.options),
-                    shard_number=self.cluster.shard_number,
-                    replication_factor=self.cluster.replication_factor,
-                    write_consistency_factor=self.cluster.write_consistency_factor,
-                    on_disk_payload=self.cluster.on_disk_payload,
-                ),
-            )
+            vectors: Json = {"size": self.dim, "distance": "Cosine"}
+            if quantized and self.options.originals_on_disk:
+                vectors["on_disk"] = True
+            self._call("create_collection", "PUT", self._path, _dropping_none({
+                "vectors": vectors,
+                "quantization_config": quantization_config(self.options),
+                "shard_number": self.cluster.shard_number,
+                "replication_factor": self.cluster.replication_factor,
+                "write_consistency_factor": self.cluster.write_consistency_factor,
+                "on_disk_payload": self.cluster.on_disk_payload,
+            }))
             for field in INDEXED_FIELDS:
-                self._call("create_payload_index", _index_creator(client, name, field))
+                self._create_index(field)
             return
-        info = self._call("get_collection", lambda: client.get_collection(name))
-        vectors = info.config.params.vectors
-        if not isinstance(vectors, models.VectorParams):
-            raise CollectionMismatch(f"collection {name!r} uses named vectors; imgsim needs one unnamed vector")
-        if vectors.size != self.dim or vectors.distance != models.Distance.COSINE:
+        info = self._call("get_collection", "GET", self._path)
+        with reading("get_collection"):
+            params = info["config"]["params"]
+            vectors = params["vectors"]
+            if not isinstance(vectors, dict) or "size" not in vectors:
+                raise CollectionMismatch(f"collection {name!r} uses named vectors; imgsim needs one unnamed vector")
+            size, distance = vectors["size"], vectors["distance"]
+            schema = info.get("payload_schema") or {}
+            quantization = info["config"].get("quantization_config") or vectors.get("quantization_config")
+        if size != self.dim or distance != "Cosine":
             raise CollectionMismatch(
-                f"collection {name!r} has vectors of size {vectors.size} with "
-                f"{vectors.distance.value} distance, but the model needs size {self.dim} with Cosine; "
-                "use another QDRANT_COLLECTION or delete this one"
+                f"collection {name!r} has vectors of size {size} with {distance} distance, but the model needs "
+                f"size {self.dim} with Cosine; use another QDRANT_COLLECTION or delete this one"
             )
         for field in INDEXED_FIELDS:  # a collection from an older imgsim lacks the newer ones
-            if field not in (info.payload_schema or {}):
-                self._call("create_payload_index", _index_creator(client, name, field))
-        self._check_cluster(name, info.config.params)
-        existing = _quantization_name(info.config.quantization_config or vectors.quantization_config)
+            if field not in schema:
+                self._create_index(field)
+        self._check_cluster(name, params)
+        existing = _quantization_name(quantization)
         if existing != self.options.quantization and self.dim > 1:
             # Harmless for correctness: searches still work, only memory and recall differ.
             log.warning(
@@ -170,11 +186,15 @@ class ServerStore(VectorStore):
                 self.options.quantization,
             )
 
-    def _check_cluster(self, name: str, params: Any) -> None:
+    def _create_index(self, field: str) -> None:
+        self._call("create_payload_index", "PUT", self._path + "/index", {"field_name": field,
+                                                                            "field_schema": "keyword"}, wait=True)
+
+    def _check_cluster(self, name: str, params: Mapping[str, Any]) -> None:
         """The existing collection against the configured cluster settings: a write consistency its replicas
         cannot meet is an error (no write would be acknowledged); other differences are warnings, with
         the way to change them (the data is right either way)."""
-        replicas = params.replication_factor or 1
+        replicas = params.get("replication_factor") or 1
         if (self.cluster.write_consistency_factor or 1) > replicas:
             raise CollectionMismatch(
                 f"collection {name!r} has {replicas} replica(s) per shard but QDRANT_WRITE_CONSISTENCY_FACTOR is "
@@ -189,7 +209,7 @@ class ServerStore(VectorStore):
                "write_consistency_factor": "update_collection(write_consistency_factor=...)",
                "on_disk_payload": "update_collection(on_disk_payload=...)"}
         for field, value in wanted.items():
-            actual = getattr(params, field, None)
+            actual = params.get(field)
             if value is not None and actual != value:
                 log.warning("collection %r has %s=%s but the configuration asks for %s; keeping it (%s)",
                             name, field, actual, value, how[field])
@@ -197,75 +217,68 @@ class ServerStore(VectorStore):
     # -- primitives -------------------------------------------------------------------------------------------
 
     def _upsert(self, points: Sequence[StoredPoint], only_if: Where | None) -> None:
-        structs = [models.PointStruct(id=p.id, vector=floats(p.vector), payload=p.payload) for p in points]
-        self._call(
-            "upsert",
-            lambda: self._client.upsert(self.collection, points=structs, wait=True, update_filter=to_filter(only_if),
-                                        ordering=self._ordering),
-        )
+        body: Json = {"points": [{"id": p.id, "vector": floats(p.vector), "payload": p.payload} for p in points]}
+        condition = to_filter(only_if)
+        if condition is not None:
+            body["update_filter"] = condition
+        self._write("upsert", "/points", body, method="PUT")
 
     def _delete(self, selector: IdIn | Where) -> None:
-        chosen: Any = (
-            models.PointIdsList(points=list(selector.ids))
-            if isinstance(selector, IdIn)
-            else models.FilterSelector(filter=to_filter(selector) or models.Filter())
-        )
-        self._call("delete", lambda: self._client.delete(self.collection, points_selector=chosen, wait=True,
-                                                         ordering=self._ordering))
+        body: Json = ({"points": list(selector.ids)} if isinstance(selector, IdIn)
+                      else {"filter": to_filter(selector) or {}})
+        self._write("delete", "/points/delete", body)
 
     def _set_fields(self, where: Where, fields: Mapping[str, Any]) -> None:
-        selector = models.FilterSelector(filter=to_filter(where) or models.Filter())
-        self._call("set_payload", lambda: self._client.set_payload(self.collection, payload=dict(fields),
-                                                                     points=selector, wait=True,
-                                                                     ordering=self._ordering))
+        self._write("set_payload", "/points/payload", {"payload": dict(fields), "filter": to_filter(where) or {}})
 
     def _retrieve(self, ids: Sequence[str], with_vectors: bool) -> list[Record]:
-        found = self._call(
-            "retrieve",
-            lambda: self._client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=with_vectors,
-                                          consistency=self._consistency),
-        )
-        return [_record(p) for p in found]
+        found = self._call("retrieve", "POST", self._path + "/points",
+                           {"ids": list(ids), "with_payload": True, "with_vector": with_vectors},
+                           consistency=self.cluster.read_consistency)
+        with reading("retrieve"):
+            return [_record(p) for p in found]
 
     def _scroll(
         self, where: Where | None, limit: int, offset: str | None, with_vectors: bool, fields: Sequence[str] | None
     ) -> tuple[list[Record], str | None]:
-        found, next_offset = self._call(
-            "scroll",
-            lambda: self._client.scroll(
-                self.collection, scroll_filter=to_filter(where), limit=limit, offset=offset,
-                with_payload=list(fields) if fields is not None else True, with_vectors=with_vectors,
-                consistency=self._consistency,
-            ),
-        )
-        return [_record(p) for p in found], (str(next_offset) if next_offset is not None else None)
+        body = _dropping_none({"filter": to_filter(where), "limit": limit, "offset": offset,
+                               "with_payload": list(fields) if fields is not None else True,
+                               "with_vector": with_vectors})
+        page = self._call("scroll", "POST", self._path + "/points/scroll", body,
+                          consistency=self.cluster.read_consistency)
+        with reading("scroll"):
+            following = page.get("next_page_offset")
+            return [_record(p) for p in page["points"]], (str(following) if following is not None else None)
 
     def _count(self, where: Where | None) -> int:
-        return self._call(
-            "count", lambda: self._client.count(self.collection, count_filter=to_filter(where), exact=True)
-        ).count
+        counted = self._call("count", "POST", self._path + "/points/count",
+                             _dropping_none({"filter": to_filter(where), "exact": True}))
+        with reading("count"):
+            return int(counted["count"])
 
     def _query(
         self, vector: Sequence[float], limit: int, offset: int, where: Where | None, score_threshold: float | None
     ) -> list[ScoredRecord]:
-        response = self._call(
-            "query_points",
-            lambda: self._client.query_points(
-                self.collection, query=list(vector), limit=limit, offset=offset, query_filter=to_filter(where),
-                score_threshold=score_threshold, with_payload=True, search_params=self._params,
-            ),
-        )
-        return [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        response = self._call("query_points", "POST", self._path + "/points/query",
+                              self._query_body(vector, limit, where, score_threshold, None, offset=offset))
+        with reading("query_points"):
+            return _scored(response)
+
+    def _query_body(self, vector: Sequence[float], limit: int, where: Where | None, score_threshold: float | None,
+                    fields: Sequence[str] | None, *, offset: int = 0) -> Json:
+        return _dropping_none({
+            "query": floats(vector), "limit": limit, "offset": offset or None, "filter": to_filter(where),
+            "score_threshold": score_threshold, "with_payload": list(fields) if fields is not None else True,
+            "params": self._params,
+        })
 
     def _query_batch(self, requests: Sequence[tuple[Sequence[float], int, Where | None]], score_threshold: float | None,
                      fields: Sequence[str] | None) -> list[list[ScoredRecord]]:
-        payload: Any = list(fields) if fields is not None else True
-        batch = [models.QueryRequest(query=list(vector), limit=limit, filter=to_filter(where), with_payload=payload,
-                                     score_threshold=score_threshold, params=self._params)
-                 for vector, limit, where in requests]
-        responses = self._call("query_batch_points",
-                               lambda: self._client.query_batch_points(self.collection, requests=batch))
-        return [[ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points] for r in responses]
+        searches = [self._query_body(vector, limit, where, score_threshold, fields) for vector, limit, where in requests]
+        responses = self._call("query_batch_points", "POST", self._path + "/points/query/batch",
+                               {"searches": searches})
+        with reading("query_batch_points"):
+            return [_scored(r) for r in responses]
 
     def companion(self, suffix: str, *, dim: int, options: StorageOptions | None = None) -> ServerStore:
         return ServerStore(
@@ -282,7 +295,7 @@ class ServerStore(VectorStore):
 class ServerCatalog(Catalog):
     """Collections and aliases of a Qdrant server; the stores it opens share its client."""
 
-    def __init__(self, client: QdrantClient, *, retries: int = 3, retry_budget_s: float = 3.0,
+    def __init__(self, client: QdrantHttp, *, retries: int = 3, retry_budget_s: float = 3.0,
                  where: str = "Qdrant server", cluster: ClusterOptions | None = None) -> None:
         self._client = client
         self.cluster = cluster
@@ -291,8 +304,10 @@ class ServerCatalog(Catalog):
         self._where = where
         self._stores: dict[str, ServerStore] = {}
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return call_with_retries(what, fn, retries=self.retries, budget_s=self.retry_budget_s)
+    def _call(self, what: str, method: str, path: str, body: Any = None) -> Any:
+        client = self._client
+        return call_with_retries(what, lambda: client.request(method, path, body), retries=self.retries,
+                                 budget_s=self.retry_budget_s)
 
     def describe(self) -> str:
         return self._where
@@ -312,61 +327,56 @@ class ServerCatalog(Catalog):
         return store
 
     def alias_target(self, alias: str) -> str | None:
-        response = self._call("get_aliases", self._client.get_aliases)
-        return next((a.collection_name for a in response.aliases if a.alias_name == alias), None)
+        response = self._call("get_aliases", "GET", "/aliases")
+        with reading("get_aliases"):
+            return next((str(a["collection_name"]) for a in response["aliases"] if a["alias_name"] == alias), None)
 
     def exists(self, collection: str) -> bool:
-        names = self._call("get_collections", self._client.get_collections)
-        return any(c.name == collection for c in names.collections)
+        names = self._call("get_collections", "GET", "/collections")
+        with reading("get_collections"):
+            return any(c["name"] == collection for c in names["collections"])
 
     def switch_alias(self, alias: str, collection: str) -> None:
         if not self.exists(collection):
             raise StoreError(f"no collection {collection!r} on {self._where}: an alias must lead to one")
         # One request: Qdrant applies the alias operations of a request atomically.
-        operations: list[Any] = []
+        actions: list[Json] = []
         if self.alias_target(alias) is not None:
-            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-        operations.append(models.CreateAliasOperation(
-            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
-        self._call("update_collection_aliases",
-                   lambda: self._client.update_collection_aliases(change_aliases_operations=operations))
+            actions.append({"delete_alias": {"alias_name": alias}})
+        actions.append({"create_alias": {"collection_name": collection, "alias_name": alias}})
+        self._call("update_collection_aliases", "POST", "/collections/aliases", {"actions": actions})
 
     def drop(self, collection: str) -> None:
         for name in (collection, *(collection + suffix for suffix in COMPANION_SUFFIXES)):
             if self.exists(name):
-                self._call("delete_collection", functools.partial(self._client.delete_collection, name))
+                self._call("delete_collection", "DELETE", "/collections/" + segment(name))
 
     def close(self) -> None:
         self._client.close()
 
 
-def _index_creator(client: QdrantClient, collection: str, field: str) -> Callable[[], Any]:
-    return lambda: client.create_payload_index(collection, field, field_schema=models.PayloadSchemaType.KEYWORD)
-
-
-def _record(point: Any) -> Record:
-    vector = point.vector
+def _record(point: Mapping[str, Any]) -> Record:
+    vector = point.get("vector")
     if vector is not None and not isinstance(vector, list):  # named vectors: not imgsim's layout
         vector = None
-    return Record(str(point.id), dict(point.payload or {}), floats(vector) if vector else None)
+    return Record(str(point["id"]), dict(point.get("payload") or {}), floats(vector) if vector else None)
 
 
-def _quantization_name(config: Any) -> str:
-    if isinstance(config, models.ScalarQuantization):
-        return "int8"
-    if isinstance(config, models.BinaryQuantization):
-        return "binary"
-    if config is None:
+def _scored(response: Mapping[str, Any]) -> list[ScoredRecord]:
+    return [ScoredRecord(str(p["id"]), float(p["score"]), dict(p.get("payload") or {})) for p in response["points"]]
+
+
+def _quantization_name(config: Mapping[str, Any] | None) -> str:
+    if not config:
         return "none"
-    return type(config).__name__
+    if "scalar" in config:
+        return "int8"
+    if "binary" in config:
+        return "binary"
+    return next(iter(config))
 
 
-def connect(url: str, api_key: str | None, timeout_s: float) -> QdrantClient:
-    return QdrantClient(
-        url=url,
-        api_key=api_key,
-        timeout=max(1, round(timeout_s)),
-        # The version probe is one more blocking round trip on every cold start
-        # (and a warning when the server is briefly unreachable); skip it.
-        check_compatibility=False,
-    )
+def connect(url: str, api_key: str | None, timeout_s: float) -> QdrantHttp:
+    """A client for the server at ``url``: no request until the first call (no version probe either: it would
+    be one more blocking round trip on every cold start)."""
+    return QdrantHttp(url, api_key=api_key, timeout_s=max(1.0, timeout_s))

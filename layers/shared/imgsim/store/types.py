@@ -1,7 +1,7 @@
 """imgsim's own store types: points, records, hits and filters.
 
 Every backend translates these to its engine's types and back, so no
-``qdrant_client`` or ``qdrant_edge`` object is ever seen outside
+REST document or ``qdrant_edge`` object is ever seen outside
 ``imgsim.store.server`` / ``imgsim.store.edge``. The filter algebra is the
 small part of Qdrant's that imgsim uses: field equality, any-of, "field not
 set", point ids, and must / should / must_not nesting.
