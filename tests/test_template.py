@@ -432,3 +432,147 @@ def test_cluster_settings_reach_both_functions(template):
     params = template["Parameters"]
     assert (params["QdrantShardNumber"]["Default"], params["QdrantReplicationFactor"]["Default"],
             params["QdrantWriteConsistencyFactor"]["Default"]) == (6, 2, 1)
+
+
+# ---------------------------------------------------------------- SnapStart and the published versions
+
+
+def _transform(parameters: dict[str, str], layer_uri: str = "s3://bucket/layer") -> dict:
+    from samtranslator.translator.transform import transform
+
+    raw = load_template()
+    for resource in raw["Resources"].values():
+        for prop in ("CodeUri", "ContentUri"):
+            if prop in resource.get("Properties", {}):
+                resource["Properties"][prop] = "s3://bucket/key"
+    raw["Resources"]["SharedLayer"]["Properties"]["ContentUri"] = layer_uri
+
+    class NoManagedPolicyLookup:
+        def load(self) -> dict:
+            return {}
+
+    return transform(raw, {"AWS::Region": "us-east-1", **parameters}, NoManagedPolicyLookup())
+
+
+def _evaluate(value, template: dict, parameters: dict[str, str]):
+    """A value with the template's conditions and parameter references resolved, as CloudFormation resolves them."""
+    values = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | parameters
+
+    def resolve(v):
+        if isinstance(v, dict) and set(v) == {"Ref"} and v["Ref"] in values:
+            return values[v["Ref"]]
+        if isinstance(v, dict) and set(v) == {"Fn::Equals"}:
+            left, right = (resolve(x) for x in v["Fn::Equals"])
+            return left == right
+        if isinstance(v, dict) and set(v) == {"Fn::If"}:
+            condition, if_true, if_false = v["Fn::If"]
+            return resolve(if_true if resolve(template["Conditions"][condition]) else if_false)
+        if isinstance(v, dict) and set(v) == {"Fn::Sub"} and isinstance(v["Fn::Sub"], str):
+            return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], v["Fn::Sub"])
+        return v
+
+    return resolve(value)
+
+
+def _of_type(transformed: dict, kind: str) -> dict:
+    return {name: r for name, r in transformed["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("setting, apply_on", [(None, "None"), ("Disabled", "None"), ("Enabled", "PublishedVersions")])
+def test_snapstart_is_a_parameter_off_by_default(template, setting, apply_on):
+    parameter = template["Parameters"]["SnapStart"]
+    assert parameter["Default"] == "Disabled" and parameter["AllowedValues"] == ["Enabled", "Disabled"]
+    parameters = {} if setting is None else {"SnapStart": setting}
+    transformed = _transform(parameters)
+    functions = _of_type(transformed, "AWS::Lambda::Function")
+    assert set(functions) == {"IndexFunction", "SearchFunction"}
+    for name, function in functions.items():
+        assert _evaluate(function["Properties"]["SnapStart"]["ApplyOn"], transformed, parameters) == apply_on, name
+        # SnapStart runs on Python 3.12+ (both architectures) and excludes provisioned concurrency, EFS and more
+        # than 512 MB of ephemeral storage: the template asks for none of them.
+        assert function["Properties"]["Runtime"] == "python3.13"
+        assert function["Properties"].get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+        assert "FileSystemConfigs" not in function["Properties"]
+    assert not any("ProvisionedConcurrencyConfig" in r.get("Properties", {}) for r in transformed["Resources"].values())
+
+
+def test_the_events_invoke_the_published_version_through_the_alias(transformed):
+    versions = _of_type(transformed, "AWS::Lambda::Version")
+    aliases = _of_type(transformed, "AWS::Lambda::Alias")
+    assert {v["Properties"]["FunctionName"]["Ref"] for v in versions.values()} == {"IndexFunction", "SearchFunction"}
+    assert all(v["DeletionPolicy"] == "Delete" for v in versions.values())  # no pile of versions and snapshots
+    assert {name: (a["Properties"]["Name"], a["Properties"]["FunctionVersion"]["Fn::GetAtt"][0])
+            for name, a in aliases.items()} == {
+        "IndexFunctionAliaslive": ("live", next(v for v in versions if v.startswith("IndexFunction"))),
+        "SearchFunctionAliaslive": ("live", next(v for v in versions if v.startswith("SearchFunction")))}
+    (mapping,) = _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "IndexFunctionAliaslive"}
+    permissions = _of_type(transformed, "AWS::Lambda::Permission").values()
+    assert permissions and all(p["Properties"]["FunctionName"] == {"Ref": "SearchFunctionAliaslive"}
+                               for p in permissions)
+    (api,) = _of_type(transformed, "AWS::ApiGatewayV2::Api").values()
+    integrations = [op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+                    for path in api["Properties"]["Body"]["paths"].values() for op in path.values()]
+    assert len(integrations) == len(_handler_routes())
+    assert all("${SearchFunctionAliaslive}" in uri for uri in integrations)
+
+
+_NOT_VERSIONED = {"Events", "Policies", "ReservedConcurrentExecutions", "VersionDescription", "AutoPublishAlias",
+                  "AutoPublishAliasAllProperties", "VersionDeletionPolicy"}
+
+
+def _parameters_used(value, parameters: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        found = set()
+        if value.get("Ref") in parameters:
+            found.add(value["Ref"])
+        if isinstance(value.get("Fn::Sub"), str):
+            found |= set(re.findall(r"\$\{(\w+)\}", value["Fn::Sub"])) & parameters
+        return found | set().union(*(_parameters_used(v, parameters) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_parameters_used(v, parameters) for v in value))
+    return set()
+
+
+def test_a_change_of_any_parameter_a_function_uses_publishes_a_new_version(template, resources):
+    """SAM publishes a new version when the function's properties or the layer's content change, not when only a
+    parameter's value does: each function's VersionDescription names every parameter its versioned configuration
+    uses (a Description change replaces the version), and nothing else (a replaced version must differ from the
+    one before, or Lambda would hand back the same version)."""
+    parameters = set(template["Parameters"])
+    conditions = {name: _parameters_used(c, parameters) for name, c in template["Conditions"].items()}
+
+    def used(value) -> set[str]:
+        found = _parameters_used(value, parameters)
+        for name in re.findall(r'"Fn::If": \["(\w+)"', json.dumps(value)):
+            found |= conditions[name]
+        return found
+
+    globals_ = {k: v for k, v in template["Globals"]["Function"].items() if k not in _NOT_VERSIONED}
+    for name in ("IndexFunction", "SearchFunction"):
+        props = resources[name]["Properties"]
+        own = {k: v for k, v in props.items() if k not in _NOT_VERSIONED}
+        assert props["AutoPublishAliasAllProperties"] is True
+        described = set(re.findall(r"\$\{(\w+)\}", props["VersionDescription"]["Fn::Sub"]))
+        assert described == used(globals_) | used(own), name
+    assert resources["SharedLayer"]["Properties"]["PublishLambdaVersion"] is True
+
+    def versions(**kwargs) -> dict[str, str]:
+        transformed = _transform(**kwargs)
+        return {name: _evaluate(v["Properties"]["Description"], transformed, kwargs.get("parameters", {}))
+                for name, v in _of_type(transformed, "AWS::Lambda::Version").items()}
+
+    before = versions(parameters={})
+    after_layer = versions(parameters={}, layer_uri="s3://bucket/layer-2")
+    assert set(after_layer).isdisjoint(before)  # new layer content: new versions (new logical ids)
+    toggled = versions(parameters={"SnapStart": "Enabled"})
+    assert set(toggled) == set(before) and all(toggled[v] != before[v] for v in before)  # replaced in place
+
+
+def test_version_descriptions_fit_lambdas_limit(template, resources):
+    """A version's Description holds at most 256 characters: room for long values of the free-text parameters."""
+    long_values = {"QdrantUrl": "https://0123abcd-4567-89ef-0123-456789abcdef.eu-central-1-0.aws.cloud.qdrant.io:6333",
+                   "CorsOrigin": "https://images.photo-archive.example.com", "CollectionName": "images_archive"}
+    for name in ("IndexFunction", "SearchFunction"):
+        description = _evaluate(resources[name]["Properties"]["VersionDescription"], template, long_values)
+        assert "${" not in description and len(description) <= 256, (name, len(description))

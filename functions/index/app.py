@@ -39,6 +39,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 _root = RootHolder()
 root = _root.get
 use_root = _root.use  # the local stack's root, shared by its environments; a test's
+_root.register_snapshot_hooks()  # SnapStart: warm the model before the snapshot, renew clients after a restore
 
 
 class RecordNotIndexed(Exception):

@@ -66,6 +66,7 @@ def services() -> Services:
 _root = RootHolder(on_change=services.cache_clear)
 root = _root.get
 use_root = _root.use
+_root.register_snapshot_hooks()  # SnapStart: warm the model before the snapshot, renew clients after a restore
 
 
 app = APIGatewayHttpResolver(

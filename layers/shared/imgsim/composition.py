@@ -10,12 +10,24 @@ one it needs. Nothing here reads the environment: the settings come in whole (``
 Secrets: when ``QDRANT_API_KEY_PARAM`` names an SSM SecureString (the deployed stack) and no key is given, it is
 read once with powertools parameters (cached 5 min) on first use of a Qdrant server; the embedded store never
 reads SSM.
+
+SnapStart (the template's ``SnapStart`` parameter): the function modules register ``RootHolder.before_snapshot`` and
+``RootHolder.after_restore`` with the runtime's hooks (``register_snapshot_hooks``). Before the snapshot the root
+loads and runs the model and imports what the first request would (``Root.before_snapshot``): no connection is
+opened, no credential or secret read, so none is frozen into a snapshot that many environments resume from. After a
+restore what must not be shared between environments is renewed (``Root.after_restore``, ``renew_process_state``):
+AWS clients and sessions, the Qdrant catalog and its connections, the secrets read, the alias resolved, the random
+generators' state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import io
 import logging
+import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,38 +53,122 @@ def model_embedder(model: str, settings: Settings) -> Embedder:
     return Embedder(model, settings=settings)
 
 
-def read_secret_parameter(name: str) -> str:
-    """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``), cached 5 min."""
-    from aws_lambda_powertools.utilities import parameters
+_aws_lock = threading.Lock()
+_aws_data: Any = None  # botocore's data loader (parsed service models), shared by every session made here
+_secret_providers: dict[str, Any] = {}  # powertools providers on such sessions, by kind ("ssm", "secretsmanager")
 
+
+def aws_session() -> Any:
+    """A new boto3 session: credentials found afresh (what a restored SnapStart environment needs), service models
+    parsed once per process. botocore's loader only holds what it read from its data files (no credential, no
+    connection) and every client of one session already shares it; sharing it across sessions makes a client of a
+    new session ~15 ms instead of ~70-200 ms (S3, measured on the host: a new session parses the models again)."""
+    global _aws_data
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    with _aws_lock:
+        if _aws_data is None:
+            _aws_data = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _aws_data)
+    return boto3.session.Session(botocore_session=core)
+
+
+def _client_config(service: str) -> Any:
+    """Adaptive retries; SigV4 presigning for S3 (botocore may still presign with the deprecated SigV2)."""
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "adaptive", "max_attempts": 5})
+    if service == "s3":
+        config = config.merge(Config(signature_version="s3v4"))
+    return config
+
+
+def warm_aws_models(services: tuple[str, ...] = ("s3", "ssm")) -> None:
+    """Parse the models of ``services`` into the shared loader (``aws_session``) by building one client of each with
+    placeholder keys and dropping it: no credential is looked up, no connection opened."""
+    session = aws_session()
+    for service in services:
+        session.client(service, region_name=session.region_name or "us-east-1", config=_client_config(service),
+                       aws_access_key_id="snapshot", aws_secret_access_key="snapshot")
+
+
+def _secret_provider(kind: str) -> Any:
+    with _aws_lock:
+        provider = _secret_providers.get(kind)
+    if provider is None:
+        from aws_lambda_powertools.utilities import parameters
+
+        session = aws_session()
+        provider = (parameters.SecretsProvider(boto3_session=session) if kind == "secretsmanager"
+                    else parameters.SSMProvider(boto3_session=session))
+        with _aws_lock:
+            provider = _secret_providers.setdefault(kind, provider)
+    return provider
+
+
+def read_secret_parameter(name: str) -> str:
+    """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``), cached 5 min by powertools;
+    ``forget_secrets`` drops the values and the clients that read them."""
     if name.startswith("secretsmanager:"):
-        return str(parameters.get_secret(name.split(":", 1)[1], max_age=300))
-    return str(parameters.get_parameter(name, decrypt=True, max_age=300))
+        return str(_secret_provider("secretsmanager").get(name.split(":", 1)[1], max_age=300))
+    return str(_secret_provider("ssm").get(name, decrypt=True, max_age=300))
+
+
+def forget_secrets() -> None:
+    """Drop every secret read (``read_secret_parameter``'s providers and powertools' default ones) with the clients
+    that read them: the next read asks SSM again, with this environment's credentials."""
+    with _aws_lock:
+        _secret_providers.clear()
+    parameters: Any = sys.modules.get("aws_lambda_powertools.utilities.parameters")
+    if parameters is not None:
+        parameters.clear_caches()
+
+
+def renew_process_state() -> None:
+    """After a SnapStart restore: what the process holds that must differ between the environments resumed from one
+    snapshot (``Root.after_restore`` renews the root's own objects).
+
+    - ``random`` and numpy's global generator, reseeded from the OS (uuid4 and ``secrets`` read the OS on each call:
+      nothing to do); botocore's retry jitter and the Qdrant retries' (imgsim.store.retry) draw from ``random``.
+    - boto3's default session (its credentials) and the secrets read (``forget_secrets``).
+    - powertools' cached Lambda metadata (the Availability Zone of the environment that took the snapshot).
+
+    Powertools' cold-start flags need nothing: no invocation runs before the snapshot, so the first one after a
+    restore reports the cold start, as it should."""
+    random.seed()
+    numpy: Any = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    boto3: Any = sys.modules.get("boto3")
+    if boto3 is not None:
+        boto3.DEFAULT_SESSION = None
+    forget_secrets()
+    metadata: Any = sys.modules.get("aws_lambda_powertools.utilities.metadata.lambda_metadata")
+    if metadata is not None:
+        metadata.clear_metadata_cache()
 
 
 def boto3_client_factory(
     *, endpoint_url: str | None = None, region: str | None = None, access_key: str | None = None,
     secret_key: str | None = None,
 ) -> ClientFactory:
-    """boto3 clients with adaptive retries; SigV4 presigning for S3 (botocore may still presign with the deprecated
-    SigV2). With no arguments boto3 finds endpoint, region and credentials as on Lambda (its own variables and
-    the execution role); the local stack passes its emulator's endpoint and dummy credentials explicitly."""
+    """boto3 clients with adaptive retries; SigV4 presigning for S3 (``_client_config``), each on a new session
+    (``aws_session``: its own credentials, shared service models). With no arguments boto3 finds endpoint, region and
+    credentials as on Lambda (its own variables and the execution role); the local stack passes its emulator's
+    endpoint and dummy credentials explicitly."""
 
     def make(service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(retries={"mode": "adaptive", "max_attempts": 5})
-        if service == "s3":
-            config = config.merge(Config(signature_version="s3v4"))
-        kwargs: dict[str, Any] = {"config": config}
+        kwargs: dict[str, Any] = {"config": _client_config(service)}
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url
         if region:
             kwargs["region_name"] = region
         if access_key and secret_key:
             kwargs.update(aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=None)
-        return boto3.client(service, **kwargs)  # type: ignore[call-overload]  # any service name, by design
+        return aws_session().client(service, **kwargs)
 
     return make
 
@@ -140,16 +236,17 @@ class Root:
 
     def configured_model(self) -> str:
         """IMGSIM_MODEL, or the manifest's default model."""
-        if self.engine.model_name:
-            return self.engine.model_name
+        engine = self.settings.engine  # not ``self.engine``: the model never waits on the Qdrant key from SSM
+        if engine.model_name:
+            return engine.model_name
         from .models import find_model_dir, load_manifest
 
-        default, _ = load_manifest(find_model_dir(self.engine.model_dir) / "models.json")
+        default, _ = load_manifest(find_model_dir(engine.model_dir) / "models.json")
         return default
 
     def _embedder(self, model: str) -> Embedder:
         if model not in self._embedders:
-            self._embedders[model] = self._make_embedder(model, self.engine)
+            self._embedders[model] = self._make_embedder(model, self.settings.engine)
         return self._embedders[model]
 
     def catalog(self) -> Catalog:
@@ -240,6 +337,54 @@ class Root:
             self._clients.clear()
             self._layout = None
 
+    # -- SnapStart ----------------------------------------------------------------------------------------------------
+
+    def before_snapshot(self) -> None:
+        """Warm what the first request would otherwise pay for, with no I/O beyond the layer's files: the configured
+        model loaded and run once on a small JPEG (decoder, preprocessing, the interpreter's first invoke), the AWS
+        service models parsed (``warm_aws_models``), the Qdrant server backend and powertools' parameters imported.
+        Nothing here reads a secret or opens a connection: which collection is served (the alias, on Qdrant) is
+        resolved by the first request after a restore."""
+        started = time.perf_counter()
+        with self._lock:
+            embedder = self._embedder(self.configured_model())
+        embedder.embed(_warm_up_jpeg())
+        try:
+            warm_aws_models()
+            importlib.import_module("aws_lambda_powertools.utilities.parameters")
+        except ImportError as exc:  # a process without boto3 or powertools (not a function's)
+            log.info("snapshot warm-up: no AWS SDK (%s)", exc)
+        if self.settings.engine.qdrant_url:
+            importlib.import_module(".store.server", __package__)  # what open_catalog imports for a server
+        log.info("snapshot warm-up: model %s, AWS models, store backend in %.0f ms", embedder.model_name,
+                 (time.perf_counter() - started) * 1000)
+
+    def after_restore(self) -> None:
+        """Renew what this root holds that must not be shared between environments resumed from one snapshot: the
+        AWS clients, the catalog with its stores (their connections; closed), the engine settings (the Qdrant key
+        read from SSM) and the resolved alias (the snapshot may be days old). All are rebuilt on next use; the
+        embedders are kept (they are what the snapshot is for)."""
+        with self._lock:
+            catalog, self._catalog = self._catalog, None
+            self._stores.clear()
+            self._clients.clear()
+            self._engine = None
+            self._layout = None
+        if catalog is not None:
+            try:
+                catalog.close()
+            except Exception as exc:  # noqa: BLE001  # raising would fail the restore; the stale pool is dropped
+                log.info("closing the catalog from before the snapshot: %s", exc)
+
+
+def _warm_up_jpeg() -> bytes:
+    """A small grey JPEG, made here: the warm-up decodes what requests bring, with nothing to ship."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
 
 class RootHolder:
     """A function module's composition root: built from the function's environment variables on first use (Lambda's
@@ -264,5 +409,38 @@ class RootHolder:
         if self._on_change is not None:
             self._on_change()
 
+    def before_snapshot(self) -> None:
+        """SnapStart's hook before the snapshot (``Root.before_snapshot``)."""
+        self.get().before_snapshot()
 
-__all__ = ["Root", "RootHolder", "boto3_client_factory", "model_embedder", "read_secret_parameter"]
+    def after_restore(self) -> None:
+        """SnapStart's hook after a restore: the process's state, then the root's (``renew_process_state``,
+        ``Root.after_restore``)."""
+        renew_process_state()
+        self.get().after_restore()
+
+    def register_snapshot_hooks(self) -> bool:
+        """Register ``before_snapshot`` and ``after_restore`` with Lambda's runtime hooks (``snapshot_restore_py``,
+        which Lambda's Python runtimes 3.12+ provide; the layer does not ship it, so it cannot shadow the runtime's).
+        Lambda runs them only for a SnapStart version; elsewhere on Lambda they stay registered and unused. Where the
+        module is absent (the local stack, tests, the CLI) nothing is registered: False."""
+        try:
+            hooks = importlib.import_module("snapshot_restore_py")
+        except ImportError:
+            return False
+        hooks.register_before_snapshot(self.before_snapshot)
+        hooks.register_after_restore(self.after_restore)
+        return True
+
+
+__all__ = [
+    "Root",
+    "RootHolder",
+    "aws_session",
+    "boto3_client_factory",
+    "forget_secrets",
+    "model_embedder",
+    "read_secret_parameter",
+    "renew_process_state",
+    "warm_aws_models",
+]
