@@ -81,7 +81,7 @@ def backend_store(embedder, backend, tmp_path):
 @pytest.fixture
 def root_on_backend(backend, tmp_path):
     """A composition root (``imgsim.composition.Root``, as the functions build one) on a fresh store of
-    ``backend``: an embedded folder, or qdrant-client's in-memory server stand-in shared by every catalog the
+    ``backend``: an embedded folder, or a fresh Qdrant (the REST stand-in) shared by every catalog the
     root opens (a server outlives ``root.close()``, as it outlives a function's execution environment).
     ``tests/roots.py`` builds roots with other variables."""
     from roots import make_root

@@ -32,12 +32,12 @@ def shared_embedders(model: str, settings: Settings) -> Embedder:
 
 
 def server_catalogs() -> Callable[[Settings], Catalog]:
-    """qdrant-client's in-memory server stand-in, shared by every catalog the root opens: a server outlives a
+    """One fresh Qdrant (the REST stand-in, over HTTP), shared by every catalog the root opens: a server outlives a
     root's ``close()`` as it outlives a function's execution environment."""
     from imgsim.store.server import ServerCatalog
-    from qdrant_client import QdrantClient
+    from store_backends import server_client
 
-    server = QdrantClient(location=":memory:")
+    server = server_client()
 
     class SharedServer(ServerCatalog):
         def close(self) -> None:
@@ -51,7 +51,7 @@ def make_root(
     embedders: Callable[[str, Settings], Any] | None = None, catalogs: Callable[[Settings], Catalog] | None = None,
     read_secret: Callable[[str], str] | None = None,
 ) -> Root:
-    """A root on a fresh embedded store under ``tmp_path`` (``backend="server"``: the in-memory server stand-in),
+    """A root on a fresh embedded store under ``tmp_path`` (``backend="server"``: the Qdrant REST stand-in),
     configured by ``variables``; boto3 clients in us-east-1 (moto, when a test runs under it)."""
     settings = load({"QDRANT_PATH": str(tmp_path / "qdrant"), **(variables or {})})
     if catalogs is None and backend == "server":

@@ -1,7 +1,7 @@
 """``imgsim migrate``: the embedded store to a Qdrant server and back; idempotent and resumable.
 
-The server side is qdrant-client's in-memory mode behind ``imgsim.store.server.connect``
-(the stand-in for a server's API, as in the store contract suite)."""
+The server side is the Qdrant REST stand-in behind ``imgsim.store.server.connect`` (in process; the stand-in
+for a server's API, as in the store contract suite)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from imgsim.store import key_dirs
 from imgsim.store.edge import EdgeStore
 from imgsim.store.server import ServerCatalog, ServerStore
 from imgsim_tools import cli
-from qdrant_client import QdrantClient
 from roots import make_root
 
 DIM = 1024  # the default model's: the CLI opens both stores with the embedder's dimension
@@ -29,8 +28,9 @@ URL = "http://qdrant.example:6333"
 @pytest.fixture
 def server(monkeypatch):
     """One in-memory 'server' for the test; the stores' close() leaves it up, as a real server stays up."""
-    client = QdrantClient(location=":memory:")
-    monkeypatch.setattr(client, "close", lambda: None)
+    from store_backends import in_process_server
+
+    client = in_process_server()  # its close() only drops sockets: the "server" stays up
     connected: list[tuple] = []
 
     def connect(url, api_key, timeout):

@@ -32,7 +32,7 @@ def _fast_tier_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def store() -> Iterator[Any]:
-    """The services' store: qdrant-client's in-memory mode (~10 ms a collection, where an embedded one takes ~1.5 s)."""
+    """The services' store: the Qdrant REST stand-in in process (~10 ms a collection; an embedded one takes ~1.5 s)."""
     from fakes_services import memory_store
 
     store = memory_store()

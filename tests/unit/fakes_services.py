@@ -3,7 +3,7 @@
 ``FakeEmbedder`` turns "images" (bytes starting with ``IMG:``, whose bytes are their one row of pixels) into
 deterministic unit vectors, and a region of one into that of its pixels; ``FakeObjects`` stands in for S3 and records
 what the services asked of it; ``memory_store`` is a real store in memory
-(``imgsim.store.server.ServerStore`` on qdrant-client's in-memory mode), so filters, paging and the duplicate
+(``imgsim.store.server.ServerStore`` on the Qdrant REST stand-in, in process), so filters, paging and the duplicate
 records behave as they do deployed.
 """
 
@@ -123,13 +123,13 @@ class FakeObjects:
 
 
 def memory_store(dim: int = DIM) -> VectorStore:
-    """``ServerStore`` on qdrant-client's in-memory mode (the server stand-in of tests/store_backends.py): ~10 ms a
-    store. The embedded engine in memory (``open_store(Settings(qdrant_path=":memory:"))``) takes ~1.5 s to create
-    a collection and close it again, too slow for a test each."""
+    """``ServerStore`` on the Qdrant REST stand-in, in process (tests/store_backends.py): ~10 ms a store. The
+    embedded engine in memory (``open_store(Settings(qdrant_path=":memory:"))``) takes ~1.5 s to create a collection
+    and close it again, too slow for a test each."""
     from imgsim.store.server import ServerStore
-    from qdrant_client import QdrantClient
+    from store_backends import in_process_server
 
-    return ServerStore(QdrantClient(location=":memory:"), "images", dim=dim, retries=0, where="qdrant-client in-memory")
+    return ServerStore(in_process_server(), "images", dim=dim, retries=0, where="Qdrant REST stand-in")
 
 
 def settings(**changes: Any) -> ApiSettings:
