@@ -174,7 +174,7 @@ def meta_contract() -> dict[tuple[str, str], Any]:
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
     # Imported here: powertools' OpenAPI document models and the contract's are needed only for this route (import
-    # cost README "Cold start"); request validation uses the lighter params module.
+    # cost docs/performance.md "Cold start"); request validation uses the lighter params module.
     from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
     from imgsim.http.contract import complete
 

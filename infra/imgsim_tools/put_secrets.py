@@ -6,7 +6,7 @@ parameters, cached). Values are never taken from the command line (shell history
 read from QDRANT_API_KEY or prompted for; the API key from IMGSIM_API_KEY, else generated and printed
 once, since clients need it.
 
-    python infra/put_secrets.py [--qdrant-key-name /imgsim/qdrant-api-key] [--api-key-name /imgsim/api-key]
+    python -m imgsim_tools.put_secrets [--qdrant-key-name /imgsim/qdrant-api-key] [--api-key-name /imgsim/api-key]
 
 Uses the default AWS credentials and region (AWS_PROFILE, AWS_REGION); SecureStrings are encrypted with
 the account's aws/ssm key, which the functions may decrypt through SSM without extra KMS permissions.

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collection", help="collection name (default: QDRANT_COLLECTION or 'images')")
     parser.add_argument("--model", help="model name from model/models.json (default: the manifest's default)")
     parser.add_argument("--quantization", choices=("none", "int8", "binary"),
-                        help="how the collection stores vectors (default: IMGSIM_QUANTIZATION or int8; README "
+                        help="how the collection stores vectors (default: IMGSIM_QUANTIZATION or int8; docs/performance.md "
                              "\"Memory and quantization\")")
     parser.add_argument("--shards", type=int, help="shard_number at creation (default: QDRANT_SHARDS or the server's)")
     parser.add_argument("--replication-factor", type=int,

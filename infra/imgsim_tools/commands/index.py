@@ -245,7 +245,7 @@ def cmd_index(session: Session, args: argparse.Namespace) -> int:
                 log.debug("batch %d: %d files embedded", number, len(report.message_ids))
         unindexed = store.unindexed_count()
         if unindexed >= session.settings.index_threshold:
-            # Embedded store: build HNSW now, while nothing else uses it (README "Scale").
+            # Embedded store: build HNSW now, while nothing else uses it (docs/performance.md "Scale").
             warn(f"imgsim: building the search index for {unindexed} new points...")
             store.optimize()
     except KeyboardInterrupt:

@@ -58,7 +58,7 @@ def box_argument(text: str) -> Box:
 def run(args: argparse.Namespace, session: Session) -> int:
     store = session.open_store(one_shot=True)  # one search, then the process exits
     # Open the store while the query is decoded and embedded: Pillow and TFLite release the
-    # GIL, and opening is the one cost a one-shot search has over `imgsim compare` (README "Scale").
+    # GIL, and opening is the one cost a one-shot search has over `imgsim compare` (docs/performance.md "Scale").
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsim-open") as pool:
         opened = pool.submit(store.ensure_collection)
         embedder = session.embedder

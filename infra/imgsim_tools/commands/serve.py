@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     if stack.started and getattr(args, "exit_process", True):
         # Everything durable is closed by now (the index, the bucket's listing). What remains is moto's
         # memory: freeing up to a million keys one by one at interpreter exit took ~1.3 s per 100,000
-        # (README "Reliability"), so the process ends here.
+        # (docs/development.md "The local stack"), so the process ends here.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

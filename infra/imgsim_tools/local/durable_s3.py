@@ -8,7 +8,7 @@ Last-Modified) and the *pending* notifications: a write or delete whose event In
 yet. On start moto's bucket gets a key store backed by that listing (``LazyKeyStore``): a key is made when
 first asked for, its bytes read from disk when first read (``StoredKey``), and only the pending events are
 sent again, so a restart costs the same whether the bucket holds a hundred objects or a million (measured:
-README "Reliability"), with no scan of the bucket and no comparison against the index.
+docs/development.md "The local stack"), with no scan of the bucket and no comparison against the index.
 
 Hand-written because moto has no persistence; the moto internals it relies on (``S3Backend.put_object`` /
 ``delete_object``, ``FakeKey.set_metadata``, ``FakeKey._value_buffer``) are pinned by the kill -9 tests in
@@ -45,7 +45,7 @@ class StoredKey(FakeKey):
     Built without ``FakeKey.__init__``: moto's constructor costs ~60 µs a key (a buffer, an ACL, a metadata
     dict each), and restoring 100,000 keys must fit in the 3 s start-up budget. Attributes every key shares
     are class attributes (copied once from a real FakeKey); each key sets six, and its metadata dict and
-    buffer are made on first use (measured: 100,000 keys restored in ~0.4 s, see README "Reliability").
+    buffer are made on first use (measured: 100,000 keys restored in ~0.4 s, see docs/development.md "The local stack").
     """
 
     # moto's model registry files classes under the second part of their module name.

@@ -227,7 +227,7 @@ def reduce_factor(width: int, height: int) -> int:
 
 def _reduce_to_rgb(img: Image.Image, factor: int, wide_scale: float | None = None) -> Image.Image:
     """Convert to RGB and box-reduce by ``factor``, band by band: the only full-size buffer is the
-    decoded image itself (README "Decoding": bytes per pixel before and after). ``wide_scale``: wide
+    decoded image itself (docs/performance.md "Decoding": bytes per pixel before and after). ``wide_scale``: wide
     greyscale's scale when already known (a region: the whole picture's, not the region's own)."""
     width, height = img.size
     rows = max(factor, BAND_ROWS // factor * factor)

@@ -1,7 +1,7 @@
 """What decoding an image will cost, from its header alone: peak memory and time.
 
 Measured on this machine class (2 cores, one decode at a time, Pillow 12, tests/bench and
-README "Decoding"): 16 MP and 36 MP files of every format and mode, peak RSS above the
+docs/performance.md "Decoding"): 16 MP and 36 MP files of every format and mode, peak RSS above the
 process baseline (VmHWM) and wall time of ``decode_image``. The figures below are those
 measurements rounded up by ~15-25 %, so an estimate is an upper bound (re-checked at 12 MP by
 tests/bench/bench_formats.py, which raised RGB to 5.4 B/px, palette/grey to 1.9 and BMP to 5 ns/px). Large images are

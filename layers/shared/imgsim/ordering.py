@@ -21,7 +21,7 @@ writes in one order and the read-backs see what a majority has: the server backe
 write with ``ordering=medium`` (the shard leader orders them; Qdrant's default *weak* lets replicas
 apply concurrent writes in different orders, so one replica could keep the put another dropped)
 and every retrieve/scroll with ``consistency=majority`` (``imgsim.store.ClusterOptions``;
-``QDRANT_WRITE_ORDERING``, ``QDRANT_READ_CONSISTENCY``; README "Qdrant clusters"). ``strong`` would
+``QDRANT_WRITE_ORDERING``, ``QDRANT_READ_CONSISTENCY``; docs/operations.md "Qdrant: collections and clusters"). ``strong`` would
 also order them but stops writes while the fixed leader's node is down. The protocol is the same.
 This module only uses ``VectorStore``'s interface: both backends run exactly this code.
 """

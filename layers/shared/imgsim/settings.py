@@ -329,7 +329,7 @@ def load(environ: Environ | None = None) -> AppSettings:
     return AppSettings(engine=_engine(read), index=_index(read), api=_api(read))
 
 
-# Every variable this module reads: docs/configuration.md lists exactly these (tests/test_settings.py).
+# Every variable this module reads: docs/configuration.md lists exactly these (tests/test_docs.py).
 VARIABLES = tuple(sorted(
     value for name, value in dict(globals()).items()
     if name.isupper() and isinstance(value, str) and (value.startswith(("IMGSIM_", "QDRANT_")) or value == IMAGES_BUCKET)

@@ -21,7 +21,7 @@ interface, ``IndexingPipeline``. ``build(store=..., embedder=..., s3=..., option
 (``compose``) assembles one from explicit objects: the pipeline reads no environment variable and holds no
 process global; its callers hand it what they built.
 
-Figures (README "Event-driven indexing", "Duplicates"): an SQS batch of 10 is fetched concurrently, decoded one
+Figures (docs/performance.md "Indexing", docs/duplicates.md): an SQS batch of 10 is fetched concurrently, decoded one
 image per CPU, embedded at ~1.37 ms per image, checked for duplicates at ~9 ms per image (signature and searches)
 and written in one conditional upsert. ``imgsim index`` and ``imgsim backfill`` stream their batches
 (``Pipeline.stream``): one batch is read and decoded while the one before it is embedded and the one before that

@@ -3,7 +3,7 @@
 Pillow releases the GIL while decoding, so a batch decodes on one thread per CPU, but only while the estimated
 peaks in flight (``imgsim.decode.probe_cost``, an upper bound of the measured peak for every format and mode,
 tests/test_decode_budget.py) fit ``IMGSIM_MAX_DECODE_MB`` together: with a batch of 10 a function holds at most
-~320 MB of decoding on top of the ~175 MB it uses, within 1024 MB (README "Sizing the functions").
+~320 MB of decoding on top of the ~175 MB it uses, within 1024 MB (docs/performance.md "Function memory and timeouts").
 
 Records SQS has delivered before (``isolate_after``, default 2: a previous attempt may have died on this batch)
 are decoded each in a forked child (``imgsim.isolation``): the one that kills or hangs its decoder fails alone

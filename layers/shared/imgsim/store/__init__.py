@@ -72,7 +72,7 @@ def open_store(
 
 
 def cluster_options(settings: Settings) -> ClusterOptions:
-    """QDRANT_SHARDS and friends (README "Qdrant clusters"), checked together."""
+    """QDRANT_SHARDS and friends (docs/operations.md "Qdrant: collections and clusters"), checked together."""
     try:
         return ClusterOptions(
             shard_number=settings.qdrant_shards, replication_factor=settings.qdrant_replication_factor,

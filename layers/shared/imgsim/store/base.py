@@ -36,7 +36,7 @@ QUANTIZATION_CHOICES = ("none", "int8", "binary")
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """How a collection keeps its vectors (``IMGSIM_QUANTIZATION`` and friends, see README "Memory").
+    """How a collection keeps its vectors (``IMGSIM_QUANTIZATION`` and friends, see docs/performance.md "Memory and quantization").
 
     ``quantization``: ``none`` keeps float32 vectors in RAM; ``int8`` (scalar, 4x smaller) or
     ``binary`` (32x smaller) keep a compressed copy in RAM for the HNSW search and the float
@@ -69,7 +69,7 @@ READ_CONSISTENCIES = ("majority", "quorum", "all")
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """How a collection lives on a multi-node Qdrant (README "Qdrant clusters"); the embedded engine,
+    """How a collection lives on a multi-node Qdrant (docs/operations.md "Qdrant: collections and clusters"); the embedded engine,
     one process on one folder, has no use for them.
 
     Creation (``None``: the server's default, e.g. Qdrant Cloud's collection defaults): ``shard_number``

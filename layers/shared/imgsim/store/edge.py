@@ -2,7 +2,7 @@
 
 Used by the CLI, ``imgsim serve`` and the tests when ``QDRANT_URL`` is unset; it is
 not in the Lambda layer (the deployed functions always talk to a server). Figures
-at 100k 1024-d points on 2 cores (README "Scale"): open 0.3 s, search ~1 ms with
+at 100k 1024-d points on 2 cores (docs/performance.md "Scale"): open 0.3 s, search ~1 ms with
 HNSW, where qdrant-client's local mode took 21 s to open and 0.5 s per search.
 
 Layout under ``QDRANT_PATH``: one Edge shard per collection (``<path>/<collection>``),
@@ -19,7 +19,7 @@ waits the full 20 s at 30k points), so running it on a thread would stop the API
 process while this one keeps serving reads and writes, journals the writes made
 meanwhile, replays them into the built copy, and then swaps it in: replay the last
 few, close, rename, reopen. Writers wait for the copy, readers and writers for the
-swap (measured at 100k points: README "Scale"), never for the build itself. The renames are ordered so that a crash at any step
+swap (measured at 100k points: docs/performance.md "Scale"), never for the build itself. The renames are ordered so that a crash at any step
 leaves either the old or the complete new shard, with every acknowledged write
 (``_recover`` finishes or undoes a half-done swap on open).
 """
@@ -103,7 +103,7 @@ def edge_config(dim: int, options: StorageOptions, indexing_threshold_kb: int | 
     """Memory placement. Quantized settings: the quantized copy and the originals ``Cold``
     (memory-mapped, the kernel's page cache keeps what searches touch) rather than
     ``Cached``/``always_ram`` (read into RAM on every open): measured at 20k points, int8, open
-    0.12 s instead of 0.43 s, with the same warm search latency (README "Scale"). ``none``
+    0.12 s instead of 0.43 s, with the same warm search latency (docs/performance.md "Scale"). ``none``
     keeps its float vectors in RAM, as the setting promises: HNSW over memory-mapped floats
     measured 2.9 ms p50 at 100k against 0.75 ms. Qdrant servers keep ``always_ram`` (``server.py``)."""
     quantization: Any = None
