@@ -259,7 +259,7 @@ def test_a_wrong_key_is_one_line_and_exit_2(capsys, monkeypatch, stack, folder):
                  ["upload", str(folder / "cats")]):
         code, out, err = imgsim(capsys, stack.api_url, *argv)
         assert code == 2 and out == "", argv
-        assert err == ("imgsim: error: the x-api-key header does not match (HTTP 401 invalid_api_key); "
+        assert err == ("imgsim: error: the x-api-key header is not a key this API accepts (revoked, or mistyped) (HTTP 401 invalid_api_key); "
                        "check IMGSIM_API_KEY\n"), argv
 
 

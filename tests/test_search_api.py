@@ -17,6 +17,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imgsim.access import hash_key
 from imgsim.errors import ImgsimError
 from imgsim.http.errors import problem
 from imgsim.http.inputs import json_object, parse_compare_body, parse_search_body
@@ -377,11 +378,31 @@ def test_key_from_ssm_parameter(call, run_with, indexed):
     request = {"body": json_body({"id": item.id}), "content_type": "application/json"}
     assert call("POST", "/search", **request, api_key="from-ssm-key")[0] == 200
     assert_error(call("POST", "/search", **request, api_key=API_KEY), 401, "invalid_api_key")
-    # A parameter that cannot be read is an outage, not an open door.
+    # A parameter that does not exist holds no key: with no other key, the API is not configured, never open.
     run_with({"IMGSIM_API_KEY": None, "IMGSIM_API_KEY_PARAM": name + "-missing"})
     result = call("POST", "/search", **request, api_key="from-ssm-key")
-    assert_error(result, 503, "auth_unavailable")
-    assert result[1]["retry-after"]
+    assert_error(result, 503, "not_configured")
+
+
+def test_scoped_keys_from_the_ring_parameter(call, run_with, indexed):
+    """The key ring in SSM (as deployed): each key works for its scopes only, the legacy key beside it."""
+    name = f"/imgsim/test/api-keys-{uuid.uuid4().hex[:8]}"
+    ring = {"keys": [{"name": "reader", "sha256": hash_key("reader-key"), "scopes": ["search"]},
+                     {"name": "cleaner", "sha256": hash_key("cleaner-key"), "scopes": ["delete"]}]}
+    boto3.client("ssm").put_parameter(Name=name, Value=json.dumps(ring), Type="SecureString")
+    run_with({"IMGSIM_API_KEYS_PARAM": name})
+    item = next(iter(indexed.values()))
+    request = {"body": json_body({"id": item.id}), "content_type": "application/json"}
+    assert call("POST", "/search", **request, api_key="reader-key")[0] == 200
+    assert call("POST", "/search", **request, api_key=API_KEY)[0] == 200  # the legacy key: every scope
+    result = call("POST", "/search", **request, api_key="cleaner-key")
+    assert_error(result, 403, "missing_scope")
+    assert "'cleaner' lacks the 'search' scope" in result[2]["error"]["message"]
+    assert_error(call("DELETE", f"/images/{item.id}", api_key="reader-key"), 403, "missing_scope")
+    assert_error(call("POST", "/search", **request, api_key="reader-key-2"), 401, "invalid_api_key")
+    status, _, me = call("GET", "/me", api_key="reader-key")
+    assert status == 200 and me == {"name": "reader", "tenant": None, "scopes": ["search"], "via": "key",
+                                    "max_upload_bytes": 25 * 1024 * 1024}
 
 
 # -- presigned URLs ---------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import imgsim.http.errors as http_errors
 import pytest
 from imgsim import errors
+from imgsim.access import hash_key
 from imgsim.errors import ImgsimError
 from imgsim.http.errors import STATUS, status_of
 from imgsim_tools.events import http_api_event
@@ -19,7 +20,16 @@ from support import SEARCH_APP_PATH as APP_PATH
 from support import load_module_from_path
 
 PUBLIC = {("/health", "get"), ("/", "get"), ("/openapi.json", "get")}
-ERROR_STATUSES = {"400", "401", "404", "409", "413", "415", "429", "431", "500", "502", "503"}
+# The scope each protected route needs (None: any valid credential), as the issue that introduced scopes lists them.
+SCOPE = {
+    ("/search", "post"): "search", ("/compare", "post"): "search", ("/recommend", "post"): "search",
+    ("/images/{id}", "get"): "search", ("/duplicates", "get"): "search", ("/trash", "get"): "search",
+    ("/uploads", "post"): "upload",
+    ("/images/{id}", "delete"): "delete", ("/duplicates/resolve", "post"): "delete",
+    ("/trash/{id}/restore", "post"): "delete",
+    ("/me", "get"): None,
+}
+ERROR_STATUSES = {"400", "401", "403", "404", "409", "413", "415", "429", "431", "500", "502", "503"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +73,9 @@ def test_document_marks_which_routes_need_the_api_key(document):
             if (path, method) in PUBLIC:
                 assert "security" not in operation, (path, method)
             else:
-                assert operation["security"] == [{"apiKey": []}], (path, method)
+                scope = SCOPE[(path, method)]
+                assert operation["security"] == [{"apiKey": [scope] if scope else []}], (path, method)
+                assert (f"`{scope}` scope" if scope else "any valid API key") in operation["description"]
 
 
 def resolve(document, schema):
@@ -172,14 +184,18 @@ def test_protected_routes_declare_the_key_and_its_errors(document):
         if (path, method) in PUBLIC:
             assert "security" not in operation and "401" not in operation["responses"], (path, method)
             continue
-        assert operation["security"] == [{"apiKey": []}], (path, method)
         assert declared_codes(document, operation, 401) == {"missing_api_key", "invalid_api_key"}, (path, method)
+        if SCOPE[(path, method)]:
+            assert declared_codes(document, operation, 403) == {"missing_scope"}, (path, method)
+        else:
+            assert "403" not in operation["responses"], (path, method)
         assert {"not_configured", "auth_unavailable"} <= declared_codes(document, operation, 503), (path, method)
         assert "Retry-After" in operation["responses"]["503"]["headers"], (path, method)
 
 
 # Classes that name a kind of error and are never raised themselves (their subclasses are).
-CATEGORIES = {errors.Conflict, errors.Unavailable, errors.TooCostly, errors.ImageError, http_errors.Unauthenticated}
+CATEGORIES = {errors.Conflict, errors.Unavailable, errors.TooCostly, errors.ImageError, http_errors.Unauthenticated,
+              http_errors.Forbidden}
 
 
 def raised_errors() -> set[type[ImgsimError]]:
@@ -245,6 +261,14 @@ def answer(search_app, tmp_path):
         root.close()
 
 
+def entry(name: str, key: str, scopes: list[str], tenant: str | None = None) -> dict:
+    return {"name": name, "sha256": hash_key(key), "scopes": scopes, **({"tenant": tenant} if tenant else {})}
+
+
+def ring_of(*entries: dict) -> dict[str, str]:
+    return {"IMGSIM_API_KEYS": json.dumps({"keys": list(entries)})}
+
+
 def test_routes_answer_only_declared_codes(document, answer):
     """The key's refusals and a malformed id, on every protected route: each answer is one the route declares."""
     sample_id = "not-a-uuid"
@@ -256,10 +280,14 @@ def test_routes_answer_only_declared_codes(document, answer):
             ({}, {"x-api-key": "k"}, (503, "not_configured")),
             ({"IMGSIM_API_KEY": "k"}, {}, (401, "missing_api_key")),
             ({"IMGSIM_API_KEY": "k"}, {"x-api-key": "wrong"}, (401, "invalid_api_key")),
+            *((ring_of(entry("narrow", "k-narrow", [other])), {"x-api-key": "k-narrow"}, (403, "missing_scope"))
+               for other in ("search", "upload", "delete") if SCOPE[(path, method)] not in (None, other)),
         ):
             status, body = answer(variables, method.upper(), url, headers=headers)
             assert (status, body["error"]["code"]) == expected, (path, method, body)
             assert body["error"]["code"] in declared_codes(document, operation, status), (path, method, status)
+            if status == 403:
+                assert f"'{SCOPE[(path, method)]}' scope" in body["error"]["message"], body
         if "{id}" in path:
             status, body = answer({"IMGSIM_API_KEY": "k"}, method.upper(), path.replace("{id}", sample_id),
                                   headers={"x-api-key": "k"})

@@ -336,7 +336,7 @@ def test_every_search_route_is_in_the_http_api(resources):
         ("POST", "/search"), ("POST", "/compare"), ("POST", "/uploads"), ("GET", "/images/{id}"),
         ("DELETE", "/images/{id}"), ("GET", "/health"), ("GET", "/"), ("GET", "/openapi.json"),
         ("GET", "/duplicates"), ("POST", "/duplicates/resolve"), ("POST", "/recommend"),
-        ("GET", "/trash"), ("POST", "/trash/{id}/restore"),
+        ("GET", "/trash"), ("POST", "/trash/{id}/restore"), ("GET", "/me"),
     }
     assert template_routes == contract
     handler_routes = _handler_routes()
@@ -469,6 +469,16 @@ def _evaluate(value, template: dict, parameters: dict[str, str]):
             return resolve(if_true if resolve(template["Conditions"][condition]) else if_false)
         if isinstance(v, dict) and set(v) == {"Fn::Sub"} and isinstance(v["Fn::Sub"], str):
             return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], v["Fn::Sub"])
+        if isinstance(v, dict) and set(v) == {"Fn::Sub"}:  # [string, {variable: value}]
+            text, variables = v["Fn::Sub"]
+            local = {name: resolve(value) for name, value in variables.items()}
+            return re.sub(r"\$\{(\w+)\}", lambda m: local.get(m.group(1)) or values[m.group(1)], text)
+        if isinstance(v, dict) and set(v) == {"Fn::Select"}:
+            index, items = v["Fn::Select"]
+            return resolve(items)[index]
+        if isinstance(v, dict) and set(v) == {"Fn::Split"}:
+            separator, text = v["Fn::Split"]
+            return resolve(text).split(separator)
         return v
 
     return resolve(value)
@@ -528,6 +538,9 @@ def _parameters_used(value, parameters: set[str]) -> set[str]:
             found.add(value["Ref"])
         if isinstance(value.get("Fn::Sub"), str):
             found |= set(re.findall(r"\$\{(\w+)\}", value["Fn::Sub"])) & parameters
+        elif isinstance(value.get("Fn::Sub"), list):  # [string, {variable: value}]: the variables are not parameters
+            text, variables = value["Fn::Sub"]
+            found |= set(re.findall(r"\$\{(\w+)\}", text)) - set(variables) & parameters
         return found | set().union(*(_parameters_used(v, parameters) for v in value.values()))
     if isinstance(value, list):
         return set().union(*(_parameters_used(v, parameters) for v in value))
@@ -553,7 +566,7 @@ def test_a_change_of_any_parameter_a_function_uses_publishes_a_new_version(templ
         props = resources[name]["Properties"]
         own = {k: v for k, v in props.items() if k not in _NOT_VERSIONED}
         assert props["AutoPublishAliasAllProperties"] is True
-        described = set(re.findall(r"\$\{(\w+)\}", props["VersionDescription"]["Fn::Sub"]))
+        described = _parameters_used(props["VersionDescription"], parameters)
         assert described == used(globals_) | used(own), name
     assert resources["SharedLayer"]["Properties"]["PublishLambdaVersion"] is True
 
@@ -562,10 +575,11 @@ def test_a_change_of_any_parameter_a_function_uses_publishes_a_new_version(templ
         return {name: _evaluate(v["Properties"]["Description"], transformed, kwargs.get("parameters", {}))
                 for name, v in _of_type(transformed, "AWS::Lambda::Version").items()}
 
-    before = versions(parameters={})
-    after_layer = versions(parameters={}, layer_uri="s3://bucket/layer-2")
+    required = {"QdrantUrl": "https://xyz.cloud.qdrant.io:6333"}  # no default: CloudFormation demands a value
+    before = versions(parameters=required)
+    after_layer = versions(parameters=required, layer_uri="s3://bucket/layer-2")
     assert set(after_layer).isdisjoint(before)  # new layer content: new versions (new logical ids)
-    toggled = versions(parameters={"SnapStart": "Enabled"})
+    toggled = versions(parameters={**required, "SnapStart": "Enabled"})
     assert set(toggled) == set(before) and all(toggled[v] != before[v] for v in before)  # replaced in place
 
 

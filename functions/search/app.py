@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import curation_routes  # beside this file: /var/task on Lambda
+import access_routes  # beside this file: /var/task on Lambda
+import curation_routes
 import image_routes
 import search_routes
 import trash_routes
@@ -43,7 +44,7 @@ tracer = make_tracer()  # powertools Tracer only when tracing is on (imgsim.trac
 metrics = Metrics()
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-ROUTE_GROUPS = (search_routes, image_routes, curation_routes, trash_routes)
+ROUTE_GROUPS = (search_routes, image_routes, curation_routes, trash_routes, access_routes)
 
 
 # -- wiring: the one place that knows where the services' dependencies come from ----------------------------------
@@ -72,7 +73,7 @@ _root.register_snapshot_hooks()  # SnapStart: warm the model before the snapshot
 app = APIGatewayHttpResolver(
     cors=CORSConfig(
         allow_origin=services().settings.cors_origin,
-        allow_headers=["x-api-key", "content-type"],
+        allow_headers=["x-api-key", "authorization", "content-type"],
         expose_headers=["server-timing", "retry-after"],
         max_age=600,
     ),
@@ -156,8 +157,13 @@ DESCRIPTION = """Image similarity search.
 Every error the API answers is `{"error": {"code", "message"}}`: branch on `code` (each operation lists the codes
 of each status), show `message`. API Gateway's own answers (429 throttling; 500 or 503 when the function fails or
 times out; 413 over its payload limits) are `{"message"}` instead. A path or method the API lacks is a 404 (API
-Gateway routes by method and path: no 405). Every route but `/`, `/health` and `/openapi.json` needs the API key in
-the `x-api-key` header."""
+Gateway routes by method and path: no 405).
+
+Access: every route but `/`, `/health` and `/openapi.json` needs an API key in the `x-api-key` header, and the scope
+its description names: `search` (search, compare, recommend, get an image, list duplicates and the trash), `upload`
+(`/uploads`) or `delete` (delete, resolve, restore). A missing or unknown key is a 401; a known key without the scope
+is a 403 `missing_scope`. A key with a tenant sees only that tenant's images (another tenant's image is a 404, as an
+absent one); a key without a tenant sees only images outside `tenants/`. `GET /me` tells a key what it is."""
 
 
 def meta_contract() -> dict[tuple[str, str], Any]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from imgsim.access import DELETE, SEARCH
 from imgsim.http.auth import protected
 from imgsim.http.inputs import (
     ImageId,
@@ -52,21 +53,21 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
     def body_bytes() -> bytes:
         return request_body(app.current_event, services().settings.max_body_bytes)[1]
 
-    @app.get("/duplicates", **protected(services), tags=["duplicates"],
+    @app.get("/duplicates", **protected(services, SEARCH), tags=["duplicates"],
              summary="Groups of duplicate images recorded at indexing, with the one to keep; paged by cursor")
     def list_duplicates(threshold: THRESHOLD = None, prefix: PREFIX = None, limit: GROUP_LIMIT = 20,
                         cursor: CURSOR = None):
         query = DuplicatesQuery(threshold=threshold, prefix=prefix, limit=limit, cursor=cursor)
         return json_response(200, services().curation.duplicates(query))
 
-    @app.post("/duplicates/resolve", **protected(services), tags=["duplicates"],
+    @app.post("/duplicates/resolve", **protected(services, DELETE), tags=["duplicates"],
               summary="Keep one image; delete others' objects and/or remember pairs that are not duplicates")
     def resolve_duplicates():
         body = json_body(ResolveBody, body_bytes())
         resolution = Resolution(keep=body.keep, remove=body.remove, not_duplicates=body.not_duplicates)
         return json_response(200, services().curation.resolve(resolution))
 
-    @app.post("/recommend", **protected(services), tags=["search"],
+    @app.post("/recommend", **protected(services, SEARCH), tags=["search"],
               summary="More like these (and unlike those): indexed images by id or key")
     def recommend():
         body = json_body(RecommendBody, body_bytes())

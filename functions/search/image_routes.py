@@ -9,6 +9,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.metrics import MetricUnit
+from imgsim.access import DELETE, SEARCH, UPLOAD
 from imgsim.http.auth import protected
 from imgsim.http.inputs import (
     UUID_FORMAT,
@@ -43,7 +44,7 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
-    @app.post("/uploads", **protected(services), tags=["images"],
+    @app.post("/uploads", **protected(services, UPLOAD), tags=["images"],
               summary="A presigned upload (url, method, headers) and the key and id the image will have")
     def create_upload():
         _, body = request_body(app.current_event, services().settings.max_body_bytes)
@@ -51,12 +52,12 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         return json_response(200, services().images.create_upload(
             UploadRequest(filename=upload.filename, content_type=upload.content_type)))
 
-    @app.get("/images/<id>", **protected(services), tags=["images"],
+    @app.get("/images/<id>", **protected(services, SEARCH), tags=["images"],
              summary="An indexed image's stored details and a presigned URL")
     def get_image(id: IMAGE_ID):
         return json_response(200, services().images.get(id))
 
-    @app.delete("/images/<id>", **protected(services), tags=["images"],
+    @app.delete("/images/<id>", **protected(services, DELETE), tags=["images"],
                 summary="Move the image to the trash (restorable for IMGSIM_TRASH_DAYS): gone from search at once")
     def delete_image(id: IMAGE_ID):
         result = services().trash.delete(id)

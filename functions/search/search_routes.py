@@ -9,6 +9,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
+from imgsim.access import SEARCH
 from imgsim.http.auth import protected
 from imgsim.http.inputs import (
     BOX_FORMAT,
@@ -86,7 +87,7 @@ def timed_response(body: dict[str, Any], timer: Timer) -> Response:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
-    @app.post("/search", **protected(services), tags=["search"],
+    @app.post("/search", **protected(services, SEARCH), tags=["search"],
               summary="Find indexed images similar to a query image (new bytes, or an indexed image by id or key), "
                       "or to a region of it (box)")
     def search(limit: LIMIT = 10, min_score: MIN_SCORE = None, prefix: PREFIX = None, offset: OFFSET = 0,
@@ -107,7 +108,7 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         metrics.add_metric(name="SearchMs", unit=MetricUnit.Milliseconds, value=timer.total_ms())
         return timed_response(result, timer)
 
-    @app.post("/compare", **protected(services), tags=["search"],
+    @app.post("/compare", **protected(services, SEARCH), tags=["search"],
               summary="Similarity of two images (score 0-1 and percent)")
     def compare():
         timer = Timer()

@@ -10,6 +10,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
+from imgsim.access import DELETE, SEARCH
 from imgsim.http.auth import protected
 from imgsim.http.inputs import UUID_FORMAT, UUID_PATTERN
 from imgsim.http.responses import json_response
@@ -38,12 +39,12 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
-    @app.get("/trash", **protected(services), tags=["trash"],
+    @app.get("/trash", **protected(services, SEARCH), tags=["trash"],
              summary="Images deleted through imgsim, newest first, with when they go for good; paged by cursor")
     def list_trash(limit: TRASH_LIMIT = 50, cursor: CURSOR = None):
         return json_response(200, services().trash.list(limit=limit, cursor=cursor))
 
-    @app.post("/trash/<id>/restore", **protected(services), tags=["trash"],
+    @app.post("/trash/<id>/restore", **protected(services, DELETE), tags=["trash"],
               summary="Bring a trashed image back: its object, its point and its duplicate links")
     def restore_from_trash(id: TRASH_ID):
         result = services().trash.restore(id)

@@ -45,6 +45,8 @@ EXPECTED = {
     http_errors.Unauthenticated: (401, "unauthenticated"),
     http_errors.MissingApiKey: (401, "missing_api_key"),
     http_errors.InvalidApiKey: (401, "invalid_api_key"),
+    http_errors.Forbidden: (403, "forbidden"),
+    http_errors.MissingScope: (403, "missing_scope"),
     http_errors.InternalError: (500, "internal_error"),
 }
 

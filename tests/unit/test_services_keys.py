@@ -1,34 +1,136 @@
-"""imgsim.services.keys: which API key the deployment expects; never an open API."""
+"""imgsim.services.keys and imgsim.access: which keys the deployment accepts (hashes only, several at once, revoked
+within a minute), what each may do; never an open API."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakes_services import settings
-from imgsim.errors import NotConfigured, SecretUnavailable
+from imgsim.access import (
+    ALL_SCOPES,
+    KeyEntry,
+    KeyRing,
+    hash_key,
+    key_ring_document,
+    new_key,
+    parse_key_ring,
+)
+from imgsim.errors import ConfigError, NotConfigured, SecretUnavailable
 from imgsim.services import ApiKeys
+from imgsim.services.keys import KEY_RING_MAX_AGE_S
 
 
-def unreadable(name: str) -> str:
+def unreadable(name: str, **_: object) -> str:
     raise RuntimeError(f"cannot read {name}")
 
 
-def test_the_key_from_settings_wins_over_the_parameter():
+def ring_text(*entries: dict) -> str:
+    return json.dumps({"keys": list(entries)})
+
+
+def entry(name: str, key: str, scopes: list[str], tenant: str | None = None) -> dict:
+    found = {"name": name, "sha256": hash_key(key), "scopes": scopes}
+    if tenant:
+        found["tenant"] = tenant
+    return found
+
+
+def test_the_legacy_key_from_settings_has_every_scope_and_no_tenant():
     keys = ApiKeys(settings(api_key="k1", api_key_param="/p"), read_secret=unreadable)
-    assert keys.expected() == "k1"
+    principal = keys.identify("k1")
+    assert principal is not None and principal.scopes == ALL_SCOPES and principal.tenant is None
+    assert keys.identify("k2") is None
 
 
-def test_the_key_from_a_parameter():
+def test_the_legacy_key_from_a_parameter():
     read = []
     keys = ApiKeys(settings(api_key=None, api_key_param="/imgsim/api-key"),
-                   read_secret=lambda name: read.append(name) or "from-ssm")
-    assert keys.expected() == "from-ssm" and read == ["/imgsim/api-key"]
+                   read_secret=lambda name, **_: read.append(name) or "from-ssm")
+    assert keys.identify("from-ssm") is not None and read == ["/imgsim/api-key"]
 
 
 def test_an_unreadable_parameter_is_transient_and_none_configured_is_not():
     with pytest.raises(SecretUnavailable) as info:
-        ApiKeys(settings(api_key=None, api_key_param="/p"), read_secret=unreadable).expected()
+        ApiKeys(settings(api_key=None, api_key_param="/p"), read_secret=unreadable).ring()
     assert info.value.transient
-    for configured in (settings(api_key=None), settings(api_key=None, api_key_param="/empty")):
+    for configured in (settings(api_key=None), settings(api_key=None, api_key_param="/empty"),
+                       settings(api_key=None, api_keys_param="/empty-ring")):
         with pytest.raises(NotConfigured) as missing:
-            ApiKeys(configured, read_secret=lambda name: "").expected()
+            ApiKeys(configured, read_secret=lambda name, **_: "").ring()
         assert not missing.value.transient
+
+
+def test_a_ring_parameter_that_does_not_exist_holds_no_keys():
+    class ParameterNotFound(Exception):
+        def __init__(self, name: str) -> None:
+            super().__init__(name)
+            self.response = {"Error": {"Code": "ParameterNotFound"}}
+
+    def missing(name: str, **_: object) -> str:
+        raise RuntimeError("GetParameterError") from ParameterNotFound(name)
+
+    keys = ApiKeys(settings(api_key="legacy", api_keys_param="/imgsim/api-keys"), read_secret=missing)
+    assert [e.name for e in keys.ring().entries] == ["default"]
+
+
+def test_several_keys_each_with_its_scopes_and_tenant():
+    text = ring_text(entry("web", "k-web", ["search", "upload"], "acme"), entry("ops", "k-ops", ["delete"]))
+    keys = ApiKeys(settings(api_key=None, api_keys=parse_key_ring(text)), read_secret=unreadable)
+    web, ops = keys.identify("k-web"), keys.identify("k-ops")
+    assert web is not None and web.name == "web" and web.tenant == "acme" and web.allows("upload")
+    assert not web.allows("delete")
+    assert ops is not None and ops.allows("delete") and ops.tenant is None
+    assert keys.identify("k-web ") is None and keys.identify("") is None
+
+
+def test_the_ring_parameter_is_read_with_a_one_minute_cache():
+    calls = []
+    text = ring_text(entry("web", "k-web", ["search"]))
+
+    def read(name: str, **options: object) -> str:
+        calls.append((name, options))
+        return text
+
+    keys = ApiKeys(settings(api_key=None, api_keys_param="/imgsim/api-keys"), read_secret=read)
+    assert keys.identify("k-web") is not None
+    assert calls == [("/imgsim/api-keys", {"max_age": KEY_RING_MAX_AGE_S})] and KEY_RING_MAX_AGE_S <= 60
+
+
+def test_revoking_a_key_stops_it_once_the_parameter_is_read_again():
+    stored = {"text": ring_text(entry("old", "k-old", ["search"]), entry("new", "k-new", ["search"]))}
+    keys = ApiKeys(settings(api_key=None, api_keys_param="/p"), read_secret=lambda name, **_: stored["text"])
+    assert keys.identify("k-old") and keys.identify("k-new")  # rotation: both work at once
+    stored["text"] = ring_text(entry("new", "k-new", ["search"]))
+    assert keys.identify("k-old") is None and keys.identify("k-new") is not None
+
+
+def test_a_malformed_ring_parameter_is_not_configured_not_unauthorized():
+    keys = ApiKeys(settings(api_key=None, api_keys_param="/p"), read_secret=lambda name, **_: '{"keys": [1]}')
+    with pytest.raises(NotConfigured, match="malformed"):
+        keys.ring()
+
+
+@pytest.mark.parametrize("document, problem", [
+    ("not json", "not JSON"),
+    ('{"nokeys": []}', "must be"),
+    (ring_text({"name": "a", "sha256": "x" * 64, "scopes": ["search"]}), "sha256"),
+    (ring_text({"name": "a", "sha256": "a" * 64, "scopes": ["admin"]}), "scopes"),
+    (ring_text({"name": "a", "sha256": "a" * 64, "scopes": []}), "scopes"),
+    (ring_text({"name": "a", "sha256": "a" * 64, "scopes": ["search"], "tenant": "Acme Corp"}), "tenant"),
+    (ring_text({"name": "a", "sha256": "a" * 64, "scopes": ["search"], "key": "plain"}), "unknown fields"),
+    (ring_text({"name": "a", "sha256": "a" * 64, "scopes": ["search"]},
+               {"name": "a", "sha256": "b" * 64, "scopes": ["delete"]}), "more than once"),
+])
+def test_a_malformed_ring_names_what_is_wrong(document, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_key_ring(document)
+
+
+def test_a_ring_round_trips_and_stores_no_key():
+    key = new_key()
+    ring = (KeyEntry("web", hash_key(key), frozenset({"search"}), "acme"),)
+    text = key_ring_document(ring)
+    assert key not in text and parse_key_ring(text) == ring
+    assert len(key) >= 43 and KeyRing(ring).identify(key) is not None
+    assert "sha256" not in repr(ring[0]) and hash_key(key) not in repr(ring[0])

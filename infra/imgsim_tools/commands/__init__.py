@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "trash": "list, restore or empty the trash (deleted images, kept IMGSIM_TRASH_DAYS)",
     "reindex": "build a model's collection from the bucket, then switch to it (--model NAME)",
     "serve": "run the whole stack on this machine (local S3, queue, API, web page)",
+    "keys": "create, list or revoke the API's keys (scopes, tenants; only hashes are stored)",
 }
 
 

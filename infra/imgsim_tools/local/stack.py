@@ -47,6 +47,7 @@ from imgsim.errors import ConfigError, ImgsimError
 from imgsim.settings import (
     API_KEY,
     API_KEY_PARAM,
+    API_KEYS_PARAM,
     IMAGES_BUCKET,
     QDRANT_PATH,
     QDRANT_URL,
@@ -55,6 +56,7 @@ from imgsim.settings import (
 )
 
 from .. import lambda_emulation
+from ..commands.keys import LOCAL_RING
 from ..events import s3_notification, s3_record
 from ..reindex_stack import StackReindex
 from ..session import Session
@@ -206,7 +208,8 @@ class LocalStack:
             f"imgsim local stack ready in {self.start_seconds:.1f} s",
             f"  Web page     {self.api_url}/",
             f"  API          {self.api_url}  (header x-api-key)",
-            f"  API key      {self.api_key}  ({key_note})",
+            f"  API key      {self.api_key}  ({key_note}; every scope)",
+            f"  Key ring     {self.data_dir / LOCAL_RING}  (imgsim keys create --name N --scopes ...)",
             f"  S3 endpoint  {self.s3_url}  (bucket {BUCKET})",
             f"               aws --endpoint-url {self.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/",
             f"  Qdrant       {qdrant}, collection {settings.collection}",
@@ -286,6 +289,9 @@ class LocalStack:
         variables[IMAGES_BUCKET] = BUCKET
         variables.setdefault(QDRANT_PATH, str(self.data_dir / "qdrant"))
         variables.pop(API_KEY_PARAM, None)  # the deployed stack reads keys from SSM; locally they come from the shell
+        # The key ring `imgsim keys` writes in the data dir (read on every request: a change applies at once), and
+        # IMGSIM_API_KEYS from the shell; the ring named by the template is an SSM parameter on AWS.
+        variables[API_KEYS_PARAM] = f"file:{(self.data_dir / LOCAL_RING).resolve()}"
         self.api_key = variables.get(API_KEY, "")
         if not self.api_key:
             self.api_key = secrets.token_urlsafe(24)

@@ -43,7 +43,7 @@ from .store import Catalog, VectorStore, open_catalog, storage_options
 log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[str], Any]
-SecretReader = Callable[[str], str]
+SecretReader = Callable[..., str]  # (name, *, max_age=300) -> the value: read_secret_parameter's signature
 EmbedderFactory = Callable[[str, Settings], Embedder]
 CatalogFactory = Callable[[Settings], Catalog]
 
@@ -109,12 +109,16 @@ def _secret_provider(kind: str) -> Any:
     return provider
 
 
-def read_secret_parameter(name: str) -> str:
-    """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``), cached 5 min by powertools;
-    ``forget_secrets`` drops the values and the clients that read them."""
+def read_secret_parameter(name: str, *, max_age: int = 300) -> str:
+    """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``; a local file, as ``file:PATH``,
+    read on every call: the local stack's key ring), cached ``max_age`` seconds by powertools; ``forget_secrets``
+    drops the values and the clients that read them."""
+    if name.startswith("file:"):
+        with open(name.split(":", 1)[1], encoding="utf-8") as handle:
+            return handle.read()
     if name.startswith("secretsmanager:"):
-        return str(_secret_provider("secretsmanager").get(name.split(":", 1)[1], max_age=300))
-    return str(_secret_provider("ssm").get(name, decrypt=True, max_age=300))
+        return str(_secret_provider("secretsmanager").get(name.split(":", 1)[1], max_age=max_age))
+    return str(_secret_provider("ssm").get(name, decrypt=True, max_age=max_age))
 
 
 def forget_secrets() -> None:
@@ -205,8 +209,9 @@ class Root:
 
     # -- settings and secrets ---------------------------------------------------------------------------------------
 
-    def read_secret(self, name: str) -> str:
-        return self._read_secret(name)
+    def read_secret(self, name: str, **options: Any) -> str:
+        """``options``: ``max_age`` (seconds a read value may be reused)."""
+        return self._read_secret(name, **options)
 
     @property
     def engine(self) -> Settings:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .access import KeyEntry, parse_key_ring
 from .errors import ConfigError
 
 # -- names ------------------------------------------------------------------------------------------------------------
@@ -67,6 +68,10 @@ CORS_ORIGIN = "IMGSIM_CORS_ORIGIN"
 MAX_BODY_BYTES = "IMGSIM_MAX_BODY_BYTES"
 API_KEY = "IMGSIM_API_KEY"
 API_KEY_PARAM = "IMGSIM_API_KEY_PARAM"
+API_KEYS = "IMGSIM_API_KEYS"
+API_KEYS_PARAM = "IMGSIM_API_KEYS_PARAM"
+TENANT_CLAIM = "IMGSIM_TENANT_CLAIM"
+MAX_UPLOAD_MB = "IMGSIM_MAX_UPLOAD_MB"
 SIMILAR_THRESHOLD = "IMGSIM_SIMILAR_THRESHOLD"
 TRASH_DAYS = "IMGSIM_TRASH_DAYS"
 
@@ -89,6 +94,9 @@ DEFAULT_URL_TTL = 900
 DEFAULT_UPLOAD_PREFIX = "uploads/"
 # How long a deleted image stays restorable (imgsim.services.trash): Immich keeps 30 days, Google Photos 60.
 DEFAULT_TRASH_DAYS = 30
+MIB = 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = 25 * MIB
+DEFAULT_MAX_UPLOAD_MB = 25  # = DEFAULT_MAX_IMAGE_BYTES in MiB (_max_upload_bytes)
 
 Environ = Mapping[str, str]
 N = TypeVar("N", int, float)
@@ -173,7 +181,7 @@ class Settings:
     num_threads: int = 1
     batch_size: int = 16
     # Guard rails
-    max_image_bytes: int = 25 * 1024 * 1024
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_pixels: int = 64_000_000
     max_decode_mb: int = 320  # estimated peak memory of one decode (imgsim.decode_cost)
     max_decode_ms: float = 1500.0  # estimated decode time on one core
@@ -239,6 +247,13 @@ class ApiSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key: str | None = field(default=None, repr=False)
     api_key_param: str | None = None
+    # The key ring (imgsim.access): IMGSIM_API_KEYS parsed at load, or the SSM parameter read per request (cached 60 s).
+    api_keys: tuple[KeyEntry, ...] = field(default=(), repr=False)
+    api_keys_param: str | None = None
+    # The JWT claim that names a token's tenant (None: tokens carry no tenant).
+    tenant_claim: str | None = None
+    # The largest upload /uploads allows, which S3 enforces (a presigned POST's content-length-range).
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MIB
     # Results at or above it are marked "similar": true (tests/bench/bench_duplicates.py calibrates it).
     similar_threshold: float = DEFAULT_SIMILAR_THRESHOLD
     # The duplicate threshold the curation routes group by (the indexer's; with IMGSIM_DEDUPE=off groups still list
@@ -267,7 +282,7 @@ def _engine(read: _Reader) -> Settings:
         model_dir=read.optional(MODEL_DIR),
         num_threads=read.integer(NUM_THREADS, 1, minimum=1),
         batch_size=read.integer(BATCH_SIZE, 16, minimum=1),
-        max_image_bytes=read.integer(MAX_IMAGE_BYTES, 25 * 1024 * 1024, minimum=1),
+        max_image_bytes=read.integer(MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_BYTES, minimum=1),
         max_pixels=read.integer(MAX_PIXELS, 64_000_000, minimum=1),
         max_decode_mb=read.integer(MAX_DECODE_MB, 320, minimum=1),
         max_decode_ms=read.number(MAX_DECODE_MS, 1500.0, minimum=1.0),
@@ -317,10 +332,27 @@ def _api(read: _Reader) -> ApiSettings:
         max_body_bytes=read.integer(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, minimum=1),
         api_key=read.optional(API_KEY),
         api_key_param=read.optional(API_KEY_PARAM),
+        api_keys=_key_ring(read),
+        api_keys_param=read.optional(API_KEYS_PARAM),
+        tenant_claim=read.optional(TENANT_CLAIM),
+        max_upload_bytes=_max_upload_bytes(read),
         similar_threshold=read.number(SIMILAR_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, minimum=0.0, maximum=1.0),
         duplicate_threshold=read.number(DUPLICATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, minimum=0.0, maximum=1.0),
         trash_days=read.integer(TRASH_DAYS, DEFAULT_TRASH_DAYS, minimum=1),
     )
+
+
+def _key_ring(read: _Reader) -> tuple[KeyEntry, ...]:
+    raw = read.optional(API_KEYS)
+    return parse_key_ring(raw, API_KEYS) if raw is not None else ()
+
+
+def _max_upload_bytes(read: _Reader) -> int:
+    """IMGSIM_MAX_UPLOAD_MB, by default the indexer's IMGSIM_MAX_IMAGE_BYTES rounded up to whole MiB: a bigger upload
+    would only be refused at indexing (``image_too_large``), after S3 stored it."""
+    image_bytes = read.integer(MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_BYTES, minimum=1)
+    default_mb = max(1, math.ceil(image_bytes / MIB))
+    return read.integer(MAX_UPLOAD_MB, default_mb, minimum=1) * MIB
 
 
 def load(environ: Environ | None = None) -> AppSettings:

@@ -56,6 +56,7 @@ from .errors import (
     MalformedBody,
     MalformedJson,
     MissingApiKey,
+    MissingScope,
     UnsupportedMediaType,
     status_of,
 )
@@ -82,6 +83,7 @@ def _subclasses(base: type[ImgsimError]) -> tuple[type[ImgsimError], ...]:
 ALWAYS: tuple[type[ImgsimError], ...] = (InternalError,)
 PARAMETERS: tuple[type[ImgsimError], ...] = (InvalidRequest,)  # powertools' validation of path and query values
 AUTH: tuple[type[ImgsimError], ...] = (MissingApiKey, InvalidApiKey, NotConfigured, SecretUnavailable)
+SCOPED: tuple[type[ImgsimError], ...] = (MissingScope,)  # a route whose security requirement names a scope
 STORE: tuple[type[ImgsimError], ...] = (StoreUnavailable,)
 # Presigned URLs (every answer that shows an image) and the objects' copies and deletes.
 S3: tuple[type[ImgsimError], ...] = (ObjectStorageError, ObjectStorageUnavailable)
@@ -219,6 +221,8 @@ def responses(operation: dict[str, Any], contract: Operation) -> dict[str, Any]:
         errors += PARAMETERS
     if operation.get("security"):
         errors += AUTH
+        if scopes_of(operation):
+            errors += SCOPED
     common = error_statuses(errors)
     own = error_statuses(contract.errors)
     ok: dict[str, Any] = {"description": "OK"}
@@ -239,6 +243,11 @@ def responses(operation: dict[str, Any], contract: Operation) -> dict[str, Any]:
         details = contract.error_details if status in own else None
         answers[str(status)] = error_response(status, by_code, gateway=gateway.get(status), details=details)
     return answers
+
+
+def scopes_of(operation: dict[str, Any]) -> list[str]:
+    return sorted({scope for requirement in operation.get("security") or () for scopes in requirement.values()
+                   for scope in scopes})
 
 
 def request_body(contract: Operation) -> dict[str, Any]:
@@ -277,6 +286,11 @@ def complete(document: dict[str, Any], operations: Operations) -> dict[str, Any]
         if contract.body:
             operation["requestBody"] = request_body(contract)
         operation["responses"] = responses(operation, contract)
+        if operation.get("security"):
+            scopes = scopes_of(operation)
+            needs = f"Needs the `{scopes[0]}` scope." if scopes else "Needs any valid API key (no scope)."
+            operation["description"] = f"{operation['description']}\n\n{needs}" if operation.get("description") \
+                else needs
     for (path, method), contract in operations.items():
         if contract.links:  # once every operation is in place: a link names its target's operationId
             document["paths"][path][method]["responses"]["200"]["links"] = {name: {

@@ -72,6 +72,18 @@ class InvalidApiKey(Unauthenticated):
     code = "invalid_api_key"
 
 
+class Forbidden(ImgsimError):
+    """The caller is known, but may not do this."""
+
+    code = "forbidden"
+
+
+class MissingScope(Forbidden):
+    """The key (or token) lacks the scope the route needs: the message names both."""
+
+    code = "missing_scope"
+
+
 class InternalError(ImgsimError):
     """Anything else went wrong (a bug, a fault of the deployment): it has been logged; the caller gets no internals."""
 
@@ -86,6 +98,7 @@ STATUS: dict[type[ImgsimError], HTTPStatus] = {
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     UnsupportedImageType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    Forbidden: HTTPStatus.FORBIDDEN,
     NotFound: HTTPStatus.NOT_FOUND,
     Conflict: HTTPStatus.CONFLICT,
     TooCostly: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

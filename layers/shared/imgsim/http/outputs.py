@@ -71,6 +71,17 @@ class Recommendations(_Answer):
     took_ms: float
 
 
+class Caller(_Answer):
+    """GET /me: who the credential is and what it may do (the page shows it and hides what the scopes forbid)."""
+
+    name: str = Field(description="The key's name (or the token's subject); never the key")
+    tenant: str | None = Field(description="The tenant whose images the caller sees; null: only images outside "
+                                           "tenants/")
+    scopes: list[Literal["search", "upload", "delete"]]
+    via: Literal["key", "token"]
+    max_upload_bytes: int = Field(ge=1, description="The largest file POST /uploads lets S3 accept")
+
+
 class Upload(_Answer):
     """A presigned PUT: send the file to ``url`` with ``method`` and exactly ``headers``."""
 

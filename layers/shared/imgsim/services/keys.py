@@ -1,34 +1,81 @@
-"""Which API key the deployment expects: IMGSIM_API_KEY, or the SSM parameter IMGSIM_API_KEY_PARAM names.
+"""Which API keys the deployment accepts: the key ring (IMGSIM_API_KEYS, or the SSM parameter IMGSIM_API_KEYS_PARAM
+names) and the legacy single key (IMGSIM_API_KEY or IMGSIM_API_KEY_PARAM: every scope, no tenant).
 
-Comparing it with what a request presents is the HTTP side's (``imgsim.http.auth``: the header, constant time).
+Reading what a request presents is the HTTP side's (``imgsim.http.auth``: the header, the scope check); matching it
+against hashes is ``imgsim.access.KeyRing``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import NotConfigured, SecretUnavailable
-from ..settings import ApiSettings
+from ..access import KeyEntry, KeyRing, Principal, legacy_entry, parse_key_ring
+from ..errors import ConfigError, NotConfigured, SecretUnavailable
+from ..settings import API_KEYS_PARAM, ApiSettings
+
+# How long a warm function may keep answering to a revoked key: the key ring's parameter is read again after this
+# many seconds (powertools' cache). One SSM GetParameter a minute per warm environment: free-tier noise.
+KEY_RING_MAX_AGE_S = 60
+
+
+def _not_found(exc: BaseException) -> bool:
+    """An SSM ParameterNotFound anywhere in the chain (powertools wraps boto3's error in GetParameterError), or a
+    missing local file (the local stack's ``file:`` ring before ``imgsim keys create``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError) or "ParameterNotFound" in str(seen) or (
+                getattr(seen, "response", None) or {}).get("Error", {}).get("Code") == "ParameterNotFound":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class ApiKeys:
-    def __init__(self, settings: ApiSettings, *, read_secret: Callable[[str], str]) -> None:
-        """``read_secret``: an SSM SecureString by name (``imgsim.composition.read_secret_parameter``: powertools
-        parameters, cached 5 min)."""
+    def __init__(self, settings: ApiSettings, *, read_secret: Callable[..., str]) -> None:
+        """``read_secret(name, *, max_age=300)``: an SSM SecureString by name
+        (``imgsim.composition.read_secret_parameter``: powertools parameters, cached ``max_age`` seconds); the ring
+        is read with ``max_age=KEY_RING_MAX_AGE_S``."""
         self.settings = settings
         self._read_secret = read_secret
 
-    def expected(self) -> str:
-        """The key. With none configured, ``NotConfigured``: the API must never be open by accident (and "unauthorized"
-        would wrongly tell the caller their key is the problem); an unreadable parameter is ``SecretUnavailable``."""
+    def _read(self, name: str, max_age: int | None = None) -> str | None:
+        """The parameter's value; None when it does not exist (an empty ring, not an outage)."""
+        try:
+            if max_age is None:
+                return self._read_secret(name)
+            return self._read_secret(name, max_age=max_age)
+        except Exception as exc:  # powertools raises its own GetParameterError, and boto3's errors pass through
+            if _not_found(exc):
+                return None
+            raise SecretUnavailable("the API keys could not be loaded; try again shortly") from exc
+
+    def legacy(self) -> str | None:
         if self.settings.api_key:
             return self.settings.api_key
         if self.settings.api_key_param:
-            try:
-                key = self._read_secret(self.settings.api_key_param)
-            except Exception as exc:  # powertools raises its own GetParameterError, and boto3's errors pass through
-                raise SecretUnavailable("the API key could not be loaded; try again shortly") from exc
-            if key:
-                return key
-        raise NotConfigured(
-            "no API key is configured on the server (set IMGSIM_API_KEY or IMGSIM_API_KEY_PARAM)")
+            return self._read(self.settings.api_key_param) or None
+        return None
+
+    def ring(self) -> KeyRing:
+        """Every key accepted now. None configured is ``NotConfigured``: the API must never be open by accident (and
+        "unauthorized" would wrongly tell the caller their key is the problem); an unreadable parameter is
+        ``SecretUnavailable``; a parameter that does not exist holds no keys."""
+        entries: list[KeyEntry] = list(self.settings.api_keys)
+        if self.settings.api_keys_param:
+            text = self._read(self.settings.api_keys_param, KEY_RING_MAX_AGE_S)
+            if text and text.strip():
+                try:
+                    entries.extend(parse_key_ring(text, f"{API_KEYS_PARAM} ({self.settings.api_keys_param})"))
+                except ConfigError as exc:  # a broken parameter locks everyone out: say so, do not answer 401
+                    raise NotConfigured(f"the API key ring is malformed: {exc}") from exc
+        legacy = self.legacy()
+        if legacy:
+            entries.append(legacy_entry(legacy))
+        if not entries:
+            raise NotConfigured("no API key is configured on the server (set IMGSIM_API_KEYS, IMGSIM_API_KEYS_PARAM, "
+                                "IMGSIM_API_KEY or IMGSIM_API_KEY_PARAM)")
+        return KeyRing(entries)
+
+    def identify(self, presented: str) -> Principal | None:
+        """The principal ``presented`` is the key of; None when it is no accepted key."""
+        return self.ring().identify(presented)
