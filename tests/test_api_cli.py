@@ -259,8 +259,29 @@ def test_a_wrong_key_is_one_line_and_exit_2(capsys, monkeypatch, stack, folder):
                  ["upload", str(folder / "cats")]):
         code, out, err = imgsim(capsys, stack.api_url, *argv)
         assert code == 2 and out == "", argv
-        assert err == ("imgsim: error: the x-api-key header is not a key this API accepts (revoked, or mistyped) (HTTP 401 invalid_api_key); "
-                       "check IMGSIM_API_KEY\n"), argv
+        assert err == ("imgsim: error: the x-api-key header is not a key this API accepts (revoked, or mistyped) "
+                       "(HTTP 401 invalid_api_key); check IMGSIM_API_KEY\n"), argv
+
+
+def test_keys_made_with_imgsim_keys_work_at_once_with_their_scopes_until_revoked(capsys, monkeypatch, stack, folder,
+                                                                                 uploaded):
+    """The local stack reads the ring `imgsim keys` writes in its data dir on every request; the key's name (never
+    the key) is in the function's log lines."""
+    ring = ["keys", "--data-dir", str(stack.data_dir)]
+    assert cli.main([*ring, "create", "--name", "reader", "--scopes", "search"]) == 0
+    key = capsys.readouterr().out.strip()
+    monkeypatch.setenv("IMGSIM_API_KEY", key)
+    code, out, err = imgsim(capsys, stack.api_url, "search", str(folder / "cats/one.jpg"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["id"] == uploaded["cats/one.jpg"]
+    code, out, err = imgsim(capsys, stack.api_url, "delete", uploaded["dogs/two.jpg"])
+    assert code == 2 and "key 'reader' lacks the 'delete' scope" in err and "imgsim keys create" in err
+    assert cli.main([*ring, "revoke", "reader"]) == 0
+    capsys.readouterr()
+    code, _, err = imgsim(capsys, stack.api_url, "search", str(folder / "cats/one.jpg"))
+    assert code == 2 and "invalid_api_key" in err
+    logs = stack.stdout()
+    assert '"api_key":"reader"' in logs.replace(" ", "") and key not in logs and key not in stack.stderr()
 
 
 def test_a_missing_key_is_a_usage_error(capsys, monkeypatch, stack):

@@ -31,8 +31,7 @@ USAGE_STATUSES = frozenset({400, 401, 403, 413, 415})
 ITEM_STATUSES = frozenset({400, 404, 409, 413, 415})
 # Options of the direct Qdrant connection, meaningless against an API.
 QDRANT_OPTIONS = ("qdrant_url", "qdrant_path", "collection")
-KEY_HINT = ("a deployed stack's: aws ssm get-parameter --name /imgsim/api-key --with-decryption "
-            "--query Parameter.Value --output text")
+KEY_HINT = "a key printed by `imgsim keys create`, or the local stack's banner"
 
 
 def run(module: ModuleType, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -63,8 +62,10 @@ def connect(url: str, environ: Mapping[str, str]) -> ApiClient:
 
 def failure(exc: ApiError) -> Exception:
     """The error the dispatcher reports for ``exc``: a UsageError (exit 2) or the ApiError itself (exit 1)."""
-    if exc.status in (401, 403):
+    if exc.status == 401:
         return UsageError(f"{exc}; check {API_KEY}")
+    if exc.status == 403:  # the message names the key and the scope it lacks
+        return UsageError(f"{exc}; use a key with that scope in {API_KEY} (imgsim keys create --scopes ...)")
     if exc.status in USAGE_STATUSES:
         return UsageError(str(exc))
     return exc

@@ -8,7 +8,7 @@ enforcement cannot disagree. The middleware puts the ``Principal`` in the resolv
 route's scope is 403 ``missing_scope``, naming the scope.
 
 The principal's name (never the key) is added to the request's log lines (``api_key``, ``tenant``) and to the
-metrics' metadata, and removed when the request is answered (the logger's keys outlive an invocation).
+metrics' metadata; the handler clears the logger's keys at the start of each invocation.
 """
 
 from __future__ import annotations
@@ -59,16 +59,15 @@ Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
 def require(services: Callable[[], Services], scope: str | None) -> Middleware:
     def auth_middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
         principal = authenticate(app, services())
+        # Until the next invocation (the handler's inject_lambda_context(clear_state=True) drops them), so the
+        # answer's own log line ("rejected request") names the caller too.
         logger.append_keys(api_key=principal.name, tenant=principal.tenant)
-        try:
-            metrics.add_metadata(key="api_key", value=principal.name)
-            if scope is not None and not principal.allows(scope):
-                raise MissingScope(f"{principal.via} '{principal.name}' lacks the '{scope}' scope this route needs "
-                                   f"(it has: {', '.join(sorted(principal.scopes)) or 'none'})")
-            app.context[PRINCIPAL] = principal  # cleared after each request, as append_context's
-            return next_middleware(app)
-        finally:
-            logger.remove_keys(["api_key", "tenant"])
+        metrics.add_metadata(key="api_key", value=principal.name)
+        if scope is not None and not principal.allows(scope):
+            raise MissingScope(f"{principal.via} '{principal.name}' lacks the '{scope}' scope this route needs "
+                               f"(it has: {', '.join(sorted(principal.scopes)) or 'none'})")
+        app.context[PRINCIPAL] = principal  # cleared after each request, as append_context's
+        return next_middleware(app)
 
     return auth_middleware
 
