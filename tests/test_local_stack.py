@@ -45,6 +45,25 @@ def test_start_up_prints_the_urls_and_the_key(stack):
     assert status == 200 and health["status"] == "ok" and health["collection"] == "images"
 
 
+def test_the_stack_honours_a_key_ring_from_the_shell(tmp_path):
+    """IMGSIM_API_KEYS from the shell, like every variable imgsim reads: its keys work with their scopes beside the
+    stack's printed all-scope key, and the banner names where `imgsim keys` writes the stack's own ring."""
+    ring = {"keys": [{"name": "shell-reader", "sha256": hashlib.sha256(b"shell-key").hexdigest(),
+                      "scopes": ["search"], "tenant": "acme"}]}
+    serve = Serve(tmp_path / "data", env={"IMGSIM_API_KEYS": json.dumps(ring)}).wait_ready()
+    try:
+        assert f"Key ring     {tmp_path / 'data' / 'api-keys.json'}" in serve.stdout()
+        status, me = serve.request("GET", "/me", key="shell-key")
+        assert status == 200 and (me["name"], me["tenant"], me["scopes"]) == ("shell-reader", "acme", ["search"])
+        status, body = serve.json_request("POST", "/uploads", {"filename": "a.jpg", "content_type": "image/jpeg"},
+                                          key="shell-key")
+        assert status == 403 and body["error"]["code"] == "missing_scope"
+        assert serve.request("GET", "/me")[1]["scopes"] == ["search", "upload", "delete"]  # API_KEY: every scope
+    finally:
+        serve.stop()
+        serve.kill()
+
+
 def test_objects_put_in_s3_are_indexed_and_searchable(stack, photos):
     # Keys as users write them: spaces, unicode, '+' (S3 URL-encodes them in the notification).
     chosen = {"photos/cat 1.jpg": photos[3], "photos/chien+é.jpg": photos[600], "photos/deep/a/b/monkey.jpg": photos[1100]}
