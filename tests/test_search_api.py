@@ -474,7 +474,7 @@ def test_upload_presigned_post_works_and_gives_the_future_id(call):
     post = requests.post(body["url"], data=body["fields"], files={"file": ("dog.jpg", data, "image/jpeg")}, timeout=10)
     assert post.status_code == 204, post.text
     stored = boto3.client("s3").get_object(Bucket=BUCKET, Key=key)
-    assert stored["Body"].read() == data
+    assert stored["Body"].read() == data and stored["ContentType"] == "image/jpeg"  # the form's Content-Type
     second = call("POST", "/uploads", body=json_body({"filename": "x.png", "content_type": "image/png"}),
                   content_type="application/json")[2]
     assert second["key"] != key and second["fields"]["Content-Type"] == "image/png"
