@@ -1,6 +1,6 @@
 """`imgsim --api URL`: every command that runs against a deployed API, run in-process through ``cli.main`` against
-`imgsim serve` (the real handlers, local S3 and queue) in a subprocess: a folder uploaded through presigned PUTs
-and indexed, search, compare, get, duplicates listed and resolved, delete, the trash listed and restored; the
+`imgsim serve` (the real handlers, local S3 and queue) in a subprocess: a folder uploaded through presigned POSTs
+and indexed (a file over the upload limit refused), search, compare, get, duplicates listed and resolved, delete, the trash listed and restored; the
 errors a user meets (a wrong or missing key, an unknown id, a URL that is wrong or does not answer) as one line and
 an exit code. The client alone, against a stub: tests/unit/test_api_client.py.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from imgsim_tools import cli
-from imgsim_tools.api_client import ROUTES, ApiClient
+from imgsim_tools.api_client import ROUTES, ApiClient, ApiError
 from serve_support import API_KEY, Serve, free_port, running
 
 pytestmark = pytest.mark.slow
@@ -95,6 +95,38 @@ def test_upload_shows_progress_and_each_file(capsys, monkeypatch, stack, photos,
     assert "uploading" in err and "B/s" in err  # the bytes bar, on the terminal
     assert "indexing" in err and "img" in err
     assert f"imgsim: warning: skipped {tmp_path / 'readme.md'}: not an image type the API takes" in err
+
+
+def test_a_file_over_the_upload_limit_is_that_files_error(capsys, stack, photos, tmp_path):
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:
+        file.truncate(int(31.2 * 1024 * 1024))  # sparse: nothing written; never read either
+    shutil.copyfile(photos[300], tmp_path / "fine.jpg")
+    code, out, err = imgsim(capsys, stack.api_url, "upload", str(tmp_path))
+    assert code == 1
+    message = "31.2 MB is over this API's upload limit of 25 MB (IMGSIM_MAX_UPLOAD_MB)"
+    assert err.splitlines() == [f"imgsim upload: {huge}: {message} (upload_too_large)"]
+    assert out.splitlines()[0].startswith(f"uploaded {tmp_path / 'fine.jpg'} -> uploads/")
+    assert out.splitlines()[1].endswith("skipped 0, failed 1")
+    code, out, _ = imgsim(capsys, stack.api_url, "upload", str(huge), "--json")
+    (failed,) = json.loads(out)["failed"]
+    assert code == 1 and failed == {"path": str(huge), "status": None, "code": "upload_too_large", "error":
+                                    f"{message} (upload_too_large)"}
+
+
+def test_s3_refusing_a_file_as_too_large_is_one_clear_line(stack, tmp_path):
+    """A client that believes the limit larger than the policy's sends the file: the local S3 refuses it as S3 does
+    (EntityTooLarge, with the sizes), and the error says it in one line naming the limit S3 applied."""
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:
+        file.truncate(30 * 1024 * 1024)
+    with ApiClient(stack.api_url, API_KEY) as api:
+        upload = api.create_upload(huge.name, "image/jpeg")
+        with pytest.raises(ApiError) as refused:
+            api.post_upload({**upload, "max_bytes": 10 ** 9}, huge)
+    assert (refused.value.status, refused.value.code) == (400, "EntityTooLarge")
+    assert str(refused.value) == ("S3 refused the file: 30 MB is over this API's upload limit of 25 MB "
+                                  "(IMGSIM_MAX_UPLOAD_MB) (HTTP 400 EntityTooLarge)")
 
 
 def test_upload_without_api_is_a_usage_error(capsys, tmp_path):

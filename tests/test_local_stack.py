@@ -15,8 +15,10 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
+import requests
 from imgsim.ids import point_id_for_object
 from serve_support import API_KEY, BUCKET, Serve, running, wait_until
 
@@ -97,21 +99,52 @@ def test_objects_put_in_s3_are_indexed_and_searchable(stack, photos):
 def test_presigned_upload_from_the_api_is_indexed(stack, photos):
     status, upload = stack.json_request("POST", "/uploads", {"filename": "from the api.jpg", "content_type": "image/jpeg"})
     assert status == 200, upload
-    assert upload["url"].startswith(stack.s3_url + "/")
-    # What a browser on the page's origin sends first: the bucket's CORS rules must allow the PUT.
+    assert upload["method"] == "POST" and upload["url"] == f"{stack.s3_url}/{BUCKET}"
+    assert upload["max_bytes"] == 25 * 1024 * 1024
+    # What a browser on the page's origin sends first: the bucket's CORS rules must allow the POST.
     preflight = urllib.request.Request(upload["url"], method="OPTIONS", headers={
-        "Origin": stack.api_url, "Access-Control-Request-Method": "PUT",
+        "Origin": stack.api_url, "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type"})
     with urllib.request.urlopen(preflight, timeout=10) as response:
         allowed = response.headers.get("Access-Control-Allow-Origin")
         assert allowed in ("*", stack.api_url)
-        assert "PUT" in response.headers.get("Access-Control-Allow-Methods", "")
-    put = urllib.request.Request(upload["url"], method=upload["method"], data=photos[42].read_bytes(),
-                                 headers=upload["headers"])
-    with urllib.request.urlopen(put, timeout=10) as response:
-        assert response.status == 200
+        assert "POST" in response.headers.get("Access-Control-Allow-Methods", "")
+    post = requests.post(upload["url"], data=upload["fields"], headers={"Origin": stack.api_url},
+                         files={"file": ("from the api.jpg", photos[42].read_bytes(), "image/jpeg")}, timeout=10)
+    assert post.status_code == 204, post.text
+    assert post.headers.get("Access-Control-Allow-Origin") in ("*", stack.api_url)
     image = stack.wait_indexed(upload["id"])
     assert image["key"] == upload["key"] and image["key"].startswith("uploads/")
+
+
+def test_an_oversized_upload_is_refused_by_the_local_s3_and_never_stored_or_indexed(stack, photos):
+    """moto checks no POST policy; the local stack's wrapper (imgsim_tools.local.post_policy) does, as S3 does."""
+    status, upload = stack.json_request("POST", "/uploads", {"filename": "huge.jpg", "content_type": "image/jpeg"})
+    assert status == 200, upload
+    huge = photos[7].read_bytes().ljust(upload["max_bytes"] + 1, b"\0")
+    post = requests.post(upload["url"], data=upload["fields"], headers={"Origin": stack.api_url},
+                         files={"file": ("huge.jpg", huge, "image/jpeg")}, timeout=30)
+    assert post.status_code == 400, post.text
+    error = ElementTree.fromstring(post.content)
+    assert error.findtext("Code") == "EntityTooLarge"
+    assert error.findtext("Message") == "Your proposed upload exceeds the maximum allowed size"
+    assert error.findtext("MaxSizeAllowed") == str(upload["max_bytes"])
+    # The page reads the refusal (CORS headers on the error, as S3 sends them), not a network failure.
+    assert post.headers.get("Access-Control-Allow-Origin") in ("*", stack.api_url)
+    # Another key or type than the policy's: 403 AccessDenied, nothing stored either.
+    retyped = requests.post(upload["url"], data={**upload["fields"], "Content-Type": "image/png"},
+                            files={"file": ("huge.png", photos[7].read_bytes(), "image/png")}, timeout=10)
+    assert retyped.status_code == 403 and b"<Code>AccessDenied</Code>" in retyped.content
+    with pytest.raises(stack.s3().exceptions.ClientError):
+        stack.s3().head_object(Bucket=BUCKET, Key=upload["key"])
+    assert stored_copy(stack.data_dir, upload["key"]) is None
+    # A right-sized upload sent after it is indexed; by then the refused one would have been too, had it been stored.
+    status, small = stack.json_request("POST", "/uploads", {"filename": "small.jpg", "content_type": "image/jpeg"})
+    ok = requests.post(small["url"], data=small["fields"],
+                       files={"file": ("small.jpg", photos[8].read_bytes(), "image/jpeg")}, timeout=10)
+    assert ok.status_code == 204, ok.text
+    stack.wait_indexed(small["id"])
+    assert stack.request("GET", f"/images/{upload['id']}")[0] == 404
 
 
 def test_delete_through_the_api_moves_to_a_durable_trash_and_restore_brings_it_back(stack, photos):

@@ -206,6 +206,50 @@ def test_the_page_shows_the_key_and_only_what_its_scopes_allow(fresh_page, fresh
     expect(page.locator("#alerts")).to_be_empty()
 
 
+def test_a_file_over_the_upload_limit_is_refused_before_any_request_for_it(page, stack, tmp_path):
+    from playwright.sync_api import expect
+
+    enter_key(page, API_KEY)
+    expect(page.locator("#key-dialog")).to_be_hidden()
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:
+        file.truncate(int(31.2 * 1024 * 1024))  # over the stack's default limit, 25 MB (IMGSIM_MAX_UPLOAD_MB)
+    asked: list[tuple[str, str]] = []
+    page.on("request", lambda request: asked.append((request.method, request.url)))
+    page.set_input_files("#add-files", str(huge))
+    row = page.locator("#uploads li", has_text="huge.jpg")
+    expect(row).to_have_attribute("data-state", "error", timeout=30_000)
+    message = "31.2 MB is over this API's upload limit of 25 MB"
+    expect(row).to_contain_text(message)
+    expect(page.locator("#alerts")).to_have_text(f"huge.jpg: {message}")
+    expect(page.locator("#upload-limit")).to_have_text(", up to 25 MB each")  # shown from GET /me
+    # Nothing went out for it (GET /me was asked when the key was entered): no presigned POST, nothing sent to S3.
+    assert not [url for method, url in asked if method == "POST"], asked
+    assert not [url for _, url in asked if url.startswith(stack.s3_url)], asked
+
+
+def test_s3_refusing_a_file_as_too_large_is_shown_with_the_limit(page, stack, tmp_path):
+    """A page that believes the limit larger (GET /me answered so here) sends the file: the local S3 refuses it as
+    S3 does, with CORS headers on the refusal, and the page shows S3's sizes, not a network failure."""
+    from playwright.sync_api import expect
+
+    def larger_limit(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "max_upload_bytes": 10 ** 9})
+
+    page.route(f"{stack.api_url}/me", larger_limit)
+    enter_key(page, API_KEY)
+    expect(page.locator("#key-dialog")).to_be_hidden()
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:
+        file.truncate(30 * 1024 * 1024)
+    page.set_input_files("#add-files", str(huge))
+    row = page.locator("#uploads li", has_text="huge.jpg")
+    expect(row).to_have_attribute("data-state", "error", timeout=60_000)
+    expect(row).to_contain_text("storage refused the upload: 30 MB is over this API's upload limit of 25 MB "
+                                "(HTTP 400 EntityTooLarge)")
+
+
 @pytest.fixture
 def fresh_stack(tmp_path):
     """A stack of its own (this test's uploads must not change the other tests' counts)."""

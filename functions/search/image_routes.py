@@ -45,7 +45,7 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
     @app.post("/uploads", **protected(services, UPLOAD), tags=["images"],
-              summary="A presigned upload (url, method, headers) and the key and id the image will have")
+              summary="A presigned POST (url, fields, max_bytes) and the key and id the image will have")
     def create_upload():
         _, body = request_body(app.current_event, services().settings.max_body_bytes)
         upload = json_body(UploadBody, body)

@@ -6,7 +6,7 @@ and importable on its own (the standard library and httpx; nothing of ``imgsim``
     with ApiClient("https://abc123.execute-api.eu-west-1.amazonaws.com/", api_key) as api:
         for hit in api.search(Path("cat.jpg").read_bytes(), limit=5)["results"]:
             print(hit["percent"], hit["key"])
-        upload = api.upload_file(Path("new.jpg"))     # POST /uploads, then the presigned PUT
+        upload = api.upload_file(Path("new.jpg"))     # POST /uploads, then the presigned POST to S3
         api.wait_indexed([upload["id"]], timeout=120)
 
 Written by hand, thin over httpx, not generated from ``/openapi.json``:
@@ -14,8 +14,8 @@ Written by hand, thin over httpx, not generated from ``/openapi.json``:
 * httpx is in every imgsim environment already (qdrant-client requires it), ships its types (mypy --strict without
   stubs, where requests needs types-requests), has per-phase timeouts, a connection pool, connect retries in its
   transport, and ``MockTransport`` for tests without a network.
-* What this client is for lies outside any route's schema: the presigned PUT to S3 that ``POST /uploads`` answers
-  (streamed, with progress), retrying API Gateway's 429 throttling and the API's 503s after their ``Retry-After``,
+* What this client is for lies outside any route's schema: the presigned POST to S3 that ``POST /uploads`` answers
+  (multipart, streamed, with progress, the size checked first), retrying API Gateway's 429 throttling and the API's 503s after their ``Retry-After``,
   following ``next_cursor`` pages, waiting for an upload to be indexed. A generator (openapi-python-client) writes
   a package of models and per-route modules (over attrs) for the 13 routes and does none of that; the routes' few
   fields fit in the TypedDicts below. The document stays the contract: ``ROUTES`` lists every route this client
@@ -29,6 +29,7 @@ the code and message of the API's error envelope ``{"error": {"code", "message"}
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -61,7 +62,7 @@ DEFAULT_RETRIES = 3
 CONNECT_RETRIES = 1
 MAX_RETRY_WAIT = 30.0  # a Retry-After asking for longer is an answer, not a pause: the error is raised at once
 BACKOFF_SECONDS = 0.5  # without Retry-After: 0.5, 1, 2 s (+ up to 25 % jitter)
-CHUNK_BYTES = 256 * 1024  # of an upload's PUT body, between progress reports
+MIB = 1024 * 1024  # IMGSIM_MAX_UPLOAD_MB counts these
 
 # Every route the client calls, as the OpenAPI document names it (tests/test_api_cli.py checks the document).
 ROUTES = (
@@ -125,12 +126,13 @@ class Recommendations(TypedDict):
 
 
 class Upload(TypedDict):
-    """A presigned PUT: send the file to ``url`` with ``method`` and exactly ``headers``; once indexed the image
-    has ``id``."""
+    """A presigned POST: send ``fields`` then the file (part ``file``, last) as multipart/form-data to ``url``; S3
+    refuses more than ``max_bytes``. Once indexed the image has ``id``."""
 
     url: str
     method: str
-    headers: dict[str, str]
+    fields: dict[str, str]
+    max_bytes: int
     bucket: str
     key: str
     id: str
@@ -261,7 +263,7 @@ def _status_code(status: int) -> str:
 
 def error_of(response: httpx.Response) -> ApiError:
     """A failed response as an ApiError, whichever service answered: the API's envelope, API Gateway's
-    ``{"message"}`` (throttling, its own 404s and 5xx), S3's XML (a presigned PUT), or any text."""
+    ``{"message"}`` (throttling, its own 404s and 5xx), S3's XML (a presigned POST), or any text."""
     status = response.status_code
     code, message = _status_code(status), ""
     text = response.text
@@ -279,6 +281,9 @@ def error_of(response: httpx.Response) -> ApiError:
             root = ElementTree.fromstring(text)
             code = root.findtext("Code") or code
             message = root.findtext("Message") or ""
+            proposed, allowed = root.findtext("ProposedSize") or "", root.findtext("MaxSizeAllowed") or ""
+            if code == "EntityTooLarge" and proposed.isdigit() and allowed.isdigit():  # a presigned POST's limit
+                message = f"S3 refused the file: {too_large(int(proposed), int(allowed))}"
         except ElementTree.ParseError:
             message = ""
     else:
@@ -379,45 +384,39 @@ class ApiClient:
     # -- images --------------------------------------------------------------------------------------------------------
 
     def create_upload(self, filename: str, content_type: str) -> Upload:
-        """``POST /uploads``: a presigned PUT for one file, and the key and id the image will have."""
+        """``POST /uploads``: a presigned POST for one file, and the key and id the image will have."""
         answer = self._call("POST", "/uploads", json={"filename": filename, "content_type": content_type})
         return cast(Upload, answer)
 
-    def put_upload(self, upload: Upload, path: Path, *, on_progress: Callable[[int], None] | None = None) -> None:
-        """Send ``path`` to an upload's presigned URL, streamed from the file; ``on_progress(n)`` after every chunk
-        sent (negative after a retried attempt, taking back what it had counted). The API key is not sent: the
-        URL carries its own signature."""
+    def post_upload(self, upload: Upload, path: Path, *, on_progress: Callable[[int], None] | None = None) -> None:
+        """Send ``path`` to an upload's presigned POST: the ``fields``, then the file streamed from disk as the last
+        part (httpx's multipart, with a Content-Length: S3 refuses chunked bodies); ``on_progress(n)`` after every
+        chunk read for sending (negative after a retried attempt, taking back what it had counted). The API key is
+        not sent: the policy carries its own signature.
+
+        A file over ``max_bytes`` is refused here, before anything is sent (``ApiError`` ``upload_too_large``); one
+        S3 finds too large after all is its ``EntityTooLarge``, the message naming the limit (``error_of``)."""
+        limit = upload["max_bytes"]
         size = path.stat().st_size
-        sent = 0
+        if size > limit:
+            raise ApiError(None, "upload_too_large", too_large(size, limit), method="POST", url=upload["url"])
+        with _CountingFile(path, on_progress) as file:
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal sent
-            with path.open("rb") as file:
-                while chunk := file.read(CHUNK_BYTES):
-                    yield chunk
-                    sent += len(chunk)
-                    if on_progress is not None:
-                        on_progress(len(chunk))
+            def build() -> httpx.Request:
+                file.restart()
+                return self._http.build_request(upload["method"], upload["url"], data=upload["fields"],
+                                                files={"file": (path.name, file, upload["fields"].get("Content-Type"))})
 
-        def build() -> httpx.Request:
-            nonlocal sent
-            if sent and on_progress is not None:
-                on_progress(-sent)  # a retried attempt starts over
-            sent = 0
-            # An explicit Content-Length: httpx then streams the body as is; S3 refuses chunked encoding.
-            headers = {**upload["headers"], "content-length": str(size)}
-            return self._http.build_request(upload["method"], upload["url"], headers=headers, content=chunks())
-
-        self._send(build)
+            self._send(build)
 
     def upload_file(self, path: Path, *, content_type: str | None = None,
                     on_progress: Callable[[int], None] | None = None) -> Upload:
-        """Upload one file (``create_upload``, then ``put_upload``); its type from its extension unless given."""
+        """Upload one file (``create_upload``, then ``post_upload``); its type from its extension unless given."""
         mime = content_type or upload_type(path)
         if mime is None:
             raise ValueError(f"{path}: not an image type the API takes ({', '.join(sorted(UPLOAD_TYPES))})")
         upload = self.create_upload(path.name, mime)
-        self.put_upload(upload, path, on_progress=on_progress)
+        self.post_upload(upload, path, on_progress=on_progress)
         return upload
 
     def get_image(self, image_id: str) -> Image:
@@ -557,6 +556,42 @@ class ApiClient:
             return error.retry_after if error.retry_after <= self.max_retry_wait else None
         backoff = BACKOFF_SECONDS * 2.0 ** attempt
         return min(backoff * (1 + random.uniform(0, 0.25)), self.max_retry_wait)  # jitter: clients throttled together spread out
+
+
+def too_large(size: int, limit: int) -> str:
+    """``"31.2 MB is over this API's upload limit of 25 MB (IMGSIM_MAX_UPLOAD_MB)"``: in the setting's unit (MiB), exact
+    bytes when the rounded sizes would look equal."""
+    shown, allowed = _megabytes(size), _megabytes(limit)
+    if shown == allowed:
+        shown, allowed = f"{size:,} bytes", f"{allowed} ({limit:,} bytes)"
+    return f"{shown} is over this API's upload limit of {allowed} (IMGSIM_MAX_UPLOAD_MB)"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MIB:.1f}".removesuffix(".0") + " MB"
+
+
+class _CountingFile(io.FileIO):
+    """The file httpx's multipart encoder reads (it finds the length with ``fileno``, seeks back to 0 for every
+    attempt, reads 64 KiB at a time): each read is reported to ``on_progress``, and ``restart`` takes back what an
+    attempt had counted before the next one."""
+
+    def __init__(self, path: Path, on_progress: Callable[[int], None] | None) -> None:
+        super().__init__(path, "r")
+        self._on_progress = on_progress
+        self._counted = 0
+
+    def restart(self) -> None:
+        if self._counted and self._on_progress is not None:
+            self._on_progress(-self._counted)
+        self._counted = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if chunk and self._on_progress is not None:
+            self._counted += len(chunk)
+            self._on_progress(len(chunk))
+        return chunk or b""
 
 
 def _params(**values: Any) -> dict[str, str]:

@@ -59,8 +59,9 @@ class NoObjects:
     def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str:
         return ""
 
-    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
-        return ""
+    def presign_post(self, bucket: str, key: str, *, content_type: str, max_bytes: int,
+                     expires_in: int) -> tuple[str, dict[str, str]]:
+        return "", {}
 
     def delete(self, bucket: str, key: str) -> None:
         pass

@@ -114,8 +114,10 @@ class FakeObjects:
     def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str:
         return f"https://s3.test/{bucket}/{key}?get&expires={expires_in}"
 
-    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
-        return f"https://s3.test/{bucket}/{key}?put&type={content_type}&expires={expires_in}"
+    def presign_post(self, bucket: str, key: str, *, content_type: str, max_bytes: int,
+                     expires_in: int) -> tuple[str, dict[str, str]]:
+        return f"https://s3.test/{bucket}", {"key": key, "Content-Type": content_type,
+                                             "policy": f"max={max_bytes}&expires={expires_in}"}
 
     def delete(self, bucket: str, key: str) -> None:
         self.deleted.append((bucket, key))

@@ -17,10 +17,12 @@ import httpx
 import pytest
 from imgsim_tools import api_client
 from imgsim_tools.api_client import ApiClient, ApiError
+from imgsim_tools.local.post_policy import read_upload
+from werkzeug.http import parse_options_header
 
 API = "https://abc123.execute-api.eu-west-1.amazonaws.com/"
 KEY = "secret-key"
-UPLOAD_URL = "https://imgsim-images.s3.amazonaws.com/uploads/abc-cat.jpg?X-Amz-Signature=f00%2Fd"
+UPLOAD_URL = "https://imgsim-images.s3.amazonaws.com/"
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -173,49 +175,107 @@ def test_no_answer_is_an_api_error_without_a_status():
 # -- requests --------------------------------------------------------------------------------------------------------
 
 
+def presigned(**changes):
+    upload = {"url": UPLOAD_URL, "method": "POST", "fields": {
+        "Content-Type": "image/jpeg", "key": "uploads/abc-cat.jpg", "x-amz-algorithm": "AWS4-HMAC-SHA256",
+        "x-amz-credential": "AKID/20261203/eu-west-1/s3/aws4_request", "x-amz-date": "20261203T000000Z",
+        "policy": "eyJjb25kaXRpb25zIjogW119", "x-amz-signature": "f00d"}, "max_bytes": 1_000_000,
+        "bucket": "imgsim-images", "key": "uploads/abc-cat.jpg", "id": "9d76bfe7-11b1-532f-bb20-09a3ae6cd3f8",
+        "expires_in": 900}
+    return {**upload, **changes}
+
+
+def form_of(request: httpx.Request, body: bytes):
+    """The multipart form as S3 reads it: the fields before the file, and the file's size (the local stack's
+    reader, imgsim_tools.local.post_policy)."""
+    _, options = parse_options_header(request.headers["content-type"])
+    return read_upload(options["boundary"].encode(), [body])
+
+
 def test_the_key_goes_to_the_api_only(tmp_path):
-    upload = {"url": UPLOAD_URL, "method": "PUT", "headers": {"Content-Type": "image/jpeg"}, "bucket": "imgsim-images",
-              "key": "uploads/abc-cat.jpg", "id": "9d76bfe7-11b1-532f-bb20-09a3ae6cd3f8", "expires_in": 900}
-    stub = Recorder(lambda r: ok(upload) if r.url.host.startswith("abc123") else httpx.Response(200))
+    upload = presigned()
+    stub = Recorder(lambda r: ok(upload) if r.url.host.startswith("abc123") else httpx.Response(204))
     client = stub.client()
     client.health()
     assert client.create_upload("cat.jpg", "image/jpeg") == upload
     assert json.loads(stub.bodies[1]) == {"filename": "cat.jpg", "content_type": "image/jpeg"}
     photo = tmp_path / "cat.jpg"
     photo.write_bytes(b"jpeg")
-    client.put_upload(upload, photo)
-    health, create, put = stub.requests
+    client.post_upload(upload, photo)
+    health, create, post = stub.requests
     assert "x-api-key" not in health.headers  # /health needs none
     assert create.headers["x-api-key"] == KEY
-    assert "x-api-key" not in put.headers and str(put.url) == UPLOAD_URL  # the signature's encoding kept
+    assert "x-api-key" not in post.headers and str(post.url) == UPLOAD_URL
+    assert KEY.encode() not in stub.bodies[2]
 
 
-def test_an_upload_is_streamed_with_its_length_and_progress(tmp_path, monkeypatch):
-    monkeypatch.setattr(api_client, "CHUNK_BYTES", 1000)
+def test_an_upload_is_a_multipart_post_streamed_with_its_length_and_progress(tmp_path):
     path = tmp_path / "big.jpg"
-    path.write_bytes(bytes(range(256)) * 10)  # 2,560 bytes: three chunks
-    upload = {"url": UPLOAD_URL, "method": "PUT", "headers": {"Content-Type": "image/jpeg"}}
+    path.write_bytes(bytes(range(256)) * 600)  # 153,600 bytes: read in three 64 KiB chunks
+    upload = presigned()
     stub = Recorder(httpx.Response(503, text="<Error><Code>SlowDown</Code><Message>Reduce your request rate"
-                                   "</Message></Error>"), httpx.Response(200))
+                                   "</Message></Error>"), httpx.Response(204))
     progress: list[int] = []
-    stub.client().put_upload(upload, path, on_progress=progress.append)  # type: ignore[arg-type]
-    first, second = stub.requests
-    for request in (first, second):
-        assert request.method == "PUT" and request.headers["content-type"] == "image/jpeg"
-        assert request.headers["content-length"] == "2560" and "transfer-encoding" not in request.headers
-    assert stub.bodies == [path.read_bytes()] * 2
+    stub.client(retries=1).post_upload(upload, path, on_progress=progress.append)  # type: ignore[arg-type]
+    for request, body in zip(stub.requests, stub.bodies, strict=True):
+        assert request.method == "POST" and request.headers["content-type"].startswith("multipart/form-data")
+        assert request.headers["content-length"] == str(len(body)) and "transfer-encoding" not in request.headers
+        # Every field as given, in order, before the file (S3 ignores fields after it); the file whole.
+        form = form_of(request, body)
+        assert form.fields == {name.lower(): value for name, value in upload["fields"].items()}
+        assert form.file_size == 153_600 and path.read_bytes() in body
+        assert body.index(b'name="x-amz-signature"') < body.index(b'name="file"; filename="big.jpg"')
+        assert b"Content-Type: image/jpeg\r\n\r\n" + path.read_bytes()[:100] in body
     # The retried attempt takes back what the first had counted: the sum is the file's size, once.
-    assert progress == [1000, 1000, 560, -2560, 1000, 1000, 560] and sum(progress) == 2560
+    assert progress == [65536, 65536, 22528, -153600, 65536, 65536, 22528] and sum(progress) == 153_600
+
+
+def test_a_file_over_the_limit_is_refused_before_anything_is_sent(tmp_path):
+    path = tmp_path / "huge.jpg"
+    with path.open("wb") as file:
+        file.truncate(int(31.2 * 2**20))
+    stub = Recorder(httpx.Response(204))
+    with pytest.raises(ApiError) as refused:
+        stub.client().post_upload(presigned(max_bytes=25 * 2**20), path)
+    assert stub.requests == []
+    assert (refused.value.status, refused.value.code) == (None, "upload_too_large")
+    assert refused.value.message == "31.2 MB is over this API's upload limit of 25 MB (IMGSIM_MAX_UPLOAD_MB)"
+    just_over = tmp_path / "just-over.jpg"
+    just_over.write_bytes(b"x" * 1001)
+    with pytest.raises(ApiError, match=r"^1,001 bytes is over this API's upload limit of 0 MB \(1,000 bytes\)"):
+        stub.client().post_upload(presigned(max_bytes=1000), just_over)
+    exactly = tmp_path / "exactly.jpg"
+    exactly.write_bytes(b"x" * 1000)
+    stub.client().post_upload(presigned(max_bytes=1000), exactly)
+    assert len(stub.requests) == 1
+
+
+def test_s3_refusing_the_size_is_one_line_naming_the_limit(tmp_path):
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(b"jpeg")
+    stub = Recorder(httpx.Response(400, text="<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>EntityTooLarge"
+                                   "</Code><Message>Your proposed upload exceeds the maximum allowed size</Message>"
+                                   "<ProposedSize>32715571</ProposedSize><MaxSizeAllowed>26214400</MaxSizeAllowed>"
+                                   "<RequestId>R</RequestId></Error>"))
+    with pytest.raises(ApiError) as refused:
+        stub.client().post_upload(presigned(), path)
+    assert str(refused.value) == ("S3 refused the file: 31.2 MB is over this API's upload limit of 25 MB "
+                                  "(IMGSIM_MAX_UPLOAD_MB) (HTTP 400 EntityTooLarge)")
+    assert len(stub.requests) == 1  # a 400 is not retried
+    denied = Recorder(httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Invalid according to "
+                                     "Policy: Policy expired.</Message></Error>"))
+    with pytest.raises(ApiError, match=r"^Invalid according to Policy: Policy expired\. \(HTTP 403 AccessDenied\)$"):
+        denied.client().post_upload(presigned(), path)
 
 
 def test_upload_file_names_the_type_from_the_extension(tmp_path):
-    upload = {"url": UPLOAD_URL, "method": "PUT", "headers": {"Content-Type": "image/heic"}, "id": "i", "key": "k",
-              "bucket": "b", "expires_in": 900}
-    stub = Recorder(lambda r: ok(upload) if r.method == "POST" else httpx.Response(200))
+    upload = presigned(fields={"Content-Type": "image/heic", "key": "k"}, id="i", key="k", bucket="b")
+    stub = Recorder(lambda r: ok(upload) if r.url.host.startswith("abc123") else httpx.Response(204))
     photo = tmp_path / "IMG_0001.HEIC"
     photo.write_bytes(b"heic")
     assert stub.client().upload_file(photo)["id"] == "i"
     assert json.loads(stub.bodies[0]) == {"filename": "IMG_0001.HEIC", "content_type": "image/heic"}
+    assert b'filename="IMG_0001.HEIC"\r\nContent-Type: image/heic' in stub.bodies[1]
     notes = tmp_path / "notes.txt"
     notes.write_text("hi")
     with pytest.raises(ValueError, match="not an image type"):

@@ -48,15 +48,19 @@ def test_get_unknown_or_malformed_ids(service):
         service.get("12")
 
 
-def test_create_upload_signs_a_put_of_that_type_under_the_upload_prefix(objects, service):
+def test_create_upload_signs_a_bounded_post_of_that_type_under_the_upload_prefix(store, objects, service):
     upload = service.create_upload(UploadRequest(filename="../My Holiday (1).JPG", content_type="Image/JPEG"))
     key = upload["key"]
     assert re.fullmatch(r"uploads/[0-9a-f]{32}-My_Holiday_1_\.JPG", key)
     assert upload["id"] == point_id_for_object(BUCKET, key) and upload["bucket"] == BUCKET
-    assert upload["method"] == "PUT" and upload["headers"] == {"Content-Type": "image/jpeg"}
-    assert upload["url"] == f"https://s3.test/{BUCKET}/{key}?put&type=image/jpeg&expires=900"
-    assert upload["expires_in"] == 900
-    assert service.create_upload(UploadRequest("x.heic", "image/heic"))["headers"] == {"Content-Type": "image/heic"}
+    assert upload["method"] == "POST" and "headers" not in upload
+    assert upload["url"] == f"https://s3.test/{BUCKET}"
+    # The fake echoes what the service asked S3Objects to sign: this key and type, the settings' limit and TTL.
+    assert upload["fields"] == {"key": key, "Content-Type": "image/jpeg", "policy": f"max={25 * 2**20}&expires=900"}
+    assert upload["max_bytes"] == 25 * 2**20 and upload["expires_in"] == 900
+    assert service.create_upload(UploadRequest("x.heic", "image/heic"))["fields"]["Content-Type"] == "image/heic"
+    small = service_for(store, objects, max_upload_bytes=1000).create_upload(UploadRequest("a.png", "image/png"))
+    assert small["max_bytes"] == 1000 and small["fields"]["policy"] == "max=1000&expires=900"
 
 
 def test_create_upload_refusals(store, objects, service):

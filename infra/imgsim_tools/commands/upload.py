@@ -2,8 +2,10 @@
 
     imgsim --api URL upload PATH [PATH ...] [--concurrency N] [--wait [--timeout S]] [--json]
 
-Each file gets a presigned PUT from ``POST /uploads`` and goes straight to the images bucket, never through the API
-(so API Gateway's 6 MB body limit does not apply); the bucket's notification queues it for IndexFunction. The key is
+Each file gets a presigned POST from ``POST /uploads`` and goes straight to the images bucket, never through the API
+(so API Gateway's 6 MB body limit does not apply); the bucket's notification queues it for IndexFunction. S3 takes
+at most the API's upload limit (``max_bytes``, the server's ``IMGSIM_MAX_UPLOAD_MB``, 25 MB by default): a larger
+file is that file's error, found before it is sent. The key is
 the API's, ``uploads/<random>-<file name>``; the id printed is the one the image has once indexed (``imgsim get``).
 ``--wait`` then waits until every upload is searchable, or ``--timeout`` seconds. Files whose extension names no
 image type the API takes are skipped with a warning; hidden files and folders are left out, as ``imgsim index``
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from ..api_client import ApiClient, ApiError, Upload
     from ..session import Session
 
-# Files sent at once. Each upload is two requests (POST /uploads, then the PUT), mostly waiting: 100 photos of ~9 kB
+# Files sent at once. Each upload is two requests (POST /uploads, then the POST to S3), mostly waiting: 100 photos of ~9 kB
 # to `imgsim serve` on 2 cores took 5.9 s one at a time, 2.1 s four at a time, 1.5 s eight at a time (the summary
 # line's figures). Four, not more: a deployed API throttles at ApiThrottlingRateLimit (template default 20 requests/s,
 # burst 40); the 429s past it are retried after a backoff, but slow the run down.
@@ -133,8 +135,9 @@ def send_all(api: ApiClient, files: list[tuple[Path, str]], args: argparse.Names
 
 
 def send(api: ApiClient, path: Path, mime: str, progress: Callable[[int], None]) -> Sent:
-    """One file: its upload, then the PUT. The API refusing this file (its name, its type) or S3 refusing the PUT
-    is this file's failure; any other ApiError (the key, an API that is down) is raised: it ends the run."""
+    """One file: its upload, then the POST to S3. The API refusing this file (its name, its type), the file being
+    over the upload limit, or S3 refusing the POST is this file's failure; any other ApiError (the key, an API that
+    is down) is raised: it ends the run."""
     from ..api_client import ApiError
     from ..remote import item_error
 
@@ -145,8 +148,8 @@ def send(api: ApiClient, path: Path, mime: str, progress: Callable[[int], None])
             raise
         return _failed(path, exc)
     try:
-        api.put_upload(upload, path, on_progress=progress)
-    except ApiError as exc:  # S3's answer (an expired URL, a clock off by minutes), whatever the status
+        api.post_upload(upload, path, on_progress=progress)
+    except ApiError as exc:  # over the limit, or S3's answer (too large, an expired policy), whatever the status
         return _failed(path, exc)
     except OSError as exc:
         return Sent(path, error=f"cannot read it: {exc.strerror or exc}")

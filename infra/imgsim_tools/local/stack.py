@@ -80,6 +80,7 @@ from .durable_s3 import PUT, DurableBucket, WriteThrough
 from .environments import EnvironmentPool, PoolClosed
 from .event_source import SqsPoller, s3_changes
 from .http_front import ApiServer
+from .post_policy import PostPolicy, moto_cors
 
 # powertools' own variables, for a laptop: no X-Ray daemon, no CloudWatch (EMF lines kept off the console).
 POWERTOOLS_DEFAULTS = {
@@ -323,7 +324,8 @@ class LocalStack:
 
         # What ThreadedMotoServer does, but on the socket bound above (its thread would die on a busy port).
         assert self._moto_socket is not None
-        app = DomainDispatcherApplication(create_backend_app)
+        # S3's POST policy (the uploads' size, key and type), which moto does not check: see post_policy.
+        app = PostPolicy(DomainDispatcherApplication(create_backend_app), cors_origin=moto_cors(ACCOUNT_ID))
         self._moto_server = make_server(
             self.host, self.s3_port, app, threaded=True, request_handler=MotoRequestHandler,
             fd=self._moto_socket.fileno(),
@@ -359,7 +361,7 @@ class LocalStack:
             Bucket=BUCKET,
             CORSConfiguration={"CORSRules": [{
                 "AllowedOrigins": ["*"] if "*" in origins else origins,
-                "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
+                "AllowedMethods": ["GET", "POST", "HEAD"],  # POST: the uploads (a presigned POST)
                 "AllowedHeaders": ["*"],
                 "ExposeHeaders": ["ETag"],
                 "MaxAgeSeconds": 3000,

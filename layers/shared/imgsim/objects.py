@@ -1,4 +1,4 @@
-"""S3 objects as the search API's services use them: presigned GET/PUT URLs, deletes, copies (the trash), and reading
+"""S3 objects as the search API's services use them: presigned GETs and POSTs (uploads), deletes, copies (the trash), and reading
 an image's bytes (search by a box of an indexed image).
 
 Wraps a boto3 S3 client (``imgsim.composition.Root.s3``: SigV4 presigning, adaptive retries) and turns
@@ -40,12 +40,19 @@ class S3Objects:
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in)
         return url
 
-    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
+    def presign_post(self, bucket: str, key: str, *, content_type: str, max_bytes: int,
+                     expires_in: int) -> tuple[str, dict[str, str]]:
+        """A presigned POST (browser-based upload): the URL and the form fields to send before the file. Its signed
+        policy fixes the key and the Content-Type and bounds the file with ``content-length-range`` 1..``max_bytes``,
+        so S3 itself refuses a larger file (400 ``EntityTooLarge``) or another key or type (403 ``AccessDenied``). A
+        presigned PUT cannot bound the size: whoever held its URL could store up to 5 GB. botocore adds the
+        ``bucket`` and ``key`` conditions itself."""
         with _s3_failures():
-            url: str = self._client().generate_presigned_url(
-                "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type},
+            post: dict[str, Any] = self._client().generate_presigned_post(
+                Bucket=bucket, Key=key, Fields={"Content-Type": content_type},
+                Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
                 ExpiresIn=expires_in)
-        return url
+        return str(post["url"]), {str(name): str(value) for name, value in post["fields"].items()}
 
     def delete(self, bucket: str, key: str) -> None:
         with _s3_failures():

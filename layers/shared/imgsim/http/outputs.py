@@ -83,11 +83,15 @@ class Caller(_Answer):
 
 
 class Upload(_Answer):
-    """A presigned PUT: send the file to ``url`` with ``method`` and exactly ``headers``."""
+    """A presigned POST: send ``fields`` then the file (the last part, named ``file``) as multipart/form-data to
+    ``url``; S3 refuses a file larger than ``max_bytes``."""
 
     url: Url
-    method: Literal["PUT"]
-    headers: dict[str, str] = Field(description="Headers the PUT must send (Content-Type is signed into the URL)")
+    method: Literal["POST"]
+    fields: dict[str, str] = Field(description="Form fields to send first, as given (key, Content-Type, policy, "
+                                               "signature); the signed policy fixes the key, the type and the size")
+    max_bytes: int = Field(ge=1, description="The largest file S3 accepts (IMGSIM_MAX_UPLOAD_MB): 400 "
+                                             "EntityTooLarge past it")
     bucket: str
     key: str
     id: Id = Field(description="The id the image will have once indexed (GET /images/{id})")

@@ -1,5 +1,5 @@
 """One indexed image: its details, the rule of which images may be deleted, and uploading a new one (a presigned
-PUT). Deleting is the trash's (``imgsim.services.trash``)."""
+POST bounded in size). Deleting is the trash's (``imgsim.services.trash``)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ class ImageService:
         return str(bucket), str(key)
 
     def create_upload(self, request: UploadRequest) -> dict[str, Any]:
-        """A presigned PUT the browser sends the file to, and the key and id it will have once indexed."""
+        """A presigned POST the browser sends the file to (S3 refuses more than ``max_upload_bytes``), and the key
+        and id it will have once indexed."""
         mime = media_type_of(request.content_type)
         if mime not in UPLOAD_CONTENT_TYPES:
             raise UnsupportedImageType(
@@ -111,12 +112,15 @@ class ImageService:
                 f"use one of {', '.join(sorted(UPLOAD_CONTENT_TYPES))}")
         bucket = self.require_bucket()
         key = f"{self.settings.upload_prefix}{uuid.uuid4().hex}-{sanitize_filename(request.filename)}"
-        url = self._objects().presign_put(bucket, key, content_type=mime, expires_in=self.settings.url_ttl)
+        max_bytes = self.settings.max_upload_bytes
+        url, fields = self._objects().presign_post(bucket, key, content_type=mime, max_bytes=max_bytes,
+                                                   expires_in=self.settings.url_ttl)
         return {
             "url": url,
-            "method": "PUT",
-            # Signed into the URL: the PUT must send exactly this Content-Type.
-            "headers": {"Content-Type": mime},
+            "method": "POST",
+            # multipart/form-data: these fields first, in this order, then the file as the last part, "file".
+            "fields": fields,
+            "max_bytes": max_bytes,
             "bucket": bucket,
             "key": key,
             "id": point_id_for_object(bucket, key),

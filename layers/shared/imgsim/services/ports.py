@@ -49,8 +49,10 @@ class ObjectStorage(Protocol):
 
     def presign_get(self, bucket: str, key: str, *, expires_in: int) -> str: ...
 
-    def presign_put(self, bucket: str, key: str, *, content_type: str, expires_in: int) -> str:
-        """A URL to PUT the object to; the PUT must send exactly ``content_type`` (it is signed)."""
+    def presign_post(self, bucket: str, key: str, *, content_type: str, max_bytes: int,
+                     expires_in: int) -> tuple[str, dict[str, str]]:
+        """A presigned POST: the URL and the form fields to send before the file. S3 takes only a file of 1 to
+        ``max_bytes`` bytes, of exactly ``content_type``, at exactly ``key``."""
         ...
 
     def delete(self, bucket: str, key: str) -> None: ...
