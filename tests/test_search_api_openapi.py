@@ -66,16 +66,22 @@ def test_document_lists_exactly_the_served_routes(search_app, document):
 
 
 def test_document_marks_which_routes_need_the_api_key(document):
-    assert document["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header",
-                                                                   "name": "x-api-key"}
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert {name: value for name, value in schemes["token"].items() if name != "description"} == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert "TokenApiUrl" in schemes["token"]["description"]  # where a token is accepted: the token API only
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if (path, method) in PUBLIC:
                 assert "security" not in operation, (path, method)
             else:
                 scope = SCOPE[(path, method)]
-                assert operation["security"] == [{"apiKey": [scope] if scope else []}], (path, method)
-                assert (f"`{scope}` scope" if scope else "any valid API key") in operation["description"]
+                # Alternatives: a key with the scope, or a token with imgsim/<scope>.
+                assert operation["security"] == [{"apiKey": [scope] if scope else []},
+                                                 {"token": [f"imgsim/{scope}"] if scope else []}], (path, method)
+                assert (f"`{scope}` scope (a token: `imgsim/{scope}`)" if scope else "any valid API key or token") \
+                    in operation["description"]
 
 
 def resolve(document, schema):
@@ -185,10 +191,12 @@ def test_protected_routes_declare_the_key_and_its_errors(document):
             assert "security" not in operation and "401" not in operation["responses"], (path, method)
             continue
         assert declared_codes(document, operation, 401) == {"missing_api_key", "invalid_api_key"}, (path, method)
-        if SCOPE[(path, method)]:
-            assert declared_codes(document, operation, 403) == {"missing_scope"}, (path, method)
-        else:
-            assert "403" not in operation["responses"], (path, method)
+        # ... or the token API's JWT authorizer's own {"message": "Unauthorized"}
+        gateway = {"$ref": "#/components/schemas/GatewayMessage"}
+        assert gateway in operation["responses"]["401"]["content"]["application/json"]["schema"]["anyOf"]
+        # A token without the tenant claim (IMGSIM_TENANT_CLAIM) is refused on every protected route.
+        expected_403 = {"missing_scope", "missing_tenant"} if SCOPE[(path, method)] else {"missing_tenant"}
+        assert declared_codes(document, operation, 403) == expected_403, (path, method)
         assert {"not_configured", "auth_unavailable"} <= declared_codes(document, operation, 503), (path, method)
         assert "Retry-After" in operation["responses"]["503"]["headers"], (path, method)
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,18 +67,39 @@ def tool_env() -> dict:
 # ---------------------------------------------------------------- linters
 
 
-def test_cfn_lint_clean():
+# The token API's parameters set (OidcEnabled), as defaults of a copy of the template: the linters read defaults.
+OIDC = {"OidcIssuer": "https://cognito-idp.eu-central-1.amazonaws.com/eu-central-1_AbCdEf123",
+        "OidcAudience": "4f3kq2example0client0id", "TenantClaim": "tenant"}
+
+
+@pytest.fixture(params=["oidc-off", "oidc-on"])
+def template_file(request, tmp_path) -> Iterator[Path]:
+    """template.yaml as it is (OIDC parameters empty), or a copy beside it with the OIDC parameters' defaults set."""
+    if request.param == "oidc-off":
+        yield TEMPLATE
+        return
+    text = TEMPLATE.read_text()
+    for name, value in OIDC.items():
+        text, count = re.subn(rf'(\n  {name}:\n    Type: String\n    Default: )""', rf'\g<1>"{value}"', text)
+        assert count == 1, name
+    copy = REPO_ROOT / f".template-oidc-{tmp_path.name}.yaml"  # beside template.yaml: CodeUri paths resolve
+    copy.write_text(text)
+    yield copy
+    copy.unlink()
+
+
+def test_cfn_lint_clean(template_file):
     result = subprocess.run(
-        [str(BIN / "cfn-lint"), str(TEMPLATE)], cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True,
+        [str(BIN / "cfn-lint"), str(template_file)], cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
 
 
-def test_sam_validate_lint_clean():
+def test_sam_validate_lint_clean(template_file):
     result = subprocess.run(
-        [str(BIN / "sam"), "validate", "--lint", "--region", "us-east-1", "--template-file", str(TEMPLATE)],
+        [str(BIN / "sam"), "validate", "--lint", "--region", "us-east-1", "--template-file", str(template_file)],
         cwd=REPO_ROOT,
         check=False,
         env=tool_env(),
@@ -361,11 +383,12 @@ def test_http_api_throttling_and_cors(resources):
 CHECKOV = REPO_ROOT / ".venv" / "checkov" / "bin" / "checkov"
 
 
-def test_checkov_finds_nothing_unexplained():
+def test_checkov_finds_nothing_unexplained(template_file):
     """checkov's CloudFormation checks: every finding fixed, or skipped in the template with a written reason."""
     assert CHECKOV.exists(), f"{CHECKOV} is missing: `make checkov` installs it (make test does)"
     result = subprocess.run(
-        [str(CHECKOV), "-f", str(TEMPLATE), "--framework", "cloudformation", "--output", "json", "--skip-download"],
+        [str(CHECKOV), "-f", str(template_file), "--framework", "cloudformation", "--output", "json",
+         "--skip-download"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "ERROR"},
     )
@@ -474,6 +497,9 @@ def _evaluate(value, template: dict, parameters: dict[str, str]):
             text, variables = v["Fn::Sub"]
             local = {name: resolve(value) for name, value in variables.items()}
             return re.sub(r"\$\{(\w+)\}", lambda m: local.get(m.group(1)) or values[m.group(1)], text)
+        if isinstance(v, dict) and set(v) == {"Fn::FindInMap"}:
+            mapping, key, attribute = (resolve(x) for x in v["Fn::FindInMap"])
+            return template["Mappings"][mapping][key][attribute]
         if isinstance(v, dict) and set(v) == {"Fn::Select"}:
             index, items = v["Fn::Select"]
             return resolve(items)[index]
@@ -521,7 +547,7 @@ def test_the_events_invoke_the_published_version_through_the_alias(transformed):
     permissions = _of_type(transformed, "AWS::Lambda::Permission").values()
     assert permissions and all(p["Properties"]["FunctionName"] == {"Ref": "SearchFunctionAliaslive"}
                                for p in permissions)
-    (api,) = _of_type(transformed, "AWS::ApiGatewayV2::Api").values()
+    api = transformed["Resources"]["HttpApi"]  # the key API (SAM's); the token API's integration: test_token_api_*
     integrations = [op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
                     for path in api["Properties"]["Body"]["paths"].values() for op in path.values()]
     assert len(integrations) == len(_handler_routes())
@@ -587,7 +613,82 @@ def test_a_change_of_any_parameter_a_function_uses_publishes_a_new_version(templ
 def test_version_descriptions_fit_lambdas_limit(template, resources):
     """A version's Description holds at most 256 characters: room for long values of the free-text parameters."""
     long_values = {"QdrantUrl": "https://0123abcd-4567-89ef-0123-456789abcdef.eu-central-1-0.aws.cloud.qdrant.io:6333",
-                   "CorsOrigin": "https://images.photo-archive.example.com", "CollectionName": "images_archive"}
+                   "CorsOrigin": "https://images.photo-archive.example.com", "CollectionName": "images_archive",
+                   "TenantClaim": "custom:imgsim_tenant"}  # as long as the parameter allows (MaxLength)
+    assert len(long_values["TenantClaim"]) == template["Parameters"]["TenantClaim"]["MaxLength"]
     for name in ("IndexFunction", "SearchFunction"):
         description = _evaluate(resources[name]["Properties"]["VersionDescription"], template, long_values)
         assert "${" not in description and len(description) <= 256, (name, len(description))
+
+
+def test_each_enumerated_value_has_its_own_letter_in_the_version_description(template):
+    """SearchFunction's VersionDescription names SnapStart, Tracing and LogLevel by one letter (Mappings Short): each
+    allowed value has one, distinct from its parameter's other values, so a change still publishes a new version."""
+    short = template["Mappings"]["Short"]
+    for name in ("SnapStart", "Tracing", "LogLevel"):
+        values = template["Parameters"][name]["AllowedValues"]
+        letters = [short[value]["V"] for value in values]
+        assert len(set(letters)) == len(values) and all(len(letter) == 1 for letter in letters), name
+    descriptions = {_evaluate(template["Resources"]["SearchFunction"]["Properties"]["VersionDescription"], template,
+                              {"QdrantUrl": "https://q.example:6333", "LogLevel": level})
+                    for level in template["Parameters"]["LogLevel"]["AllowedValues"]}
+    assert len(descriptions) == len(template["Parameters"]["LogLevel"]["AllowedValues"])
+
+
+# ---------------------------------------------------------------- the token API (OIDC)
+
+TOKEN_API = {"TokenApi", "TokenApiAuthorizer", "TokenApiIntegration", "TokenApiRoute", "TokenApiPageRoute",
+             "TokenApiHealthRoute", "TokenApiOpenApiRoute", "TokenApiStage", "TokenApiAccessLogGroup",
+             "TokenApiInvokePermission"}
+
+
+def test_the_token_api_exists_only_with_an_issuer_and_an_audience(template, resources):
+    params = template["Parameters"]
+    assert all(params[name]["Default"] == "" for name in ("OidcIssuer", "OidcAudience", "TenantClaim"))
+    assert {name for name, r in resources.items() if r.get("Condition") == "OidcEnabled"} == TOKEN_API
+    assert template["Outputs"]["TokenApiUrl"]["Condition"] == "OidcEnabled"
+    # On when both are set; either empty: off.
+    assert template["Conditions"]["OidcEnabled"] == {"Fn::And": [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": name}, ""]}]} for name in ("OidcIssuer", "OidcAudience")]}
+
+
+def test_the_token_api_validates_tokens_before_the_function_and_keeps_public_routes_open(resources):
+    from imgsim_tools.local.http_front import PUBLIC_ROUTES
+
+    authorizer = resources["TokenApiAuthorizer"]["Properties"]
+    assert (authorizer["AuthorizerType"], authorizer["IdentitySource"]) == ("JWT", ["$request.header.Authorization"])
+    assert authorizer["JwtConfiguration"] == {"Issuer": {"Ref": "OidcIssuer"}, "Audience": [{"Ref": "OidcAudience"}]}
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for name, r in resources.items()
+              if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert routes["$default"]["AuthorizationType"] == "JWT"
+    assert routes["$default"]["AuthorizerId"] == {"Ref": "TokenApiAuthorizer"}
+    public = {tuple(key.split(" ")) for key, route in routes.items() if route["AuthorizationType"] == "NONE"}
+    assert public == PUBLIC_ROUTES == {("GET", "/"), ("GET", "/health"), ("GET", "/openapi.json")}
+    # The same public routes as the key API, the same throttling and CORS origin.
+    events = resources["SearchFunction"]["Properties"]["Events"].values()
+    key_api_public = {("GET", e["Properties"]["Path"]) for e in events
+                      if e["Properties"]["Path"] in ("/", "/health", "/openapi.json")}
+    assert key_api_public == public
+    stage = resources["TokenApiStage"]["Properties"]
+    assert stage["DefaultRouteSettings"] == resources["HttpApi"]["Properties"]["DefaultRouteSettings"]
+    cors = resources["TokenApi"]["Properties"]["CorsConfiguration"]
+    assert cors["AllowOrigins"] == [{"Ref": "CorsOrigin"}] and "authorization" in cors["AllowHeaders"]
+
+
+def test_the_token_api_invokes_the_published_version_through_the_alias(transformed):
+    resources = transformed["Resources"]
+    integration = resources["TokenApiIntegration"]["Properties"]
+    assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+    assert integration["IntegrationUri"] == {"Ref": "SearchFunctionAliaslive"}
+    permission = resources["TokenApiInvokePermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "SearchFunctionAliaslive"}
+    assert permission["SourceArn"]["Fn::Sub"].endswith(":${TokenApi}/*")
+
+
+def test_only_the_tenant_claim_reaches_the_function(resources):
+    """The issuer and audience configure the API only (the gateway validates the tokens): the function's
+    configuration, and so its VersionDescription, names TenantClaim alone."""
+    props = resources["SearchFunction"]["Properties"]
+    assert props["Environment"]["Variables"]["IMGSIM_TENANT_CLAIM"] == {"Ref": "TenantClaim"}
+    used = _parameters_used(props, {"OidcIssuer", "OidcAudience", "TenantClaim"})
+    assert used == {"TenantClaim"}

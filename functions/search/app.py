@@ -163,7 +163,14 @@ Access: every route but `/`, `/health` and `/openapi.json` needs an API key in t
 its description names: `search` (search, compare, recommend, get an image, list duplicates and the trash), `upload`
 (`/uploads`) or `delete` (delete, resolve, restore). A missing or unknown key is a 401; a known key without the scope
 is a 403 `missing_scope`. A key with a tenant sees only that tenant's images (another tenant's image is a 404, as an
-absent one); a key without a tenant sees only images outside `tenants/`. `GET /me` tells a key what it is."""
+absent one); a key without a tenant sees only images outside `tenants/`. `GET /me` tells a key what it is.
+
+Tokens: a stack deployed with an OIDC issuer (template parameters `OidcIssuer`, `OidcAudience`) also has a token API
+(output `TokenApiUrl`), where API Gateway's JWT authorizer validates an `Authorization: Bearer` access token (issuer,
+audience, signature, expiry; 401 `{"message": "Unauthorized"}` otherwise) and keys are not accepted. The token's
+`scope` claim grants `imgsim/search`, `imgsim/upload`, `imgsim/delete`; the claim the deployment names
+(`IMGSIM_TENANT_CLAIM`) its tenant, and a token without it is a 403 `missing_tenant`. The key API ignores bearer
+tokens."""
 
 
 def meta_contract() -> dict[tuple[str, str], Any]:
@@ -181,12 +188,21 @@ def meta_contract() -> dict[tuple[str, str], Any]:
 def openapi_document() -> str:
     # Imported here: powertools' OpenAPI document models and the contract's are needed only for this route (import
     # cost docs/performance.md "Cold start"); request validation uses the lighter params module.
-    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+    from aws_lambda_powertools.event_handler.openapi.models import (
+        APIKey,
+        APIKeyIn,
+        HTTPBearer,
+    )
     from imgsim.http.contract import complete
 
     document = json.loads(app.get_openapi_json_schema(
         title="imgsim", version="0.1.0", description=DESCRIPTION,
-        security_schemes={"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
+        security_schemes={
+            "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header),
+            "token": HTTPBearer(bearerFormat="JWT", description=(
+                "An OIDC access token, on the token API only (output TokenApiUrl of a stack deployed with an OIDC "
+                "issuer): its scope claim names imgsim/search, imgsim/upload or imgsim/delete")),
+        },
     ))
     # What the signatures cannot say: bodies (the routes read them themselves, after the API key check), answers,
     # error codes (imgsim.http.contract).

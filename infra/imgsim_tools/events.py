@@ -7,7 +7,10 @@ that each sample is exactly what these builders make), so every caller feeds a h
 API Gateway HTTP API (payload format 2.0), ``http_api_event``: header names are lower-cased and repeated headers
 joined with commas; cookies move to ``cookies``; the query string is kept raw in ``rawQueryString`` and parsed
 into ``queryStringParameters`` (repeated names joined with commas); the body is base64 with ``isBase64Encoded:
-true`` unless it is text (``text/*``, JSON, XML, form URL-encoded), and absent when empty.
+true`` unless it is text (``text/*``, JSON, XML, form URL-encoded), and absent when empty. Behind a JWT authorizer,
+the token's claims, once validated, are in ``requestContext.authorizer.jwt.claims``, every value a string (an array
+``"[a b]"``, a number ``"1700000000"``), as ``jwt_claims`` writes them; the ``Authorization`` header stays in the
+headers.
 
 S3 event notifications, ``s3_record`` / ``s3_notification``: what S3 sends to the index queue for a created or
 removed object. Keys are URL-encoded with ``+`` for spaces, as S3 does; a removal carries no size or ETag.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -54,8 +58,14 @@ def http_api_event(
     request_id: str | None = None,
     trace_id: str | None = None,
     now: datetime | None = None,
+    authorizer: Mapping[str, Any] | None = None,
+    authorizer_scopes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """An HTTP API v2 event.
+
+    ``authorizer``: the claims of the token the API's JWT authorizer validated (as decoded from the token), passed
+    on as API Gateway does after validation; ``authorizer_scopes``: the ``jwt.scopes`` it adds when the route lists
+    authorization scopes (otherwise null).
 
     ``route_key`` is the matched API Gateway route, e.g. ``"GET /images/{id}"``
     (pass ``path_parameters`` with it); the default ``$default`` is the
@@ -104,6 +114,10 @@ def http_api_event(
         },
         "isBase64Encoded": False,
     }
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = {"jwt": {
+            "claims": jwt_claims(authorizer),
+            "scopes": list(authorizer_scopes) if authorizer_scopes is not None else None}}
     if cookies:
         event["cookies"] = cookies
     if raw_query:
@@ -124,6 +138,25 @@ def http_api_event(
             event["body"], event["isBase64Encoded"] = base64.b64encode(data).decode(), True
         lowered.setdefault("content-length", str(len(data)))
     return event
+
+
+def _claim_text(value: Any) -> str:
+    """One claim value as API Gateway writes it: strings as they are, arrays ``[a b]``, numbers and booleans in
+    JSON's spelling, objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + " ".join(_claim_text(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def jwt_claims(claims: Mapping[str, Any]) -> dict[str, str]:
+    """A validated token's claims as the HTTP API passes them to the function (payload 2.0): every value a string."""
+    return {name: _claim_text(value) for name, value in claims.items()}
 
 
 # -- S3 event notifications ----------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ EXPECTED = {
     http_errors.InvalidApiKey: (401, "invalid_api_key"),
     http_errors.Forbidden: (403, "forbidden"),
     http_errors.MissingScope: (403, "missing_scope"),
+    http_errors.MissingTenant: (403, "missing_tenant"),
     http_errors.InternalError: (500, "internal_error"),
 }
 

@@ -20,6 +20,7 @@ from ..project import ProjectNotFound, handler_file, project_root
 from .common import UsageError
 
 if TYPE_CHECKING:
+    from ..local.tokens import TokenVerifier
     from ..session import Session
 
 log = logging.getLogger("imgsim.serve")
@@ -43,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SearchFunction environments started on demand when requests overlap, as Lambda scales out "
         "(default 4; 1 serializes every request)",
     )
+    tokens = parser.add_argument_group(
+        "tokens", "validate Authorization: Bearer tokens as the token API's JWT authorizer does (all three, or none); "
+        "keys keep working beside them")
+    tokens.add_argument("--jwks", metavar="FILE", help="the issuer's signing keys (a JWKS file)")
+    tokens.add_argument("--oidc-issuer", metavar="ISS", help="the iss tokens must carry (template OidcIssuer)")
+    tokens.add_argument("--oidc-audience", metavar="AUD",
+                        help="the aud (or client_id) tokens must carry (template OidcAudience)")
     # Hidden: run the stack around other handlers (the stack's own tests use tiny stand-ins).
     parser.add_argument("--index-handler", default=str(handler_file("index", root)), help=argparse.SUPPRESS)
     parser.add_argument("--search-handler", default=str(handler_file("search", root)), help=argparse.SUPPRESS)
@@ -53,11 +61,12 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..local.common import StackError
     from ..local.stack import LocalStack
 
+    tokens = _tokens(args)
     _configure_logging()
     stack = LocalStack(
         host=args.host, port=args.port, s3_port=args.s3_port, data_dir=Path(args.data_dir),
         index_handler=Path(args.index_handler), search_handler=Path(args.search_handler),
-        search_concurrency=args.search_concurrency, variables=session.overrides,
+        search_concurrency=args.search_concurrency, variables=session.overrides, tokens=tokens,
     )
     stop = threading.Event()
 
@@ -93,6 +102,23 @@ def run(args: argparse.Namespace, session: Session) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _tokens(args: argparse.Namespace) -> TokenVerifier | None:
+    """The token validation --jwks, --oidc-issuer and --oidc-audience ask for (None: none of them)."""
+    from ..local.tokens import TokenVerifier
+
+    given = {"--jwks": args.jwks, "--oidc-issuer": args.oidc_issuer, "--oidc-audience": args.oidc_audience}
+    if not any(given.values()):
+        return None
+    missing = [option for option, value in given.items() if not value]
+    if missing:
+        raise UsageError(f"imgsim serve: tokens need --jwks, --oidc-issuer and --oidc-audience (missing: "
+                         f"{', '.join(missing)})")
+    try:
+        return TokenVerifier.from_file(Path(args.jwks), args.oidc_issuer, args.oidc_audience)
+    except ValueError as exc:
+        raise UsageError(f"imgsim serve: --jwks {exc}") from exc
 
 
 def _configure_logging() -> None:

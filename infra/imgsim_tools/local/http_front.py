@@ -2,6 +2,11 @@
 
 It talks to the rest of the stack through the function to invoke (``Invoke``) and, for the stack's own
 ``/_local/reindex`` route, the API key and the reindex it starts (``ReindexRoute``): not the stack itself.
+
+Keys and tokens side by side on one port: on AWS a stack with an OIDC issuer has two APIs, the key API (no
+authorizer) and the token API (template ``TokenApi``: a JWT authorizer on every route but the public ones). Here a
+request with an ``Authorization: Bearer`` token is handled as the token API would (``tokens``: validated, refused
+with 401, or passed on with its claims in the event); any other request as the key API.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ from .common import (
     StackStopping,
     log,
 )
+from .tokens import (
+    UNAUTHORIZED_BODY,
+    TokenRefused,
+    TokenVerifier,
+    bearer_token,
+    unauthorized_headers,
+)
 
 
 class ReindexRoute(Protocol):
@@ -42,8 +54,14 @@ class ReindexRoute(Protocol):
 
 # -- API Gateway HTTP API emulation ---------------------------------------------------------------------------------
 
-def request_event(method: str, target: str, headers: Any, body: bytes, source_ip: str, port: int) -> dict:
-    """The HTTP API event for one request (imgsim_tools.events knows the shape; the tests use it too)."""
+# The token API's routes without its authorizer (template TokenApi; tests/test_template.py checks they agree).
+PUBLIC_ROUTES = frozenset({("GET", "/"), ("GET", "/health"), ("GET", "/openapi.json")})
+
+
+def request_event(method: str, target: str, headers: Any, body: bytes, source_ip: str, port: int,
+                  authorizer: dict[str, Any] | None = None) -> dict:
+    """The HTTP API event for one request (imgsim_tools.events knows the shape; the tests use it too);
+    ``authorizer``: the claims of the token the JWT authorizer validated."""
     split = urlsplit(target)
     joined: dict[str, str] = {}
     for name, value in headers:  # repeated headers: one comma-joined value, as API Gateway does
@@ -52,7 +70,7 @@ def request_event(method: str, target: str, headers: Any, body: bytes, source_ip
     joined.setdefault("x-forwarded-proto", "http")
     joined.setdefault("x-forwarded-port", str(port))
     return http_api_event(method, split.path or "/", query=split.query, headers=joined, body=body,
-                          source_ip=source_ip, api_id="local")
+                          source_ip=source_ip, api_id="local", authorizer=authorizer)
 
 
 @dataclass
@@ -152,13 +170,29 @@ class JsonErrorsH11Protocol(H11Protocol):
 class ApiApp:
     """ASGI app: each HTTP request -> an API Gateway HTTP API event -> SearchFunction's handler.
 
-    ``api_key`` guards the ``reindex`` route (without one, that path goes to the function like any other)."""
+    ``api_key`` guards the ``reindex`` route (without one, that path goes to the function like any other);
+    ``tokens`` validates bearer tokens as the token API's JWT authorizer does (None: a bearer header is passed on,
+    as the key API does, and the function ignores it)."""
 
-    def __init__(self, invoke: Invoke, port: int, *, api_key: str = "", reindex: ReindexRoute | None = None) -> None:
+    def __init__(self, invoke: Invoke, port: int, *, api_key: str = "", reindex: ReindexRoute | None = None,
+                 tokens: TokenVerifier | None = None) -> None:
         self.invoke = invoke
         self.port = port
         self.api_key = api_key
         self.reindex = reindex
+        self.tokens = tokens
+
+    def authorize(self, method: str, path: str, headers: dict[str, str]) -> tuple[dict[str, Any] | None,
+                                                                                 HttpResponse | None]:
+        """(the token's claims, None), (None, API Gateway's 401), or (None, None) for a request the key API takes."""
+        token = bearer_token(headers.get("authorization")) if self.tokens is not None else None
+        if token is None or self.tokens is None or (method, path) in PUBLIC_ROUTES:
+            return None, None
+        try:
+            return self.tokens.claims(token), None
+        except TokenRefused as exc:
+            log.info("refused a bearer token on %s %s: %s", method, path, exc)
+            return None, HttpResponse(401, unauthorized_headers(str(exc)), UNAUTHORIZED_BODY)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -190,10 +224,13 @@ class ApiApp:
             if scope.get("query_string"):
                 target += "?" + scope["query_string"].decode("latin-1")
             client = scope.get("client") or ("127.0.0.1", 0)
-            event = request_event(scope["method"], target, headers, body, client[0], self.port)
+            claims, refused = self.authorize(scope["method"], scope["path"], lowered)
+            event = request_event(scope["method"], target, headers, body, client[0], self.port, claims)
             request_id = event["requestContext"]["requestId"]
             if scope["path"] == REINDEX_ROUTE and self.reindex is not None:
                 response = await asyncio.to_thread(self._reindex, scope["method"], lowered, body)
+            elif refused is not None:
+                response = refused
             elif len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT:
                 response = _json_error(413, "body_too_large", "request over Lambda's 6 MB payload limit")
             else:
@@ -241,12 +278,13 @@ class ApiServer:
     the stack handles Ctrl-C). No ``Server`` banner; keep-alive for the page's many small requests."""
 
     def __init__(self, sock: socket.socket, invoke: Invoke, *, api_key: str = "",
-                 reindex: ReindexRoute | None = None) -> None:
+                 reindex: ReindexRoute | None = None, tokens: TokenVerifier | None = None) -> None:
         import uvicorn
 
         self.sock = sock
+        app = ApiApp(invoke, sock.getsockname()[1], api_key=api_key, reindex=reindex, tokens=tokens)
         config = uvicorn.Config(
-            ApiApp(invoke, sock.getsockname()[1], api_key=api_key, reindex=reindex), http=JsonErrorsH11Protocol, lifespan="off", access_log=False,
+            app, http=JsonErrorsH11Protocol, lifespan="off", access_log=False,
             log_config=None, server_header=False, timeout_keep_alive=60,
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )

@@ -81,6 +81,7 @@ from .environments import EnvironmentPool, PoolClosed
 from .event_source import SqsPoller, s3_changes
 from .http_front import ApiServer
 from .post_policy import PostPolicy, moto_cors
+from .tokens import TokenVerifier
 
 # powertools' own variables, for a laptop: no X-Ray daemon, no CloudWatch (EMF lines kept off the console).
 POWERTOOLS_DEFAULTS = {
@@ -111,10 +112,12 @@ class LocalStack:
     def __init__(
         self, *, host: str, port: int, s3_port: int, data_dir: Path,
         index_handler: Path = INDEX_HANDLER, search_handler: Path = SEARCH_HANDLER, search_concurrency: int = 4,
-        variables: Mapping[str, str] | None = None,
+        variables: Mapping[str, str] | None = None, tokens: TokenVerifier | None = None,
     ) -> None:
         """``variables``: settings the command line chose (imgsim's global options, e.g. QDRANT_PATH); they win
-        over this shell's and the template's."""
+        over this shell's and the template's. ``tokens``: bearer tokens are validated as the token API's JWT
+        authorizer does (``imgsim serve --jwks``), beside the keys."""
+        self.tokens = tokens
         self.host = host
         self.variables = dict(variables or {})
         self.port = port
@@ -196,7 +199,8 @@ class LocalStack:
         except BaseException:
             api_socket.close()
             raise
-        self._http_server = ApiServer(api_socket, self.invoke, api_key=self.api_key, reindex=self.reindex)
+        self._http_server = ApiServer(api_socket, self.invoke, api_key=self.api_key, reindex=self.reindex,
+                                      tokens=self.tokens)
         self._spawn("api-server", self._http_server.serve_forever)
         self.started = True
         self.start_seconds = time.perf_counter() - began
@@ -211,6 +215,8 @@ class LocalStack:
             f"  API          {self.api_url}  (header x-api-key)",
             f"  API key      {self.api_key}  ({key_note}; every scope)",
             f"  Key ring     {self.data_dir / LOCAL_RING}  (imgsim keys create --name N --scopes ...)",
+            *([f"  Tokens       Authorization: Bearer, issuer {self.tokens.issuer}, audience {self.tokens.audience}"]
+              if self.tokens is not None else []),
             f"  S3 endpoint  {self.s3_url}  (bucket {BUCKET})",
             f"               aws --endpoint-url {self.s3_url} s3 cp photo.jpg s3://{BUCKET}/photos/",
             f"  Qdrant       {qdrant}, collection {settings.collection}",

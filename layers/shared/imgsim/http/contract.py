@@ -10,9 +10,10 @@ formats: a query parameter added to a signature is documented with it). The rest
 - every error status with the codes it can carry, derived from the error classes a route names and the one table
   ``imgsim.http.errors.STATUS``: a route never writes a status or a code, so the document cannot drift from the
   handler. Added to every operation: ``InternalError`` (500), ``InvalidRequest`` (400) when it has parameters,
-  the API key's errors (401, 503) when it has ``security`` (``imgsim.http.auth.protected``), and API Gateway's own
-  answers (429 throttling, 431 headers over 10 KB, 500/503 when the function fails or times out, 413 over the
-  payload limits), whose body is ``{"message"}``, not the envelope.
+  the credential's errors (401, 403 ``missing_tenant``, 503) when it has ``security``
+  (``imgsim.http.auth.protected``), and API Gateway's own answers (429 throttling, 431 headers over 10 KB, 500/503
+  when the function fails or times out, 413 over the payload limits, 401 from the JWT authorizer of the token API),
+  whose body is ``{"message"}``, not the envelope.
 
 ``complete(document, operations)`` applies it to powertools' document; it refuses a served route without a contract
 and a contract without a route. Building the document costs ~50 ms once per execution environment (GET
@@ -57,6 +58,7 @@ from .errors import (
     MalformedJson,
     MissingApiKey,
     MissingScope,
+    MissingTenant,
     UnsupportedMediaType,
     status_of,
 )
@@ -82,7 +84,7 @@ def _subclasses(base: type[ImgsimError]) -> tuple[type[ImgsimError], ...]:
 
 ALWAYS: tuple[type[ImgsimError], ...] = (InternalError,)
 PARAMETERS: tuple[type[ImgsimError], ...] = (InvalidRequest,)  # powertools' validation of path and query values
-AUTH: tuple[type[ImgsimError], ...] = (MissingApiKey, InvalidApiKey, NotConfigured, SecretUnavailable)
+AUTH: tuple[type[ImgsimError], ...] = (MissingApiKey, InvalidApiKey, MissingTenant, NotConfigured, SecretUnavailable)
 SCOPED: tuple[type[ImgsimError], ...] = (MissingScope,)  # a route whose security requirement names a scope
 STORE: tuple[type[ImgsimError], ...] = (StoreUnavailable,)
 # Presigned URLs (every answer that shows an image) and the objects' copies and deletes.
@@ -109,6 +111,9 @@ GATEWAY = {
     503: "API Gateway: the function did not answer within the integration timeout (30 s)",
 }
 GATEWAY_BODY = {413: "API Gateway: the request is over its 10 MB limit or Lambda's 6 MB payload limit"}
+# A protected route on the token API (template TokenApi), whose JWT authorizer answers before the function.
+GATEWAY_TOKEN = {401: "API Gateway's JWT authorizer (token API): no bearer token, or one that is malformed, expired, "
+                      "badly signed, or of another issuer or audience"}
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,8 @@ def responses(operation: dict[str, Any], contract: Operation) -> dict[str, Any]:
         ok["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                          for name, text in contract.ok_headers.items()}
     answers: dict[str, Any] = {"200": ok}
-    gateway = {**GATEWAY, **(GATEWAY_BODY if contract.body else {})}
+    gateway = {**GATEWAY, **(GATEWAY_BODY if contract.body else {}), **(GATEWAY_TOKEN if operation.get("security")
+                                                                         else {})}
     for status in sorted({*common, *own, *gateway}):
         by_code = {**common.get(status, {}), **own.get(status, {})}
         if not by_code:
@@ -246,8 +252,9 @@ def responses(operation: dict[str, Any], contract: Operation) -> dict[str, Any]:
 
 
 def scopes_of(operation: dict[str, Any]) -> list[str]:
-    return sorted({scope for requirement in operation.get("security") or () for scopes in requirement.values()
-                   for scope in scopes})
+    """The scopes an API key needs (its requirement comes first; a token's names the same scopes as imgsim/<scope>)."""
+    requirements = operation.get("security") or [{}]
+    return sorted({scope for scopes in requirements[0].values() for scope in scopes})
 
 
 def request_body(contract: Operation) -> dict[str, Any]:
@@ -288,7 +295,8 @@ def complete(document: dict[str, Any], operations: Operations) -> dict[str, Any]
         operation["responses"] = responses(operation, contract)
         if operation.get("security"):
             scopes = scopes_of(operation)
-            needs = f"Needs the `{scopes[0]}` scope." if scopes else "Needs any valid API key (no scope)."
+            needs = (f"Needs the `{scopes[0]}` scope (a token: `imgsim/{scopes[0]}`)." if scopes
+                     else "Needs any valid API key or token (no scope).")
             operation["description"] = f"{operation['description']}\n\n{needs}" if operation.get("description") \
                 else needs
     for (path, method), contract in operations.items():

@@ -84,6 +84,13 @@ class MissingScope(Forbidden):
     code = "missing_scope"
 
 
+class MissingTenant(Forbidden):
+    """A token (JWT) without the tenant claim ``IMGSIM_TENANT_CLAIM`` names, or whose value is not a tenant name: the
+    API will not guess which images it may see."""
+
+    code = "missing_tenant"
+
+
 class InternalError(ImgsimError):
     """Anything else went wrong (a bug, a fault of the deployment): it has been logged; the caller gets no internals."""
 
