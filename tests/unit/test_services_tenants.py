@@ -22,8 +22,8 @@ from imgsim.services import (
     Services,
     UploadRequest,
 )
-from imgsim.store.scoped import ALL_TENANTS
-from imgsim.trash import Locks
+from imgsim.store.scoped import ALL_TENANTS, SHARED_COMPANIONS
+from imgsim.trash import LOCKS_SUFFIX, Locks
 
 ABSENT = "00000000-0000-4000-8000-000000000000"
 OWNERS: tuple[str | None, ...] = ("acme", "globex", None)
@@ -184,3 +184,8 @@ def test_recommend_within_the_tenant(services, library):
     as_absent(lambda i: acme.recommend(RecommendRequest(positive=[i])), library["globex/a"])
     as_absent(lambda i: acme.recommend(RecommendRequest(positive=[library["acme/a"]], negative=[i])),
               library["None/a"])
+
+
+def test_only_the_leases_are_shared_between_tenants():
+    """imgsim.store.scoped names the leases' companion itself (imgsim.trash imports the store, not the reverse)."""
+    assert SHARED_COMPANIONS == (LOCKS_SUFFIX,)
