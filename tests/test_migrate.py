@@ -17,6 +17,7 @@ from imgsim.ordering import OrderedStore, Removal
 from imgsim.settings import Settings
 from imgsim.store import key_dirs
 from imgsim.store.edge import EdgeStore
+from imgsim.store.scoped import scoped
 from imgsim.store.server import ServerCatalog, ServerStore
 from imgsim_tools import cli
 from roots import make_root
@@ -50,8 +51,9 @@ def local(tmp_path, monkeypatch):
     rng = np.random.default_rng(7)
     store = EdgeStore(str(path), "images", dim=DIM)
     keys = [f"/photos/{i}.jpg" for i in range(600)]
-    store.upsert([StoredPoint(point_id_for_file(k), list(rng.normal(size=DIM)), {"key": k, "dirs": key_dirs(k)})
-                  for k in keys])
+    store.upsert([StoredPoint(point_id_for_file(k), list(rng.normal(size=DIM)),
+                              {"key": k, "dirs": key_dirs(k), **({"tenant": "acme"} if i % 3 == 0 else {})})
+                  for i, k in enumerate(keys)])
     ordered = OrderedStore(store)
     gone = point_id_for_file("/photos/gone.jpg")
     ordered.remove([Removal(gone, "0F", "b", "/photos/gone.jpg")], ordered.read_state([gone]))
@@ -83,6 +85,9 @@ def test_migrate_to_a_server_copies_points_and_tombstones_and_is_idempotent(caps
     assert target.companion("_tombstones", dim=1).get(point_id_for_file("/photos/gone.jpg")).payload["sequencer"] == "0F"
     record = target.find_by_key("/photos/5.jpg", with_vector=True)
     assert record is not None and len(record.vector) == DIM
+    # Tenants are carried (the payload is copied) and the target has the tenant index.
+    assert scoped(target, "acme").count() == 200 and scoped(target, None).count() == 400
+    assert target.payload_indexes()["tenant"].is_tenant
     # Again: the same ids are rewritten, nothing is duplicated.
     code, out, _ = run(capsys, "migrate", "--to", URL)
     assert code == 0 and target.count() == 600

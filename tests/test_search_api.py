@@ -588,7 +588,7 @@ def test_unexpected_errors_are_500_without_internals(call, search_app, indexed, 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals at /opt/python/imgsim")
 
-    monkeypatch.setattr(service, "search", explode)
+    monkeypatch.setattr(type(service), "search", explode)  # the class: a request's services are its tenant's view
     result = call("POST", "/search", body=json_body({"id": next(iter(indexed.values())).id}),
                   content_type="application/json")
     assert_error(result, 500, "internal_error")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from imgsim.access import DELETE, SEARCH
-from imgsim.http.auth import protected
+from imgsim.http.auth import principal_of, protected
 from imgsim.http.inputs import (
     ImageId,
     RecommendBody,
@@ -53,19 +53,23 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
     def body_bytes() -> bytes:
         return request_body(app.current_event, services().settings.max_body_bytes)[1]
 
+    def callers() -> Services:
+        """The services as the caller's tenant sees them (imgsim.services.Services.for_tenant)."""
+        return services().for_tenant(principal_of(app).tenant)
+
     @app.get("/duplicates", **protected(services, SEARCH), tags=["duplicates"],
              summary="Groups of duplicate images recorded at indexing, with the one to keep; paged by cursor")
     def list_duplicates(threshold: THRESHOLD = None, prefix: PREFIX = None, limit: GROUP_LIMIT = 20,
                         cursor: CURSOR = None):
         query = DuplicatesQuery(threshold=threshold, prefix=prefix, limit=limit, cursor=cursor)
-        return json_response(200, services().curation.duplicates(query))
+        return json_response(200, callers().curation.duplicates(query))
 
     @app.post("/duplicates/resolve", **protected(services, DELETE), tags=["duplicates"],
               summary="Keep one image; delete others' objects and/or remember pairs that are not duplicates")
     def resolve_duplicates():
         body = json_body(ResolveBody, body_bytes())
         resolution = Resolution(keep=body.keep, remove=body.remove, not_duplicates=body.not_duplicates)
-        return json_response(200, services().curation.resolve(resolution))
+        return json_response(200, callers().curation.resolve(resolution))
 
     @app.post("/recommend", **protected(services, SEARCH), tags=["search"],
               summary="More like these (and unlike those): indexed images by id or key")
@@ -73,4 +77,4 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         body = json_body(RecommendBody, body_bytes())
         request = RecommendRequest(positive=body.positive, negative=body.negative, limit=body.limit,
                                    similar_threshold=body.similar_threshold, prefix=body.prefix)
-        return json_response(200, services().curation.recommend(request))
+        return json_response(200, callers().curation.recommend(request))

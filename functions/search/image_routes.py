@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.access import DELETE, SEARCH, UPLOAD
-from imgsim.http.auth import protected
+from imgsim.http.auth import principal_of, protected
 from imgsim.http.inputs import (
     UUID_FORMAT,
     UUID_PATTERN,
@@ -44,22 +44,26 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
+    def callers() -> Services:
+        """The services as the caller's tenant sees them (imgsim.services.Services.for_tenant)."""
+        return services().for_tenant(principal_of(app).tenant)
+
     @app.post("/uploads", **protected(services, UPLOAD), tags=["images"],
               summary="A presigned POST (url, fields, max_bytes) and the key and id the image will have")
     def create_upload():
         _, body = request_body(app.current_event, services().settings.max_body_bytes)
         upload = json_body(UploadBody, body)
-        return json_response(200, services().images.create_upload(
+        return json_response(200, callers().images.create_upload(
             UploadRequest(filename=upload.filename, content_type=upload.content_type)))
 
     @app.get("/images/<id>", **protected(services, SEARCH), tags=["images"],
              summary="An indexed image's stored details and a presigned URL")
     def get_image(id: IMAGE_ID):
-        return json_response(200, services().images.get(id))
+        return json_response(200, callers().images.get(id))
 
     @app.delete("/images/<id>", **protected(services, DELETE), tags=["images"],
                 summary="Move the image to the trash (restorable for IMGSIM_TRASH_DAYS): gone from search at once")
     def delete_image(id: IMAGE_ID):
-        result = services().trash.delete(id)
+        result = callers().trash.delete(id)
         metrics.add_metric(name="ImagesTrashed", unit=MetricUnit.Count, value=1)
         return json_response(200, result)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.access import SEARCH
-from imgsim.http.auth import protected
+from imgsim.http.auth import principal_of, protected
 from imgsim.http.inputs import (
     BOX_FORMAT,
     CompareBody,
@@ -87,6 +87,10 @@ def timed_response(body: dict[str, Any], timer: Timer) -> Response:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
+    def callers() -> Services:
+        """The services as the caller's tenant sees them (imgsim.services.Services.for_tenant)."""
+        return services().for_tenant(principal_of(app).tenant)
+
     @app.post("/search", **protected(services, SEARCH), tags=["search"],
               summary="Find indexed images similar to a query image (new bytes, or an indexed image by id or key), "
                       "or to a region of it (box)")
@@ -103,7 +107,7 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         request = SearchRequest(query=parse_search_body(mime, body, max_bytes, region), limit=limit,
                                 min_score=min_score, prefix=prefix, filters=filters, offset=offset, collapse=collapse,
                                 similar_threshold=similar_threshold)
-        result = services().search.search(request, timer)
+        result = callers().search.search(request, timer)
         metrics.add_metric(name="SearchRequests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="SearchMs", unit=MetricUnit.Milliseconds, value=timer.total_ms())
         return timed_response(result, timer)
@@ -114,4 +118,4 @@ def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> N
         timer = Timer()
         max_bytes = services().settings.max_body_bytes
         a, b = parse_compare_body(*request_body(app.current_event, max_bytes), max_bytes)
-        return timed_response(services().search.compare(a, b, timer), timer)
+        return timed_response(callers().search.compare(a, b, timer), timer)

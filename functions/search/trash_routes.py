@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.access import DELETE, SEARCH
-from imgsim.http.auth import protected
+from imgsim.http.auth import principal_of, protected
 from imgsim.http.inputs import UUID_FORMAT, UUID_PATTERN
 from imgsim.http.responses import json_response
 from imgsim.services import Services
@@ -39,14 +39,18 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
+    def callers() -> Services:
+        """The services as the caller's tenant sees them (imgsim.services.Services.for_tenant)."""
+        return services().for_tenant(principal_of(app).tenant)
+
     @app.get("/trash", **protected(services, SEARCH), tags=["trash"],
              summary="Images deleted through imgsim, newest first, with when they go for good; paged by cursor")
     def list_trash(limit: TRASH_LIMIT = 50, cursor: CURSOR = None):
-        return json_response(200, services().trash.list(limit=limit, cursor=cursor))
+        return json_response(200, callers().trash.list(limit=limit, cursor=cursor))
 
     @app.post("/trash/<id>/restore", **protected(services, DELETE), tags=["trash"],
               summary="Bring a trashed image back: its object, its point and its duplicate links")
     def restore_from_trash(id: TRASH_ID):
-        result = services().trash.restore(id)
+        result = callers().trash.restore(id)
         metrics.add_metric(name="ImagesRestored", unit=MetricUnit.Count, value=1)
         return json_response(200, result)

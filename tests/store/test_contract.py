@@ -29,12 +29,15 @@ from imgsim.store import (
     FieldMissing,
     FieldRange,
     IdIn,
+    PayloadIndex,
     StorageOptions,
     Where,
     field_unchanged,
     in_bucket,
     key_dirs,
 )
+from imgsim.store.scoped import ALL_TENANTS, TenantView, scoped
+from imgsim.store.types import INDEXED_FIELDS
 from store_backends import make_store
 
 DIM = 4
@@ -459,3 +462,87 @@ def test_every_quantization_setting_stores_and_finds(backend, tmp_path, quantiza
     hits = store.search(unit(*vectors[42]), limit=3)
     assert hits[0].payload["key"] == "/v/42" and hits[0].percent == 100.0
     store.close()
+
+
+# -- tenants -------------------------------------------------------------------------------------
+
+
+def test_the_tenant_field_has_a_tenant_keyword_index(memory_store):
+    """Qdrant's multitenancy: one collection, the tenant field indexed as a keyword with is_tenant."""
+    indexes = memory_store.payload_indexes()
+    assert indexes["tenant"] == PayloadIndex("keyword", is_tenant=True)
+    assert indexes["key"] == PayloadIndex("keyword", is_tenant=False)
+    assert set(INDEXED_FIELDS) <= set(indexes)
+
+
+def test_a_collection_from_before_tenants_gets_the_tenant_index_when_opened(backend, tmp_path, monkeypatch):
+    module = "imgsim.store.edge" if backend == "edge" else "imgsim.store.server"
+    with monkeypatch.context() as older:
+        older.setattr(f"{module}.INDEXED_FIELDS", ("key", "dirs", "dup_links"))
+        first = make_store(backend, tmp_path, DIM)
+        first.upsert([point("photos/a.jpg", unit(1, 0, 0, 0))])
+        assert "tenant" not in first.payload_indexes()
+    if backend == "edge":
+        first.close()
+        again = make_store(backend, tmp_path, DIM)
+    else:  # the same server, opened anew
+        from imgsim.store.server import ServerStore
+
+        again = ServerStore(first._client, "images", dim=DIM, retries=0)
+    try:
+        assert again.payload_indexes()["tenant"] == PayloadIndex("keyword", is_tenant=True)
+        assert again.count() == 1
+    finally:
+        again.close()
+        if backend == "server":
+            first.close()
+
+
+def tenants_store(store):
+    """Two tenants' photos and one of no tenant, the same picture in each."""
+    store.upsert([
+        point("tenants/acme/a.jpg", unit(1, 0, 0, 0), tenant="acme", etag="e1"),
+        point("tenants/acme/b.jpg", unit(0, 1, 0, 0), tenant="acme", etag="e2"),
+        point("tenants/globex/a.jpg", unit(1, 0, 0, 0), tenant="globex", etag="e3"),
+        point("shared/a.jpg", unit(1, 0, 0, 0), etag="e4"),
+    ])
+    return {p: point_id_for_object("imgsim-images", p)
+            for p in ("tenants/acme/a.jpg", "tenants/acme/b.jpg", "tenants/globex/a.jpg", "shared/a.jpg")}
+
+
+def test_a_tenant_view_reads_only_its_tenant(memory_store):
+    ids = tenants_store(memory_store)
+    acme, nobody = scoped(memory_store, "acme"), scoped(memory_store, None)
+    assert scoped(memory_store, ALL_TENANTS) is memory_store
+    assert acme.count() == 2 and nobody.count() == 1 and scoped(memory_store, "initech").count() == 0
+    assert {h.payload["key"] for h in acme.search(unit(1, 0, 0, 0), limit=10)} == {"tenants/acme/a.jpg",
+                                                                                  "tenants/acme/b.jpg"}
+    assert [h.payload["key"] for h in nobody.search(unit(1, 0, 0, 0), limit=10)] == ["shared/a.jpg"]
+    assert acme.get(ids["tenants/globex/a.jpg"]) is None and acme.get(ids["shared/a.jpg"]) is None
+    assert nobody.get(ids["tenants/acme/a.jpg"]) is None and nobody.get(ids["shared/a.jpg"]) is not None
+    assert acme.find_by_key("tenants/globex/a.jpg") is None
+    assert acme.find_by_key("tenants/acme/b.jpg").id == ids["tenants/acme/b.jpg"]
+    assert {r.id for r in acme.retrieve(list(ids.values()))} == {ids["tenants/acme/a.jpg"], ids["tenants/acme/b.jpg"]}
+    records, _ = acme.scroll(limit=10)
+    assert {r.payload["tenant"] for r in records} == {"acme"}
+    batch = acme.search_batch([(unit(1, 0, 0, 0), 10, None), (unit(0, 1, 0, 0), 1, None)])
+    assert {h.payload["tenant"] for hits in batch for h in hits} == {"acme"}
+
+
+def test_a_tenant_view_writes_only_its_tenant(memory_store):
+    ids = tenants_store(memory_store)
+    acme = scoped(memory_store, "acme")
+    acme.delete([ids["tenants/globex/a.jpg"], ids["shared/a.jpg"]])  # not acme's: nothing happens
+    acme.set_fields(Where(must=(IdIn((ids["tenants/globex/a.jpg"],)),)), {"flag": 1})
+    assert memory_store.count() == 4 and "flag" not in memory_store.get(ids["tenants/globex/a.jpg"]).payload
+    with pytest.raises(ValueError):  # a point of another tenant, written through acme's view
+        acme.upsert([point("tenants/globex/c.jpg", unit(0, 0, 1, 0), tenant="globex")])
+    # An id acme does not own is never overwritten through its view, even with acme's payload.
+    foreign = StoredPoint(ids["tenants/globex/a.jpg"], unit(0, 0, 0, 1), {"key": "x", "tenant": "acme"})
+    acme.upsert([foreign])
+    assert memory_store.get(ids["tenants/globex/a.jpg"]).payload["tenant"] == "globex"
+    acme.delete([ids["tenants/acme/a.jpg"]])
+    assert memory_store.count() == 3 and memory_store.get(ids["tenants/acme/a.jpg"]) is None
+    # The trash companion is scoped like the collection; the leases are shared.
+    assert isinstance(acme.companion("_trash", dim=DIM), TenantView)
+    assert not isinstance(acme.companion("_locks", dim=1), TenantView)

@@ -30,6 +30,7 @@ from imgsim.pipeline import (
 )
 from imgsim.pipeline.sqs import parse_message
 from imgsim.settings import IndexSettings
+from imgsim.store import StoredPoint
 from PIL import ImageOps
 
 BUCKET = "pics"
@@ -271,3 +272,26 @@ def test_the_batch_report_counts():
     assert report.skipped_by_reason() == {"x": 2}
     assert report.failed_message_ids == ["c"] and report.message_failed("c") and not report.message_failed("a")
     assert report.failure_reason("c") == "one; two"
+
+
+def test_objects_under_tenants_are_indexed_into_their_tenant_and_strays_are_skipped(pipeline, store, s3, reporter):
+    for key, seed in (("tenants/acme/a.jpg", 1), ("tenants/b.jpg", 2), ("tenants/Not_Valid/c.jpg", 3),
+                      ("tenants/acme/", 4), ("tenants//d.jpg", 5), ("shared/e.jpg", 6)):
+        s3.put(BUCKET, key, encode(picture(seed)))
+    messages = [(key, body(key)) for key in ("tenants/acme/a.jpg", "tenants/b.jpg", "tenants/Not_Valid/c.jpg",
+                                             "tenants/acme/", "tenants//d.jpg", "shared/e.jpg")]
+    report = pipeline.process_messages(messages)
+    assert statuses(report) == {
+        "tenants/acme/a.jpg": (INDEXED, ""), "shared/e.jpg": (INDEXED, ""),
+        "tenants/b.jpg": (SKIPPED, "not_in_a_tenant"), "tenants/acme/": (SKIPPED, "not_in_a_tenant"),
+        "tenants//d.jpg": (SKIPPED, "not_in_a_tenant"), "tenants/Not_Valid/c.jpg": (SKIPPED, "invalid_tenant")}
+    assert report.skipped_by_reason() == {"not_in_a_tenant": 3, "invalid_tenant": 1}
+    assert store.get(point_id_for_object(BUCKET, "tenants/acme/a.jpg")).payload["tenant"] == "acme"
+    assert "tenant" not in store.get(point_id_for_object(BUCKET, "shared/e.jpg")).payload
+    assert store.count() == 2
+    # A delete under tenants/ is never refused: a point indexed there before tenants existed can still leave.
+    stray = point_id_for_object(BUCKET, "tenants/b.jpg")
+    store.upsert([StoredPoint(stray, [1.0] + [0.0] * (store.dim - 1), {"key": "tenants/b.jpg"})])
+    assert store.count() == 3
+    report = pipeline.process_messages([("del", body("tenants/b.jpg", "delete", sequencer="09"))])
+    assert statuses(report) == {"del": (DELETED, "")} and store.count() == 2

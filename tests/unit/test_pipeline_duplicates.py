@@ -11,6 +11,7 @@ from imgsim.dedupe import (
     LINKS_FIELD,
     NOT_DUPLICATES_FIELD,
     SIG_FIELD,
+    DuplicateLinks,
     link_holds,
     stored_links,
 )
@@ -141,3 +142,19 @@ def test_a_store_failure_never_holds_up_indexing(check, store, reporter, monkeyp
     points = write(check, store, [item("a.jpg", picture(6))])
     assert store.get(points[0].id) is not None and LINK_ETAGS_FIELD not in store.get(points[0].id).payload
     assert reporter.warnings == ["duplicate check skipped for this batch: Qdrant query failed after 3 attempts"]
+
+
+def test_the_same_photo_in_two_tenants_is_a_duplicate_within_each_never_across(check, store):
+    """The duplicate recorded at upload: links only within a tenant (or within the images of no tenant)."""
+    pictures = {"a": picture(7), "copy": ImageOps.mirror(picture(7))}
+    ids: dict[str, str] = {}
+    for owner in ("acme", "globex", None):
+        folder = f"tenants/{owner}/" if owner else "shared/"
+        items = [item(f"{folder}{name}.jpg", img) for name, img in pictures.items()]
+        write(check, store, items, **({"tenant": owner} if owner else {}))
+        ids.update({f"{owner}/{name}": i.event.point_id for name, i in zip(pictures, items, strict=True)})
+    assert edges(store) == {frozenset((ids[f"{o}/a"], ids[f"{o}/copy"])) for o in ("acme", "globex", None)}
+    # relink (a restore, backfill --relink) keeps to the tenant too
+    records = store.retrieve(list(ids.values()), with_vectors=True)
+    DuplicateLinks(store, THRESHOLD).relink(records)
+    assert edges(store) == {frozenset((ids[f"{o}/a"], ids[f"{o}/copy"])) for o in ("acme", "globex", None)}

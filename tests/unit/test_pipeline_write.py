@@ -154,3 +154,31 @@ def test_the_embed_stage_takes_decoded_items_in_order():
     assert float(vectors[0] @ vectors[0]) == pytest.approx(1.0) and abs(float(vectors[0] @ vectors[1])) < 0.9
     with pytest.raises(ValueError):
         Embed(embedder).run([Item(event("undecoded.jpg"))])
+
+
+def test_a_tenants_object_carries_its_tenant_and_others_carry_none(write, store, tmp_path):
+    for key, tenant in (("tenants/acme/photos/a.jpg", "acme"), ("photos/a.jpg", None), ("tenants/acme", None)):
+        ev = event(key, sequencer="01")
+        state = write.read_state([ev])
+        point = write.point(*embedded(ev, 1), {}, state)
+        assert point.payload.get("tenant") == tenant and ("tenant" in point.payload) == (tenant is not None)
+    local = file_event(str(tmp_path / "tenants" / "acme" / "a.jpg"))  # a local file is no tenant's, wherever it is
+    assert local.tenant is None
+
+
+def test_a_backfill_fills_the_tenant_into_a_point_from_before_tenants(write, store):
+    """Triage: "unchanged" only when the tenant matches too, so backfill, reindex and rebuild add the field
+    without --force."""
+    ev = event("tenants/acme/a.jpg", sequencer="09", etag="same")
+    state = write.read_state([ev])
+    old = write.point(*embedded(ev, 2, etag="same"), {}, state)
+    del old.payload["tenant"]  # as an imgsim before tenants wrote it
+    write.write([old], state)
+    listed = event("tenants/acme/a.jpg", etag="same", only_if_changed=True)
+    state = write.read_state([listed])
+    puts, _, skips = write.triage([listed], state)
+    assert puts == [listed] and skips == []
+    write.write([write.point(*embedded(listed, 2, etag="same"), {}, state)], state)
+    assert store.get(listed.point_id).payload["tenant"] == "acme"
+    again = event("tenants/acme/a.jpg", etag="same", only_if_changed=True)
+    assert [o.reason for o in write.triage([again], write.read_state([again]))[2]] == ["unchanged"]

@@ -29,7 +29,17 @@ from typing import Any
 import numpy as np
 
 from . import signature
-from .store import FieldIn, IdIn, Record, SearchHit, VectorStore, Where, field_unchanged
+from .store import (
+    TENANT_FIELD,
+    FieldIn,
+    IdIn,
+    Record,
+    SearchHit,
+    VectorStore,
+    Where,
+    field_unchanged,
+    tenant_is,
+)
 
 SIG_FIELD = "sig"
 LINKS_FIELD = "dup_links"  # keyword list, indexed: "which images link to X" is one filtered scroll
@@ -46,13 +56,22 @@ DEFAULT_DUPLICATE_THRESHOLD = signature.DEFAULT_DUPLICATE_THRESHOLD
 
 @dataclass(frozen=True)
 class Subject:
-    """An image just written: looks for its duplicates among everything stored (its own batch included)."""
+    """An image just written: looks for its duplicates among everything stored of its tenant (its own batch
+    included)."""
 
     point_id: str
     vector: Sequence[float]
     sig: signature.Signature
     etag: str | None
     refused: frozenset[str] = field(default_factory=frozenset)  # "not duplicates" decisions it carries
+    tenant: str | None = None  # only images of the same tenant (or, for None, of no tenant) are its duplicates
+
+    @classmethod
+    def of(cls, point_id: str, vector: Sequence[float], sig: signature.Signature,
+           payload: Mapping[str, Any]) -> Subject:
+        """A stored (or just written) image as a subject, from its payload."""
+        return cls(point_id, vector, sig, payload.get("etag"), frozenset(not_duplicates(payload)),
+                   payload.get(TENANT_FIELD) or None)
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,9 @@ class DuplicateLinks:
         exact signature score of each candidate."""
         if not subjects:
             return {}
-        requests = [(s.vector, self.candidates + 1, Where(must_not=(IdIn((s.point_id,)),))) for s in subjects]
+        # Within the subject's tenant, in the engine: candidates from other tenants would take the places of its own.
+        requests = [(s.vector, self.candidates + 1, Where(must=(tenant_is(s.tenant),), must_not=(IdIn((s.point_id,)),)))
+                    for s in subjects]
         found: dict[str, list[Link]] = {}
         hits_of = self.store.search_batch(requests, min_score=self.min_score, fields=CANDIDATE_FIELDS)
         for subject, hits in zip(subjects, hits_of, strict=True):
@@ -134,8 +155,7 @@ class DuplicateLinks:
             sig = signature.decode(record.payload.get(SIG_FIELD))
             if sig is None or record.vector is None:
                 continue
-            subjects.append(Subject(record.id, record.vector, sig, record.payload.get("etag"),
-                                    frozenset(not_duplicates(record.payload))))
+            subjects.append(Subject.of(record.id, record.vector, sig, record.payload))
         found = self.find(subjects)
         for subject in subjects:
             self.store.set_fields(field_unchanged("etag", {subject.point_id: subject.etag}),

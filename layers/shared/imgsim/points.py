@@ -7,7 +7,7 @@ from typing import Any
 
 from .decode import DecodedImage
 from .quality import QUALITY_FIELD, jpeg_quality_of, measure
-from .store import key_dirs
+from .store import TENANT_FIELD, key_dirs
 
 
 def utc_now_iso() -> str:
@@ -25,8 +25,10 @@ def image_payload(
     sequencer: str | None = None,
     content_type: str | None = None,
     source: str = "s3",
+    tenant: str | None = None,
 ) -> dict[str, Any]:
-    """``key`` is the S3 object key, or a local file's absolute path (``source="file"``)."""
+    """``key`` is the S3 object key, or a local file's absolute path (``source="file"``); ``tenant``: whose image it
+    is (``imgsim.tenants``; None: no tenant, and no field)."""
     payload: dict[str, Any] = {
         "source": source,
         "key": key,
@@ -47,4 +49,6 @@ def image_payload(
         payload["etag"] = etag
     if sequencer is not None:
         payload["sequencer"] = sequencer
+    if tenant is not None:
+        payload[TENANT_FIELD] = tenant
     return payload

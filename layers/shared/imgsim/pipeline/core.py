@@ -22,11 +22,12 @@ from numpy.typing import NDArray
 from ..errors import StoreUnavailable
 from ..ordering import KeyState
 from ..store import VectorStore
+from ..tenants import tenant_problem
 from ..trash import TRASH_PREFIX
 from .decoding import Decode
 from .duplicate_check import DuplicateCheck
 from .embedding import Embed, ImageEmbedder
-from .events import Deadline, Item, ObjectEvent
+from .events import PUT, Deadline, Item, ObjectEvent
 from .fetch import Fetch
 from .ordered_write import OrderedWrite, newest_per_key
 from .report import (
@@ -186,6 +187,10 @@ class Pipeline:
                 report.add(event.outcome(SKIPPED, "ignored_prefix"))
             elif event.origin == "s3" and event.key.startswith(TRASH_PREFIX):
                 report.add(event.outcome(SKIPPED, "in_trash"))  # imgsim.trash: a deleted image waiting, not a new one
+            elif event.origin == "s3" and event.action == PUT and (problem := tenant_problem(event.key)):
+                # Under tenants/ but in no valid tenant: whose it is cannot be known, so nobody sees it. Deletes go
+                # on (a point indexed there before tenants existed can still leave).
+                report.add(event.outcome(SKIPPED, problem))
             else:
                 live.append(event)
         live, superseded = newest_per_key(live)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import signature
-from ..dedupe import SIG_FIELD, DuplicateLinks, Subject, not_duplicates
+from ..dedupe import SIG_FIELD, DuplicateLinks, Subject
 from ..errors import StoreUnavailable
 from ..store import StoredPoint, VectorStore
 from .embedding import ImageEmbedder
@@ -49,8 +49,7 @@ class DuplicateCheck:
         for point in written:
             sig = signature.decode(point.payload.get(SIG_FIELD))
             if sig is not None:
-                subjects.append(Subject(point.id, point.vector, sig, point.payload.get("etag"),
-                                        frozenset(not_duplicates(point.payload))))
+                subjects.append(Subject.of(point.id, point.vector, sig, point.payload))
         try:
             found = self.links.link(subjects)
         except StoreUnavailable as exc:

@@ -16,6 +16,7 @@ from functools import cached_property
 
 from ..decode import DecodedImage
 from ..ids import point_id_for_file, point_id_for_object
+from ..tenants import tenant_of
 from .report import FAILED, SKIPPED, EventOutcome
 
 PUT = "put"
@@ -53,6 +54,11 @@ class ObjectEvent:
         if self.origin == FILE:
             return point_id_for_file(self.key)
         return point_id_for_object(self.bucket or "", self.key)
+
+    @cached_property
+    def tenant(self) -> str | None:
+        """Whose image this is (``imgsim.tenants``): an S3 object's tenant folder; a local file is no tenant's."""
+        return tenant_of(self.key) if self.origin == S3 else None
 
     def outcome(self, status: str, reason: str = "", error: BaseException | None = None) -> EventOutcome:
         return EventOutcome(self.message_id, status, reason, bucket=self.bucket, key=self.key, error=error)

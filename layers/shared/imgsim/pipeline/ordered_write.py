@@ -25,7 +25,7 @@ from ..dedupe import NOT_DUPLICATES_FIELD
 from ..errors import StoreUnavailable
 from ..ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
 from ..points import image_payload
-from ..store import StoredPoint, VectorStore
+from ..store import TENANT_FIELD, StoredPoint, VectorStore
 from .events import DELETE, PUT, Item, ObjectEvent
 from .report import FAILED, INDEXED, SKIPPED, EventOutcome
 
@@ -80,6 +80,7 @@ class OrderedWrite:
                 and event.etag
                 and stored.get("etag") == event.etag
                 and stored.get("model") == self.model_name
+                and (stored.get(TENANT_FIELD) or None) == event.tenant  # a point from before tenants gets its field
             ):
                 skips.append(event.outcome(SKIPPED, "unchanged"))
             elif event.action == DELETE:
@@ -117,6 +118,7 @@ class OrderedWrite:
             etag=item.etag or event.etag,
             sequencer=sequencer,
             source=event.origin,
+            tenant=event.tenant,
         )
         payload.update(extra)
         if prior.get(NOT_DUPLICATES_FIELD) and prior.get("etag") and prior.get("etag") == payload.get("etag"):

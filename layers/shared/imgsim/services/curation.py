@@ -119,17 +119,12 @@ class CurationService:
         apart = [point_id(v) for v in _unique(resolution.not_duplicates)]
         if not remove and not apart:
             raise InvalidRequest("give 'remove' and/or 'not_duplicates' (lists of image ids)")
+        # Looked up once before the leases: ids the caller cannot see (absent, or another tenant's) are a 404
+        # without ever being leased, so nobody can make another tenant's delete or resolve answer 409 busy.
+        self._look_up(keep, remove, apart, with_vectors=False)
         with self._trash.locks().held([keep, *remove, *apart]):
             store = self._store()
-            found = {r.id: r for r in store.retrieve([keep, *remove, *apart], with_vectors=True)}
-            if keep not in found:
-                if self._already_trashed([keep]):
-                    raise KeepInTrash(f"the image to keep, {keep}, is in the trash: restore it first")
-                raise NotFound(f"no indexed image with id {keep} (the image to keep)")
-            already = self._already_trashed([i for i in remove if i not in found])
-            missing = [i for i in (*remove, *apart) if i not in found and i not in already]
-            if missing:
-                raise NotFound(f"no indexed image with id {', '.join(missing)}")
+            found, already = self._look_up(keep, remove, apart, with_vectors=True)
             # After the lookups: an id nobody has is a 404 whatever else the body says (a rule across fields, which
             # the OpenAPI document can state but not check, refuses only requests about images that exist).
             if keep in remove or keep in apart or set(remove) & set(apart):
@@ -142,6 +137,21 @@ class CurationService:
             if apart:
                 record_not_duplicates(store, keep, apart)
         return {"keep": keep, "removed": removed, "not_duplicates": apart}
+
+    def _look_up(self, keep: str, remove: list[str], apart: list[str], *, with_vectors: bool
+                 ) -> tuple[dict[str, Record], dict[str, dict[str, Any]]]:
+        """The images named that are indexed, and those of ``remove`` a previous resolve already moved to the
+        trash; ``KeepInTrash`` or ``NotFound`` when another is neither."""
+        found = {r.id: r for r in self._store().retrieve([keep, *remove, *apart], with_vectors=with_vectors)}
+        if keep not in found:
+            if self._already_trashed([keep]):
+                raise KeepInTrash(f"the image to keep, {keep}, is in the trash: restore it first")
+            raise NotFound(f"no indexed image with id {keep} (the image to keep)")
+        already = self._already_trashed([i for i in remove if i not in found])
+        missing = [i for i in (*remove, *apart) if i not in found and i not in already]
+        if missing:
+            raise NotFound(f"no indexed image with id {', '.join(missing)}")
+        return found, already
 
     def _check_duplicates(self, keep: Record, going: list[Record]) -> None:
         """Each image to remove is in the keep's group, or scores at or above the threshold with it right now."""

@@ -22,6 +22,8 @@ from ..errors import (
 from ..ids import point_id_for_object
 from ..settings import ApiSettings
 from ..store import VectorStore
+from ..store.scoped import ALL_TENANTS, Visibility
+from ..tenants import tenant_key
 from .common import image_url, point_id
 from .ports import ObjectStorage
 
@@ -64,10 +66,13 @@ class ImageService:
     """Get, upload. The store comes from a callable: the served collection can change (a model switch)."""
 
     def __init__(self, settings: ApiSettings, *, store: Callable[[], VectorStore],
-                 objects: Callable[[], ObjectStorage]) -> None:
+                 objects: Callable[[], ObjectStorage], visibility: Visibility = ALL_TENANTS) -> None:
+        """``visibility``: whose images ``store`` shows (``imgsim.store.scoped``); a tenant's uploads go under its
+        folder (``imgsim.tenants``)."""
         self.settings = settings
         self._store = store
         self._objects = objects
+        self._tenant = visibility if isinstance(visibility, str) else None
 
     def _payload(self, image_id: str) -> tuple[str, dict[str, Any]]:
         parsed = point_id(image_id)
@@ -111,7 +116,8 @@ class ImageService:
                 f"content_type {request.content_type!r} is not an image type the indexer decodes; "
                 f"use one of {', '.join(sorted(UPLOAD_CONTENT_TYPES))}")
         bucket = self.require_bucket()
-        key = f"{self.settings.upload_prefix}{uuid.uuid4().hex}-{sanitize_filename(request.filename)}"
+        key = tenant_key(self._tenant,  # a tenant's upload goes in its folder: the server picks, never the caller
+                         f"{self.settings.upload_prefix}{uuid.uuid4().hex}-{sanitize_filename(request.filename)}")
         max_bytes = self.settings.max_upload_bytes
         url, fields = self._objects().presign_post(bucket, key, content_type=mime, max_bytes=max_bytes,
                                                    expires_in=self.settings.url_ttl)

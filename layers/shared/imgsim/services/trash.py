@@ -64,8 +64,12 @@ class TrashService:
         """Move one image to the trash (under its lease): ``{"id", "key", "bucket", "status": "trashed", "trash_id",
         "expires_at"}``."""
         parsed = point_id(image_id)
+        # Looked up before the lease: an id the caller cannot see (absent, or another tenant's) is a 404 without
+        # ever leasing it, so nobody can make a delete of another tenant's image answer 409 busy.
+        if self._store().get(parsed) is None:
+            raise NotFound(f"no indexed image with id {parsed}")
         with self.locks().held([parsed]):
-            record = self._store().get(parsed, with_vector=True)
+            record = self._store().get(parsed, with_vector=True)  # again, under the lease
             if record is None:
                 raise NotFound(f"no indexed image with id {parsed}")
             return self.move([record])[0]

@@ -23,6 +23,7 @@ from .types import (
     KEY_FIELD,
     FieldIn,
     IdIn,
+    PayloadIndex,
     Record,
     SearchHit,
     StoredPoint,
@@ -187,6 +188,10 @@ class VectorStore(ABC):
     def unindexed_count(self) -> int:
         """Points that searches still scan one by one (0 on a server, which indexes in the background)."""
         return 0
+
+    @abstractmethod
+    def payload_indexes(self) -> dict[str, PayloadIndex]:
+        """The collection's payload indexes as the engine reports them (what ``INDEXED_FIELDS`` asked for)."""
 
     # -- the interface --------------------------------------------------------------------------------------
 

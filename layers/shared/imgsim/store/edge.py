@@ -52,7 +52,16 @@ from .base import (
 )
 from .edge_lock import FolderLock
 from .rwlock import RWLock
-from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
+from .types import (
+    INDEXED_FIELDS,
+    TENANT_INDEXED,
+    IdIn,
+    PayloadIndex,
+    Record,
+    StoredPoint,
+    Where,
+    translate,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +129,13 @@ def edge_config(dim: int, options: StorageOptions, indexing_threshold_kb: int | 
         quantization_config=quantization,
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb) if indexing_threshold_kb else None,
     )
+
+
+def _index_schema(field: str) -> Any:
+    """A payload field's keyword index; a tenant field's says ``is_tenant`` (Qdrant's multitenancy)."""
+    if field in TENANT_INDEXED:
+        return qe.KeywordIndexParams(is_tenant=True)
+    return qe.PayloadSchemaType.Keyword
 
 
 def _search_params(options: StorageOptions) -> qe.SearchParams | None:
@@ -199,11 +215,11 @@ class EdgeStore(VectorStore):
                 indexed = set(shard.info().payload_schema)
                 for field in INDEXED_FIELDS:  # a collection from an older imgsim lacks the newer ones
                     if field not in indexed:
-                        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                        shard.update(qe.UpdateOperation.create_field_index(field, _index_schema(field)))
             else:
                 shard = qe.EdgeShard.create(str(directory), config)
                 for field in INDEXED_FIELDS:
-                    shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                    shard.update(qe.UpdateOperation.create_field_index(field, _index_schema(field)))
         except CollectionMismatch:
             raise
         except Exception as exc:
@@ -366,6 +382,12 @@ class EdgeStore(VectorStore):
             self._folder.release()
 
     # -- indexing ---------------------------------------------------------------------------------------------
+
+    def payload_indexes(self) -> dict[str, PayloadIndex]:
+        self.ensure_collection()
+        schema = self._read(lambda s: s.info()).payload_schema
+        return {name: PayloadIndex(str(info.data_type).rsplit(".", 1)[-1].lower(),
+                                   bool(getattr(info.params, "is_tenant", False))) for name, info in schema.items()}
 
     def unindexed_count(self) -> int:
         self.ensure_collection()

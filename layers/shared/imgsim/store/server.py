@@ -25,7 +25,16 @@ from .base import (
 )
 from .rest import HttpStatusError, QdrantHttp, segment
 from .retry import call_with_retries
-from .types import INDEXED_FIELDS, IdIn, Record, StoredPoint, Where, translate
+from .types import (
+    INDEXED_FIELDS,
+    TENANT_INDEXED,
+    IdIn,
+    PayloadIndex,
+    Record,
+    StoredPoint,
+    Where,
+    translate,
+)
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -202,9 +211,18 @@ class ServerStore(VectorStore):
                 self.options.quantization,
             )
 
+    def payload_indexes(self) -> dict[str, PayloadIndex]:
+        self.ensure_collection()
+        info = self._call("get_collection", "GET", self._path)
+        with reading("get_collection"):
+            schema = info.get("payload_schema") or {}
+            return {name: PayloadIndex(str(index["data_type"]), bool((index.get("params") or {}).get("is_tenant")))
+                    for name, index in schema.items()}
+
     def _create_index(self, field: str) -> None:
+        schema: Json | str = {"type": "keyword", "is_tenant": True} if field in TENANT_INDEXED else "keyword"
         self._call("create_payload_index", "PUT", self._path + "/index", {"field_name": field,
-                                                                            "field_schema": "keyword"}, wait=True)
+                                                                            "field_schema": schema}, wait=True)
 
     def _check_cluster(self, name: str, params: Mapping[str, Any]) -> None:
         """The existing collection against the configured cluster settings: a write consistency its replicas

@@ -19,10 +19,15 @@ F_co = TypeVar("F_co", covariant=True)
 # (``dup_links``: "which images link to X", read when groups are listed). Created with a collection, and added
 # when an older collection is opened (measured: listing 1,827 groups of 20,000 images took 41.9 s without an
 # index on the duplicate records).
+# ``tenant`` (imgsim.tenants): whose image a point is; indexed as Qdrant's multitenancy guide says (a keyword index
+# with ``is_tenant``: the engine keeps each tenant's points together on disk and plans a tenant's filtered search
+# as a search of that tenant).
 KEY_FIELD = "key"
 DIRS_FIELD = "dirs"
 BUCKET_FIELD = "bucket"
-INDEXED_FIELDS = (KEY_FIELD, DIRS_FIELD, "dup_links")
+TENANT_FIELD = "tenant"
+INDEXED_FIELDS = (KEY_FIELD, DIRS_FIELD, "dup_links", TENANT_FIELD)
+TENANT_INDEXED = frozenset({TENANT_FIELD})  # of INDEXED_FIELDS, those whose keyword index says is_tenant
 
 
 def key_dirs(key: str) -> list[str]:
@@ -34,6 +39,14 @@ def key_dirs(key: str) -> list[str]:
     """
     parts = key.split("/")[:-1]
     return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
+@dataclass(frozen=True)
+class PayloadIndex:
+    """One payload index as the engine reports it: its kind ("keyword") and whether it is a tenant index."""
+
+    kind: str
+    is_tenant: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,11 @@ def key_is(key: str, bucket: str | None = None) -> Where:
     if bucket is not None:
         must.append(FieldEquals(BUCKET_FIELD, bucket))
     return Where(must=tuple(must))
+
+
+def tenant_is(tenant: str | None) -> Condition:
+    """The points of ``tenant``; None: the points of no tenant (the field is not set)."""
+    return FieldEquals(TENANT_FIELD, tenant) if tenant is not None else FieldMissing(TENANT_FIELD)
 
 
 def in_bucket(bucket: str) -> Where:
