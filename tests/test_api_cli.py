@@ -316,6 +316,34 @@ def test_keys_made_with_imgsim_keys_work_at_once_with_their_scopes_until_revoked
     assert '"api_key":"reader"' in logs.replace(" ", "") and key not in logs and key not in stack.stderr()
 
 
+def test_a_tenant_key_uploads_into_its_tenant_and_sees_only_its_images(capsys, monkeypatch, stack, photos, tmp_path,
+                                                                       uploaded):
+    """`imgsim --api` with a tenant key: its upload lands under tenants/<tenant>/, its searches and listings show
+    only its images, and the images of no tenant (the module's uploads) are absent to it, and it to them."""
+    ring = ["keys", "--data-dir", str(stack.data_dir)]
+    assert cli.main([*ring, "create", "--name", "acme-cli", "--scopes", "search", "upload", "delete",
+                     "--tenant", "acme"]) == 0
+    key = capsys.readouterr().out.strip()
+    photo = tmp_path / "acme-photo.jpg"
+    shutil.copyfile(photos[1650], photo)
+    monkeypatch.setenv("IMGSIM_API_KEY", key)
+    code, out, err = imgsim(capsys, stack.api_url, "upload", str(photo), "--wait", "--json")
+    assert code == 0, err
+    (upload,) = json.loads(out)["uploads"]
+    assert upload["key"].startswith("tenants/acme/") and upload["indexed"]
+    code, out, err = imgsim(capsys, stack.api_url, "search", str(photo), "--json")
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)["results"]] == [upload["id"]]
+    code, out, _ = imgsim(capsys, stack.api_url, "duplicates", "--json")
+    assert code == 0 and json.loads(out)["groups"] == []  # the module's duplicate groups are of no tenant
+    code, _, err = imgsim(capsys, stack.api_url, "get", uploaded["cats/one.jpg"])
+    assert code == 1 and "no indexed image with id" in err
+    monkeypatch.setenv("IMGSIM_API_KEY", API_KEY)  # no tenant: the tenant's image is absent
+    code, _, err = imgsim(capsys, stack.api_url, "get", upload["id"])
+    assert code == 1 and "no indexed image with id" in err
+    assert cli.main([*ring, "revoke", "acme-cli"]) == 0
+
+
 def test_a_missing_key_is_a_usage_error(capsys, monkeypatch, stack):
     monkeypatch.delenv("IMGSIM_API_KEY")
     code, out, err = imgsim(capsys, stack.api_url, "trash", "list")

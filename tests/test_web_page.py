@@ -159,7 +159,7 @@ def test_a_wrong_key_is_refused_and_errors_are_shown(page, tmp_path):
     expect(page.locator("#search-status")).to_have_text("search failed")
 
 
-def make_key(stack, name: str, *scopes: str) -> str:
+def make_key(stack, name: str, *scopes: str, tenant: str | None = None) -> str:
     """A key of the stack's ring, as `imgsim keys create` makes it (the stack reads the ring on every request)."""
     from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
@@ -169,20 +169,20 @@ def make_key(stack, name: str, *scopes: str) -> str:
     out = StringIO()
     with redirect_stdout(out), redirect_stderr(StringIO()):
         assert cli.main(["keys", "--data-dir", str(stack.data_dir), "create", "--name", name,
-                         "--scopes", *scopes]) == 0
+                         "--scopes", *scopes, *(["--tenant", tenant] if tenant else [])]) == 0
     return out.getvalue().strip()
 
 
-def test_the_page_shows_the_key_and_only_what_its_scopes_allow(fresh_page, fresh_stack, photos):
+def test_the_page_shows_the_key_and_only_what_its_scopes_allow(fresh_page, fresh_stack, photos, tmp_path):
     """An upload-only key: only the upload panel, and an upload is reported without polling GET /images (which it
     may not call). A search-only key: it finds that image; no upload panel, no Delete/Restore/resolve buttons."""
     from playwright.sync_api import expect
 
     page = fresh_page
-    uploader = make_key(fresh_stack, "page-uploader", "upload")
+    uploader = make_key(fresh_stack, "page-uploader", "upload", tenant="acme")
     enter_key(page, uploader)
     expect(page.locator("#key-dialog")).to_be_hidden()
-    expect(page.locator("#who")).to_have_text("page-uploader · upload")
+    expect(page.locator("#who")).to_have_text("page-uploader · tenant acme · upload")
     for hidden in ("search-title", "compare-title", "dups-title", "mine-title", "trash-title"):
         expect(page.locator(f'section[aria-labelledby="{hidden}"]')).to_be_hidden()
     page.set_input_files("#add-files", str(photos[1300]))
@@ -191,19 +191,29 @@ def test_the_page_shows_the_key_and_only_what_its_scopes_allow(fresh_page, fresh
     expect(page.locator("#health")).to_contain_text("1 image indexed", timeout=60_000)
 
     page.click("#change-key")
-    reader = make_key(fresh_stack, "page-reader", "search")
+    reader = make_key(fresh_stack, "page-reader", "search", tenant="acme")
     enter_key(page, reader)
     expect(page.locator("#key-dialog")).to_be_hidden()
-    expect(page.locator("#who")).to_have_text("page-reader · search")
+    expect(page.locator("#who")).to_have_text("page-reader · tenant acme · search")
     expect(page.locator('section[aria-labelledby="add-title"]')).to_be_hidden()
     page.set_input_files("#search-file", str(photos[1300]))
     expect(page.locator("#search-status")).to_contain_text("1 most similar to", timeout=30_000)
     card = page.locator("#results .card").first
+    expect(card).to_have_attribute("data-key", re.compile(r"^tenants/acme/uploads/"))  # the tenant's folder
     expect(card.get_by_role("button", name="Similar")).to_be_visible()
     expect(card.locator('button[data-needs="delete"]')).to_be_hidden()
     page.click("#trash-button")
     expect(page.locator("#trash-status")).not_to_have_text("", timeout=15_000)
     expect(page.locator("#alerts")).to_be_empty()
+
+    # Another tenant's key (every scope) does not see it: the same search finds nothing.
+    page.click("#change-key")
+    enter_key(page, make_key(fresh_stack, "page-other", "search", "upload", "delete", tenant="globex"))
+    expect(page.locator("#who")).to_have_text("page-other · tenant globex · search, upload, delete")
+    again = tmp_path / "same-photo.jpg"  # another name: choosing the same file again fires no change event
+    again.write_bytes(photos[1300].read_bytes())
+    page.set_input_files("#search-file", str(again))
+    expect(page.locator("#search-status")).to_contain_text("no indexed images match same-photo.jpg", timeout=30_000)
 
 
 def test_a_file_over_the_upload_limit_is_refused_before_any_request_for_it(page, stack, tmp_path):
