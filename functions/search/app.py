@@ -21,7 +21,6 @@ import search_routes
 import trash_routes
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import (
-    APIGatewayHttpResolver,
     CORSConfig,
     Response,
     content_types,
@@ -34,6 +33,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from imgsim.composition import RootHolder
 from imgsim.errors import ImageError, ImgsimError, InvalidRequest, NotFound
 from imgsim.http.errors import InternalError, problem
+from imgsim.http.resolver import OwnEventResolver
 from imgsim.http.responses import error_response, json_response
 from imgsim.objects import S3Objects
 from imgsim.services import Services
@@ -70,7 +70,7 @@ use_root = _root.use
 _root.register_snapshot_hooks()  # SnapStart: warm the model before the snapshot, renew clients after a restore
 
 
-app = APIGatewayHttpResolver(
+app = OwnEventResolver(  # powertools' resolver, the event per environment (the local stack runs several)
     cors=CORSConfig(
         allow_origin=services().settings.cors_origin,
         allow_headers=["x-api-key", "authorization", "content-type"],

@@ -134,3 +134,43 @@ def test_a_ring_round_trips_and_stores_no_key():
     assert key not in text and parse_key_ring(text) == ring
     assert len(key) >= 43 and KeyRing(ring).identify(key) is not None
     assert "sha256" not in repr(ring[0]) and hash_key(key) not in repr(ring[0])
+
+
+def test_a_missing_parameter_is_asked_for_again_only_after_a_minute():
+    """Else every request, even one without a key, would call SSM (and its throttling would turn into 503s)."""
+    now = [0.0]
+    reads = []
+
+    class ParameterNotFound(Exception):
+        def __init__(self, name: str) -> None:
+            super().__init__(name)
+            self.response = {"Error": {"Code": "ParameterNotFound"}}
+
+    def missing(name: str, **options: object) -> str:
+        reads.append((name, options))
+        raise RuntimeError("GetParameterError") from ParameterNotFound(name)
+
+    keys = ApiKeys(settings(api_key="legacy", api_keys_param="/imgsim/api-keys"), read_secret=missing,
+                   clock=lambda: now[0])
+    for _ in range(100):
+        assert keys.identify("legacy") is not None
+    assert reads == [("/imgsim/api-keys", {"max_age": KEY_RING_MAX_AGE_S})]
+    now[0] = KEY_RING_MAX_AGE_S + 1
+    keys.identify("legacy")
+    assert len(reads) == 2
+
+
+def test_the_legacy_parameter_is_read_with_the_same_one_minute_cache():
+    calls = []
+    keys = ApiKeys(settings(api_key=None, api_key_param="/imgsim/api-key"),
+                   read_secret=lambda name, **options: calls.append(options) or "legacy")
+    assert keys.identify("legacy") is not None and calls == [{"max_age": KEY_RING_MAX_AGE_S}]
+
+
+def test_a_ring_key_also_given_as_the_legacy_key_keeps_its_tenant_and_scopes():
+    """`export IMGSIM_API_KEY=<a ring key>` (for `imgsim --api`) in the shell that then starts `imgsim serve`."""
+    text = ring_text(entry("web", "shared-key", ["search"], "acme"))
+    keys = ApiKeys(settings(api_key="shared-key", api_keys=parse_key_ring(text)), read_secret=unreadable)
+    principal = keys.identify("shared-key")
+    assert principal is not None and (principal.name, principal.tenant, principal.scopes) == (
+        "web", "acme", frozenset({"search"}))

@@ -233,7 +233,7 @@ def _upload_bucket(environ: dict[str, Any]) -> str | None:
     if environ.get("REQUEST_METHOD") != "POST" or not environ.get("CONTENT_LENGTH"):
         return None
     media_type, _ = parse_options_header(environ.get("CONTENT_TYPE", ""))
-    if media_type != "multipart/form-data" or environ.get("QUERY_STRING"):
+    if media_type != "multipart/form-data":  # whatever the query string: S3 treats every form POST as an upload
         return None
     path = environ.get("PATH_INFO", "").strip("/")
     return path if path and "/" not in path else None

@@ -145,7 +145,9 @@ class KeyRing:
         digest = hash_key(presented).encode("ascii")
         found: KeyEntry | None = None
         for entry in self.entries:  # every entry, no early exit: constant time in the ring, not in the match
-            if hmac.compare_digest(digest, entry.sha256.encode("ascii")):
+            # The first match wins: the ring's entries come before the legacy key (ApiKeys.ring), so a tenant key
+            # also exported as IMGSIM_API_KEY keeps its tenant and scopes.
+            if hmac.compare_digest(digest, entry.sha256.encode("ascii")) and found is None:
                 found = entry
         return found.principal() if found is not None else None
 
