@@ -215,6 +215,20 @@ def test_the_page_shows_the_key_and_only_what_its_scopes_allow(fresh_page, fresh
     page.set_input_files("#search-file", str(again))
     expect(page.locator("#search-status")).to_contain_text("no indexed images match same-photo.jpg", timeout=30_000)
 
+    # "Images added from this browser" is kept per tenant: another tenant's key neither shows nor forgets them.
+    acme_full = make_key(fresh_stack, "page-acme", "search", "upload", tenant="acme")
+    for key, shown in ((acme_full, None), (make_key(fresh_stack, "page-globex", "search", tenant="globex"), 0),
+                       (acme_full, 1)):
+        page.click("#change-key")
+        enter_key(page, key)
+        expect(page.locator("#key-dialog")).to_be_hidden()
+        if shown is None:  # acme adds one
+            page.set_input_files("#add-files", str(photos[1301]))
+            expect(page.locator("#mine .card")).to_have_count(1, timeout=60_000)
+        else:
+            expect(page.locator("#mine .card")).to_have_count(shown, timeout=15_000)
+    expect(page.locator("#alerts")).to_be_empty()
+
 
 def test_a_file_over_the_upload_limit_is_refused_before_any_request_for_it(page, stack, tmp_path):
     from playwright.sync_api import expect
