@@ -554,7 +554,7 @@ def test_kill_9_loses_no_acknowledged_upload_or_delete(tmp_path, photos):
         for key in deleted:
             with pytest.raises(ClientError):
                 s3.head_object(Bucket=BUCKET, Key=key)
-        wait_until(lambda: second.json_request("GET", "/health", None)[1].get("points") == len(kept), timeout=45,
+        wait_until(lambda: second.request("GET", "/me")[1].get("images") == len(kept), timeout=45,
                    what="the index to hold exactly the kept objects")
         for key in kept[:5] + deleted[:3]:
             status, _ = second.request("GET", f"/images/{point_id_for_object(BUCKET, key)}")

@@ -97,7 +97,7 @@ def test_switching_models_on_the_local_stack(tmp_path, photos):
 
         status, health = serve.request("GET", "/health", key=None)
         assert health["serving"] == "images__model_b" and health["model"] == "model_b" and "building" not in health
-        assert health["points"] == len(keys) + 1
+        assert serve.request("GET", "/me")[1]["images"] == len(keys) + 1
         status, again = serve.request("GET", "/_local/reindex")
         assert status == 200 and again["phase"] == "done" and again["switched"] is True
         assert serve.request("GET", "/_local/reindex", key=None)[0] == 401

@@ -203,8 +203,9 @@ def test_health_needs_no_key_and_reports_the_index(call, indexed, model):
     status, _headers, body = call("GET", "/health", api_key=None)
     assert status == 200
     # "images" is an alias of the model's own collection (imgsim.deployment); no switch in progress.
-    assert body == {"status": "ok", "collection": "images", "points": len(indexed), "model": model,
-                    "serving": f"images__{model}"}
+    assert body == {"status": "ok", "collection": "images", "model": model, "serving": f"images__{model}"}
+    # The count is the caller's own (GET /me): a public total would show every tenant's uploads and deletes.
+    assert call("GET", "/me")[2]["images"] == len(indexed)
 
 
 def test_page_needs_no_key(call):
@@ -402,7 +403,7 @@ def test_scoped_keys_from_the_ring_parameter(call, run_with, indexed):
     assert_error(call("POST", "/search", **request, api_key="reader-key-2"), 401, "invalid_api_key")
     status, _, me = call("GET", "/me", api_key="reader-key")
     assert status == 200 and me == {"name": "reader", "tenant": None, "scopes": ["search"], "via": "key",
-                                    "max_upload_bytes": 25 * 1024 * 1024}
+                                    "max_upload_bytes": 25 * 1024 * 1024, "images": len(indexed)}
 
 
 # -- presigned URLs ---------------------------------------------------------------

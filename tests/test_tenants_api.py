@@ -279,9 +279,12 @@ def test_each_tenant_sees_its_own_images_and_duplicates(app, library):
         assert {m["id"] for m in group["members"]} == {library[f"{tenant}/a"], library[f"{tenant}/mirror"]}
 
 
-def test_health_is_public_and_counts_every_tenant(app, library):
+def test_health_is_public_and_counts_nothing_each_caller_counts_its_own(app, library):
     status, health = caller(app, "")("GET", "/health")
-    assert status == 200 and health["points"] == 8  # 3 x 3 photos, one of acme's in the trash
+    assert status == 200 and health["status"] == "ok" and "points" not in health
+    # 3 photos each (initech none); one of acme's is in the trash.
+    assert {who: caller(app, key)("GET", "/me")[1]["images"] for who, key in KEYS.items()} == {
+        "acme": 2, "globex": 3, "initech": 0, "nobody": 3}
 
 
 @pytest.mark.slow

@@ -629,4 +629,4 @@ def test_search_by_a_region_dragged_on_the_target(fresh_page, fresh_stack, photo
     for width in (1280, 390):
         assert_no_button_clipped(page, width)
         page.screenshot(path=str(tmp_path / f"page-{width}.png"), full_page=True)
-    assert stack.request("GET", "/health")[1]["points"] == 5
+    assert stack.request("GET", "/me")[1]["images"] == 5

@@ -1,4 +1,5 @@
-"""GET /me: the caller's name, tenant and scopes, as the API sees its credential (the page asks it first)."""
+"""GET /me: the caller's name, tenant and scopes, as the API sees its credential, and how many images it sees (the
+page asks it first; the public /health shows no count)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def contract() -> dict[tuple[str, str], c.Operation]:
 
 def register(app: APIGatewayHttpResolver, services: Callable[[], Services]) -> None:
     @app.get("/me", **protected(services, None), tags=["meta"],
-             summary="Who this credential is: its name, tenant, scopes and the upload size limit")
+             summary="Who this credential is: its name, tenant, scopes, the upload size limit and how many images it sees")
     def me():
         principal = principal_of(app)
         return json_response(200, {
             "name": principal.name, "tenant": principal.tenant,
             "scopes": [scope for scope in SCOPES if principal.allows(scope)], "via": principal.via,
             "max_upload_bytes": services().settings.max_upload_bytes,
+            "images": services().for_tenant(principal.tenant).search.visible_images(),
         })

@@ -130,7 +130,7 @@ for routes in ROUTE_GROUPS:
     routes.register(app, services)
 
 
-@app.get("/health", tags=["meta"], summary="Status, collection, point count and model (no API key)")
+@app.get("/health", tags=["meta"], summary="Status, collection and model, and whether Qdrant answers (no API key; no count: GET /me)")
 def health():
     report = services().search.health()
     if report.problem is None:

@@ -494,7 +494,7 @@ class ApiClient:
     # -- meta ----------------------------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """``GET /health`` (no key): ``{"status": "ok", "collection", "points", "model", ...}``; an unhealthy API
+        """``GET /health`` (no key): ``{"status": "ok", "collection", "model", ...}``; an unhealthy API
         is an ApiError (503, its code)."""
         return cast(dict[str, Any], self._call("GET", "/health", key=False))
 

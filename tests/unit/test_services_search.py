@@ -154,12 +154,13 @@ def test_compare(service):
 
 def test_health_reports_the_index_or_the_outage(store, service, ids, monkeypatch):
     report = service.health()
-    assert report.ok and report.details == {"collection": store.collection, "model": "fake-model",
-                                            "points": len(KEYS)}
+    assert report.ok and report.details == {"collection": store.collection, "model": "fake-model"}
+    assert service.visible_images() == len(KEYS)
 
     def down(*args, **kwargs):
         raise StoreUnavailable("connection refused", retry_after=7)
 
     monkeypatch.setattr(store, "count", down)
     report = service.health()
-    assert not report.ok and isinstance(report.problem, StoreUnavailable) and "points" not in report.details
+    assert not report.ok and isinstance(report.problem, StoreUnavailable)
+    assert service.visible_images() is None  # GET /me answers without it

@@ -87,11 +87,12 @@ def test_search_by_bytes_id_and_key_sees_the_callers_tenant_only(services, libra
     assert str(hidden.value).replace("tenants/globex/a.jpg", "tenants/acme/nothing.jpg") == str(absent.value)
 
 
-def test_operators_see_every_tenant_and_health_counts_them_all(services, library):
+def test_operators_see_every_tenant_and_count_them_all(services, library):
     assert services.visibility is ALL_TENANTS
     found = services.search.search(SearchRequest(ImageQuery(image=image("same")), limit=10))
     assert len(found["results"]) == 6
-    assert services.search.health().details["points"] == 6
+    assert services.search.visible_images() == 6
+    assert services.for_tenant("acme").search.visible_images() < 6
 
 
 def test_get_an_image_and_its_group_within_the_tenant(services, library):

@@ -80,6 +80,8 @@ class Caller(_Answer):
     scopes: list[Literal["search", "upload", "delete"]]
     via: Literal["key", "token"]
     max_upload_bytes: int = Field(ge=1, description="The largest file POST /uploads lets S3 accept")
+    images: int | None = Field(ge=0, description="How many indexed images this caller sees (its tenant's); null "
+                                                 "when the store cannot be reached")
 
 
 class Upload(_Answer):
@@ -186,14 +188,12 @@ class _HealthDetails(_Answer):
     serving: str | None = Field(None, description="The collection behind the alias")
     model: str | None = None
     building: Building | None = Field(None, description="A model switch in progress: the collection being built")
-    points: int | None = Field(None, ge=0)
 
 
 class Health(_HealthDetails):
     status: Literal["ok"]
     collection: str
     model: str
-    points: int = Field(ge=0)
 
 
 class HealthUnavailable(_HealthDetails):

@@ -301,9 +301,10 @@ class SearchService:
                 "took_ms": round(timer.total_ms(), 1)}
 
     def health(self) -> Health:
-        """The alias clients name, the collection behind it, a model switch in progress, and the point count; what
-        could be learnt before Qdrant failed, with the failure (a cold start during an outage cannot even resolve
-        the alias)."""
+        """The alias clients name, the collection behind it, a model switch in progress, and whether Qdrant answers
+        (a count); what could be learnt before Qdrant failed, with the failure (a cold start during an outage cannot
+        even resolve the alias). No count is shown: /health is public, and the total would let anyone watch every
+        tenant's uploads and deletes (``visible_images`` is a caller's own count, GET /me)."""
         details: dict[str, Any] = {}
         try:
             store = self._store()
@@ -313,7 +314,15 @@ class SearchService:
                 details.update(collection=layout.alias, serving=layout.serving.collection)
                 if layout.building is not None:
                     details["building"] = {"collection": layout.building.collection, "model": layout.building.model}
-            details["points"] = store.count()
+            store.count()  # the probe: Qdrant answers a query on the collection
         except Unavailable as exc:
             return Health(details, exc)
         return Health(details)
+
+    def visible_images(self) -> int | None:
+        """How many images this service's caller sees (its tenant's, through the scoped store); None when Qdrant
+        cannot be reached: GET /me answers who the caller is without the store."""
+        try:
+            return self._store().count()
+        except Unavailable:
+            return None
