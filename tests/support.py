@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -58,3 +60,27 @@ def notifying_bucket(s3, sqs, bucket: str, queue: str) -> tuple[str, str]:
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
         {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
     return queue_url, queue_arn
+
+
+@contextmanager
+def search_app_on_moto(root_dir: Path, name: str, bucket: str, variables: dict[str, str]) -> Iterator[ModuleType]:
+    """SearchFunction's handler (module ``name``) on a root of its own over moto's S3 with ``bucket`` created, in a
+    process environment of dummy AWS credentials: what a module of API tests runs its requests against."""
+    import boto3
+    import pytest
+    from moto import mock_aws
+    from roots import make_root
+
+    with pytest.MonkeyPatch.context() as mp:
+        for variable, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
+                                "AWS_SECRET_ACCESS_KEY": "x", "POWERTOOLS_TRACE_DISABLED": "true",
+                                "POWERTOOLS_METRICS_NAMESPACE": "imgsim"}.items():
+            mp.setenv(variable, value)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            boto3.client("s3").create_bucket(Bucket=bucket)
+            root = make_root(root_dir, {"IMAGES_BUCKET": bucket, **variables})
+            try:
+                yield handler_on_root(name, SEARCH_APP_PATH, root)
+            finally:
+                root.close()

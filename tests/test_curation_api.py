@@ -14,10 +14,8 @@ from imgsim.ids import point_id_for_object
 from imgsim.pipeline import build
 from imgsim.settings import IndexSettings
 from imgsim_tools.events import http_api_event
-from moto import mock_aws
 from PIL import Image, ImageOps
-from roots import make_root
-from support import SEARCH_APP_PATH, handler_on_root, lambda_context
+from support import lambda_context, search_app_on_moto
 from test_indexing import s3_body
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
@@ -35,18 +33,9 @@ def jpeg(img: Image.Image, quality: int = 90) -> bytes:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-                            "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "imgsim"}.items():
-            mp.setenv(name, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
-            root = make_root(tmp_path_factory.mktemp("root"), {
-                "IMAGES_BUCKET": BUCKET, "IMGSIM_API_KEY": API_KEY, "QDRANT_COLLECTION": "curation"})
-            module = handler_on_root("imgsim_search_app_curation", SEARCH_APP_PATH, root)
-            yield module
-            root.close()
+    with search_app_on_moto(tmp_path_factory.mktemp("root"), "imgsim_search_app_curation", BUCKET,
+                            {"IMGSIM_API_KEY": API_KEY, "QDRANT_COLLECTION": "curation"}) as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
