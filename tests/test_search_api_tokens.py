@@ -102,7 +102,7 @@ def test_each_token_scope_maps_to_imgsim_scopes(call, granted, scopes):
     status, me = call("GET", "/me", token=token(**granted))
     assert status == 200, me
     assert me == {"name": "user-1", "tenant": None, "scopes": scopes, "via": "token",
-                  "max_upload_bytes": 25 * 1024 * 1024}
+                  "max_upload_bytes": 25 * 1024 * 1024, "images": 0}
 
 
 def test_scopes_the_gateway_lists_count_too(call):

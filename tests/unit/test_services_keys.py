@@ -16,7 +16,7 @@ from imgsim.access import (
     new_key,
     parse_key_ring,
 )
-from imgsim.errors import ConfigError, NotConfigured, SecretUnavailable
+from imgsim.errors import ConfigError, NotConfigured, SecretNotFound, SecretUnavailable
 from imgsim.services import ApiKeys
 from imgsim.services.keys import KEY_RING_MAX_AGE_S
 
@@ -62,13 +62,8 @@ def test_an_unreadable_parameter_is_transient_and_none_configured_is_not():
 
 
 def test_a_ring_parameter_that_does_not_exist_holds_no_keys():
-    class ParameterNotFound(Exception):
-        def __init__(self, name: str) -> None:
-            super().__init__(name)
-            self.response = {"Error": {"Code": "ParameterNotFound"}}
-
     def missing(name: str, **_: object) -> str:
-        raise RuntimeError("GetParameterError") from ParameterNotFound(name)
+        raise SecretNotFound(name)
 
     keys = ApiKeys(settings(api_key="legacy", api_keys_param="/imgsim/api-keys"), read_secret=missing)
     assert [e.name for e in keys.ring().entries] == ["default"]
@@ -136,28 +131,37 @@ def test_a_ring_round_trips_and_stores_no_key():
     assert "sha256" not in repr(ring[0]) and hash_key(key) not in repr(ring[0])
 
 
-def test_a_missing_parameter_is_asked_for_again_only_after_a_minute():
-    """Else every request, even one without a key, would call SSM (and its throttling would turn into 503s)."""
-    now = [0.0]
-    reads = []
+def test_a_missing_parameter_is_asked_for_again_only_after_the_cache_age(monkeypatch):
+    """read_secret_parameter remembers a missing name as long as a value: else every request, even one without a
+    key, would call SSM while the ring's parameter is not created (and its throttling would turn into 503s)."""
+    from imgsim import composition
+
+    calls = []
 
     class ParameterNotFound(Exception):
         def __init__(self, name: str) -> None:
             super().__init__(name)
             self.response = {"Error": {"Code": "ParameterNotFound"}}
 
-    def missing(name: str, **options: object) -> str:
-        reads.append((name, options))
-        raise RuntimeError("GetParameterError") from ParameterNotFound(name)
+    class Provider:
+        def get(self, name: str, **options: object) -> str:
+            calls.append(name)
+            raise RuntimeError("GetParameterError") from ParameterNotFound(name)
 
-    keys = ApiKeys(settings(api_key="legacy", api_keys_param="/imgsim/api-keys"), read_secret=missing,
-                   clock=lambda: now[0])
+    now = [1000.0]
+    monkeypatch.setattr(composition, "_secret_providers", {"ssm": Provider()})
+    monkeypatch.setattr(composition, "_missing_secrets", {})
+    monkeypatch.setattr(composition.time, "monotonic", lambda: now[0])
+    keys = ApiKeys(settings(api_key="legacy", api_keys_param="/imgsim/api-keys"),
+                   read_secret=composition.read_secret_parameter)
     for _ in range(100):
         assert keys.identify("legacy") is not None
-    assert reads == [("/imgsim/api-keys", {"max_age": KEY_RING_MAX_AGE_S})]
-    now[0] = KEY_RING_MAX_AGE_S + 1
+    assert calls == ["/imgsim/api-keys"]
+    now[0] += KEY_RING_MAX_AGE_S + 1
     keys.identify("legacy")
-    assert len(reads) == 2
+    assert calls == ["/imgsim/api-keys"] * 2
+    with pytest.raises(SecretNotFound):
+        composition.read_secret_parameter("file:/nonexistent/ring.json")
 
 
 def test_the_legacy_parameter_is_read_with_the_same_one_minute_cache():

@@ -35,7 +35,7 @@ from typing import Any
 
 from .deployment import Layout, resolve
 from .embedder import Embedder
-from .errors import ImgsimError, StoreUnavailable
+from .errors import ImgsimError, SecretNotFound, StoreUnavailable
 from .pipeline import IndexingPipeline, UnavailablePipeline, build
 from .settings import AppSettings, Settings, load
 from .store import Catalog, VectorStore, open_catalog, storage_options
@@ -55,6 +55,7 @@ def model_embedder(model: str, settings: Settings) -> Embedder:
 
 _aws_lock = threading.Lock()
 _aws_data: Any = None  # botocore's data loader (parsed service models), shared by every session made here
+_missing_secrets: dict[str, float] = {}  # secret names found missing, when (time.monotonic): read_secret_parameter
 _secret_providers: dict[str, Any] = {}  # powertools providers on such sessions, by kind ("ssm", "secretsmanager")
 
 
@@ -109,16 +110,52 @@ def _secret_provider(kind: str) -> Any:
     return provider
 
 
+_NOT_FOUND_CODES = ("ParameterNotFound", "ResourceNotFoundException")
+
+
+def _not_found(exc: BaseException) -> bool:
+    """SSM's or Secrets Manager's "no such name", anywhere in the chain (powertools wraps boto3's error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        code = (getattr(seen, "response", None) or {}).get("Error", {}).get("Code")
+        if code in _NOT_FOUND_CODES or any(c in str(seen) for c in _NOT_FOUND_CODES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def read_secret_parameter(name: str, *, max_age: int = 300) -> str:
     """An SSM SecureString (or a Secrets Manager secret, as ``secretsmanager:NAME``; a local file, as ``file:PATH``,
-    read on every call: the local stack's key ring), cached ``max_age`` seconds by powertools; ``forget_secrets``
-    drops the values and the clients that read them."""
+    read on every call: the local stack's key ring, where a change applies at once), cached ``max_age`` seconds by
+    powertools; ``forget_secrets`` drops the values and the clients that read them.
+
+    A name that does not exist raises ``SecretNotFound``, and is remembered as missing for ``max_age`` too:
+    powertools caches only values, so without this every call (every API request, even one without a key, while
+    the key ring's parameter is not created yet) would ask SSM, up to its throttling."""
     if name.startswith("file:"):
-        with open(name.split(":", 1)[1], encoding="utf-8") as handle:
-            return handle.read()
-    if name.startswith("secretsmanager:"):
-        return str(_secret_provider("secretsmanager").get(name.split(":", 1)[1], max_age=max_age))
-    return str(_secret_provider("ssm").get(name, decrypt=True, max_age=max_age))
+        try:
+            with open(name.split(":", 1)[1], encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError as exc:
+            raise SecretNotFound(f"{name} does not exist") from exc
+    with _aws_lock:
+        missing_since = _missing_secrets.get(name)
+    if missing_since is not None and time.monotonic() - missing_since < max_age:
+        raise SecretNotFound(f"{name} does not exist (asked {time.monotonic() - missing_since:.0f} s ago)")
+    try:
+        if name.startswith("secretsmanager:"):
+            value = _secret_provider("secretsmanager").get(name.split(":", 1)[1], max_age=max_age)
+        else:
+            value = _secret_provider("ssm").get(name, decrypt=True, max_age=max_age)
+    except Exception as exc:  # powertools' GetParameterError around boto3's ClientError
+        if _not_found(exc):
+            with _aws_lock:
+                _missing_secrets[name] = time.monotonic()
+            raise SecretNotFound(f"{name} does not exist") from exc
+        raise
+    with _aws_lock:
+        _missing_secrets.pop(name, None)
+    return str(value)
 
 
 def forget_secrets() -> None:
@@ -126,6 +163,7 @@ def forget_secrets() -> None:
     that read them: the next read asks SSM again, with this environment's credentials."""
     with _aws_lock:
         _secret_providers.clear()
+        _missing_secrets.clear()
     parameters: Any = sys.modules.get("aws_lambda_powertools.utilities.parameters")
     if parameters is not None:
         parameters.clear_caches()

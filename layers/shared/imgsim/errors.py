@@ -87,6 +87,11 @@ class Unavailable(ImgsimError):
         self.retry_after = retry_after
 
 
+class SecretNotFound(LookupError):
+    """A secret's parameter does not exist (SSM ParameterNotFound, Secrets Manager ResourceNotFoundException, a
+    missing ``file:``): for the API keys, no key there, not an outage. Not an ``ImgsimError``: never shown as such."""
+
+
 class SecretUnavailable(Unavailable):
     """A secret (the API key's SSM parameter) could not be read."""
 

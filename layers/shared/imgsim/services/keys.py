@@ -7,60 +7,38 @@ against hashes is ``imgsim.access.KeyRing``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from ..access import KeyEntry, KeyRing, Principal, legacy_entry, parse_key_ring
-from ..errors import ConfigError, NotConfigured, SecretUnavailable
+from ..errors import ConfigError, NotConfigured, SecretNotFound, SecretUnavailable
 from ..settings import API_KEYS_PARAM, ApiSettings
 
 # How long a warm function may keep answering to a revoked key: the key parameters are read again after this many
-# seconds (powertools' cache; a parameter found missing is not asked for again sooner either, or every request, even
-# one without a key, would call SSM). One SSM GetParameter a minute per parameter and warm environment.
+# seconds (powertools' cache; read_secret_parameter remembers a missing one as long). One SSM GetParameter a minute
+# per parameter and warm environment.
 KEY_RING_MAX_AGE_S = 60
 
 
-def _not_found(exc: BaseException) -> bool:
-    """An SSM ParameterNotFound anywhere in the chain (powertools wraps boto3's error in GetParameterError), or a
-    missing local file (the local stack's ``file:`` ring before ``imgsim keys create``)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, FileNotFoundError) or "ParameterNotFound" in str(seen) or (
-                getattr(seen, "response", None) or {}).get("Error", {}).get("Code") == "ParameterNotFound":
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 class ApiKeys:
-    def __init__(self, settings: ApiSettings, *, read_secret: Callable[..., str],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: ApiSettings, *, read_secret: Callable[..., str]) -> None:
         """``read_secret(name, *, max_age=300)``: an SSM SecureString by name
         (``imgsim.composition.read_secret_parameter``: powertools parameters, cached ``max_age`` seconds); both key
-        parameters, the ring and the legacy key, are read with ``max_age=KEY_RING_MAX_AGE_S``. ``clock``: seconds,
-        for how long a missing parameter stays missing."""
+        parameters, the ring and the legacy key, are read with ``max_age=KEY_RING_MAX_AGE_S``; a missing one raises
+        ``SecretNotFound``."""
         self.settings = settings
         self._read_secret = read_secret
         # The last ring text and its entries: parsing 30 keys takes ~170 µs, matching a key ~7 µs, and the text
         # changes once in a long while (powertools caches it 60 s).
         self._parsed: tuple[str, tuple[KeyEntry, ...]] = ("", ())
-        self._missing: dict[str, float] = {}  # parameter name -> when it was found missing (time.monotonic)
-        self._clock = clock
 
     def _read(self, name: str) -> str | None:
         """The parameter's value; None when it does not exist (an empty ring, not an outage)."""
-        missing_since = self._missing.get(name)
-        if missing_since is not None and self._clock() - missing_since < KEY_RING_MAX_AGE_S:
-            return None
         try:
-            value = self._read_secret(name, max_age=KEY_RING_MAX_AGE_S)
+            return self._read_secret(name, max_age=KEY_RING_MAX_AGE_S)
+        except SecretNotFound:
+            return None
         except Exception as exc:  # powertools raises its own GetParameterError, and boto3's errors pass through
-            if _not_found(exc):
-                self._missing[name] = self._clock()
-                return None
             raise SecretUnavailable("the API keys could not be loaded; try again shortly") from exc
-        self._missing.pop(name, None)
-        return value
 
     def _parse(self, text: str) -> tuple[KeyEntry, ...]:
         if self._parsed[0] != text:
