@@ -124,8 +124,8 @@ def client_error(code: str, operation: str = "GetObject", status: int = 400) -> 
 
 @dataclass
 class FakeS3:
-    """``get_object`` (with ``Range``) over a dict of objects; ``errors`` maps a key to the exception its GET raises.
-    ``calls`` records every GET as ``(key, range)``."""
+    """``get_object`` (with ``Range``) and ``head_object`` over a dict of objects; ``errors`` maps a key to the
+    exception its GET raises. ``calls`` records every GET as ``(key, range)``, every HEAD as ``(key, "HEAD")``."""
 
     objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
     errors: dict[str, BaseException] = field(default_factory=dict)
@@ -140,6 +140,12 @@ class FakeS3:
 
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
+
+    def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.calls.append((Key, "HEAD"))
+        if (Bucket, Key) not in self.objects:
+            raise client_error("404", "HeadObject", status=404)
+        return {"ContentLength": len(self.objects[(Bucket, Key)]), "ETag": f'"{self.etag(Bucket, Key)}"'}
 
     def get_object(self, *, Bucket: str, Key: str, Range: str | None = None) -> dict[str, Any]:
         self.calls.append((Key, Range))

@@ -31,6 +31,7 @@ from imgsim.pipeline import (
 from imgsim.pipeline.sqs import parse_message
 from imgsim.settings import IndexSettings
 from imgsim.store import StoredPoint
+from imgsim.trash import RESTORED_AT_FIELD
 from PIL import ImageOps
 
 BUCKET = "pics"
@@ -293,5 +294,53 @@ def test_objects_under_tenants_are_indexed_into_their_tenant_and_strays_are_skip
     stray = point_id_for_object(BUCKET, "tenants/b.jpg")
     store.upsert([StoredPoint(stray, [1.0] + [0.0] * (store.dim - 1), {"key": "tenants/b.jpg"})])
     assert store.count() == 3
+    s3.delete(BUCKET, "tenants/b.jpg")  # a delete event comes once the object is gone
     report = pipeline.process_messages([("del", body("tenants/b.jpg", "delete", sequencer="09"))])
     assert statuses(report) == {"del": (DELETED, "")} and store.count() == 2
+
+
+def test_a_late_delete_leaves_a_restored_point_while_its_object_is_there(pipeline, store, s3):
+    """Restored from the trash while the delete event of its move to the trash was queued: the point the restore
+    wrote stays; the restored object's put event follows and wins (a delete would hide the image until then). Other
+    deletes ask S3 nothing (the sequencers decide)."""
+    s3.put(BUCKET, "photos/a.jpg", encode(picture(1)))
+    pipeline.process_messages([("put", body("photos/a.jpg", sequencer="01"))])
+    image = point_id_for_object(BUCKET, "photos/a.jpg")
+    record = store.get(image, with_vector=True)
+    # What TrashService.restore writes back: the point as it was, marked restored.
+    store.upsert([StoredPoint(image, record.vector, {**record.payload, RESTORED_AT_FIELD: "2026-12-03T08:00:00Z"})])
+    calls_before = len(s3.calls)
+    report = pipeline.process_messages([("del", body("photos/a.jpg", "delete", sequencer="02"))])
+    assert statuses(report) == {"del": (SKIPPED, "recreated")} and store.get(image) is not None
+    assert s3.calls[calls_before:] == [("photos/a.jpg", "HEAD")]
+    s3.delete(BUCKET, "photos/a.jpg")  # now really gone: the same (redelivered) event deletes
+    report = pipeline.process_messages([("del", body("photos/a.jpg", "delete", sequencer="02"))])
+    assert statuses(report) == {"del": (DELETED, "")} and store.get(image) is None
+
+
+def test_deletes_of_points_no_restore_wrote_ask_s3_nothing(pipeline, store, s3):
+    s3.put(BUCKET, "photos/b.jpg", encode(picture(2)))
+    pipeline.process_messages([("put", body("photos/b.jpg", sequencer="01"))])
+    calls_before = len(s3.calls)
+    report = pipeline.process_messages([("del", body("photos/b.jpg", "delete", sequencer="02"))])
+    assert statuses(report) == {"del": (DELETED, "")} and s3.calls[calls_before:] == []
+
+
+def test_the_put_event_of_a_restored_object_leaves_its_point_as_the_restore_wrote_it(pipeline, store, s3):
+    """Same bytes (ETag), same model: the restore already wrote the point, links included; indexing it again would
+    drop its links until the duplicate check wrote them back (a listing of the groups would miss it meanwhile)."""
+    etag = s3.put(BUCKET, "photos/c.jpg", encode(picture(3)))
+    pipeline.process_messages([("put", body("photos/c.jpg", sequencer="01"))])
+    image = point_id_for_object(BUCKET, "photos/c.jpg")
+    record = store.get(image, with_vector=True)
+    restored = {**record.payload, RESTORED_AT_FIELD: "2026-12-03T08:00:00Z", "duplicate_of": "kept-as-written"}
+    store.upsert([StoredPoint(image, record.vector, restored)])
+    put = json.loads(body("photos/c.jpg", sequencer="03"))
+    put["Records"][0]["s3"]["object"]["eTag"] = etag
+    report = pipeline.process_messages([("put", json.dumps(put))])
+    assert statuses(report) == {"put": (SKIPPED, "unchanged")}
+    assert store.get(image).payload == restored
+    s3.put(BUCKET, "photos/c.jpg", encode(picture(4)))  # new bytes: indexed as any put
+    put["Records"][0]["s3"]["object"].update(eTag=s3.etag(BUCKET, "photos/c.jpg"), sequencer="04")
+    report = pipeline.process_messages([("put", json.dumps(put))])
+    assert statuses(report) == {"put": (INDEXED, "")} and RESTORED_AT_FIELD not in store.get(image).payload

@@ -45,6 +45,9 @@ IMAGE_ID_FIELD = "image_id"
 TRASHED_AT_FIELD = "trashed_at"
 EXPIRES_AT_FIELD = "expires_at"
 TRASH_KEY_FIELD = "trash_key"
+# On a point a restore wrote back, until the put event of its restored object re-indexes it: a delete event that
+# arrives meanwhile (the queued one of its move to the trash) is checked against S3 first (imgsim.pipeline.core).
+RESTORED_AT_FIELD = "restored_at"
 ENTRY_FIELDS = (IMAGE_ID_FIELD, TRASHED_AT_FIELD, EXPIRES_AT_FIELD, TRASH_KEY_FIELD)
 _NAMESPACE = uuid.UUID("0b5d3c52-8a4e-4d55-9a3e-5c1f0e7b7e21")
 
@@ -106,6 +109,7 @@ class Locks:
 
 
 __all__ = [
-    "ENTRY_FIELDS", "EXPIRES_AT_FIELD", "IMAGE_ID_FIELD", "LEASE_SECONDS", "LOCKS_SUFFIX", "TRASHED_AT_FIELD",
+    "ENTRY_FIELDS", "EXPIRES_AT_FIELD", "IMAGE_ID_FIELD", "LEASE_SECONDS", "LOCKS_SUFFIX", "RESTORED_AT_FIELD",
+    "TRASHED_AT_FIELD",
     "TRASH_KEY_FIELD", "TRASH_PREFIX", "TRASH_SUFFIX", "Locks", "entry_id", "iso", "trash_key", "trash_store",
 ]

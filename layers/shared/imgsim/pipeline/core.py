@@ -23,7 +23,7 @@ from ..errors import StoreUnavailable
 from ..ordering import KeyState
 from ..store import VectorStore
 from ..tenants import tenant_problem
-from ..trash import TRASH_PREFIX
+from ..trash import RESTORED_AT_FIELD, TRASH_PREFIX
 from .decoding import Decode
 from .duplicate_check import DuplicateCheck
 from .embedding import Embed, ImageEmbedder
@@ -209,6 +209,15 @@ class Pipeline:
         puts, batch.deletes, skips = self.write.triage(live, state)
         for outcome in skips:
             report.add(outcome)
+        restored = [e for e in batch.deletes if RESTORED_AT_FIELD in state.points.get(e.point_id, {})]
+        if restored:
+            # A point a restore wrote back, and a delete event (the queued one of its move to the trash): when the
+            # object is there again, the delete is older than the restore (imgsim.pipeline.fetch.Fetch.recreated).
+            again = self.fetch.recreated(restored)
+            for event in batch.deletes:
+                if event.point_id in again:  # restored, or put again: its put event follows and wins
+                    report.add(event.outcome(SKIPPED, "recreated"))
+            batch.deletes = [event for event in batch.deletes if event.point_id not in again]
         batch.state = state
         batch.items = [Item(event) for event in puts]
         if batch.items:

@@ -26,6 +26,7 @@ from ..errors import StoreUnavailable
 from ..ordering import RETRY, STALE, KeyState, OrderedStore, Removal, is_newer
 from ..points import image_payload
 from ..store import TENANT_FIELD, StoredPoint, VectorStore
+from ..trash import RESTORED_AT_FIELD
 from .events import DELETE, PUT, Item, ObjectEvent
 from .report import FAILED, INDEXED, SKIPPED, EventOutcome
 
@@ -65,7 +66,8 @@ class OrderedWrite:
 
     def triage(self, events: Sequence[ObjectEvent], state: KeyState
                ) -> tuple[list[ObjectEvent], list[ObjectEvent], list[EventOutcome]]:
-        """(puts, deletes, skips): events the store already reflects, and backfill puts of unchanged objects."""
+        """(puts, deletes, skips): events the store already reflects, and backfill puts of unchanged objects (and
+        the put events of restored ones)."""
         puts: list[ObjectEvent] = []
         deletes: list[ObjectEvent] = []
         skips: list[EventOutcome] = []
@@ -75,7 +77,10 @@ class OrderedWrite:
                 skips.append(event.outcome(SKIPPED, "stale_event"))
             elif (
                 event.action == PUT
-                and event.only_if_changed
+                # A backfill's put, or the put event of an object a restore put back (the restore wrote its point
+                # as it was, links included: indexing it again would only drop its links until the duplicate check
+                # wrote them back, a moment a listing of the groups would show).
+                and (event.only_if_changed or RESTORED_AT_FIELD in stored)
                 and stored
                 and event.etag
                 and stored.get("etag") == event.etag

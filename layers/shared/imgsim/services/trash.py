@@ -23,6 +23,7 @@ from ..trash import (
     ENTRY_FIELDS,
     EXPIRES_AT_FIELD,
     IMAGE_ID_FIELD,
+    RESTORED_AT_FIELD,
     TRASH_KEY_FIELD,
     TRASHED_AT_FIELD,
     Locks,
@@ -161,6 +162,7 @@ class TrashService:
                 raise KeyTaken(f"another image is stored at {key!r} now; delete or move it, then restore")
             objects.copy(bucket, stashed, key)
             payload = {k: v for k, v in entry.payload.items() if k not in ENTRY_FIELDS}
+            payload[RESTORED_AT_FIELD] = iso(self._clock())
             assert entry.vector is not None
             restored = StoredPoint(image, entry.vector, payload)
             store.upsert([restored])
